@@ -1,0 +1,94 @@
+"""The stage contracts of DESIGN.md, defined once and imported by the model, exporter and runtime.
+
+Torch-free on purpose: the runtime imports this module and must never pull in torch.
+Every boundary is a dict of named numpy arrays. Ids are int32 and masks bool (1 = real step) so the
+same graphs build on TensorRT 8.5 (JetPack 5), which has no int64 network inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "video")
+"""The one modality order used everywhere: gates, presence flags, pair tables."""
+
+SENTIMENT_CLASSES: tuple[str, ...] = (
+    "strongly negative", "negative", "weakly negative", "neutral",
+    "weakly positive", "positive", "strongly positive",
+)
+"""The 7 classes of Acc-7: round(clip(score, -3, 3)) + 3 indexes this tuple."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor at a stage boundary: dtype and symbolic axes (B = batch, L* = lengths)."""
+
+    name: str
+    dtype: str
+    axes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One exported graph / engine: its inputs and outputs, in order."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+def _t(name: str, dtype: str, *axes: str) -> TensorSpec:
+    return TensorSpec(name, dtype, tuple(axes))
+
+
+MASKS = (_t("text_mask", "bool", "B", "Lt"), _t("audio_mask", "bool", "B", "La"),
+         _t("video_mask", "bool", "B", "Lv"))
+
+STAGES: dict[str, StageSpec] = {
+    s.name: s
+    for s in (
+        StageSpec("text_encoder",
+                  (_t("input_ids", "int32", "B", "Lt"), MASKS[0]),
+                  (_t("u_text", "float32", "B", "Lt", "d"),)),
+        StageSpec("audio_encoder",
+                  (_t("audio", "float32", "B", "La", "Fa"), MASKS[1]),
+                  (_t("u_audio", "float32", "B", "La", "d"),)),
+        StageSpec("video_encoder",
+                  (_t("video", "float32", "B", "Lv", "C", "H", "W"), MASKS[2]),
+                  (_t("u_video", "float32", "B", "Lv", "d"),)),
+        StageSpec("interaction",
+                  (_t("u_text", "float32", "B", "Lt", "d"), _t("u_audio", "float32", "B", "La", "d"),
+                   _t("u_video", "float32", "B", "Lv", "d"), *MASKS),
+                  (_t("h_text", "float32", "B", "Lt", "d"), _t("h_audio", "float32", "B", "La", "d"),
+                   _t("h_video", "float32", "B", "Lv", "d"))),
+        StageSpec("mgf_head",
+                  (_t("h_text", "float32", "B", "Lt", "d"), _t("h_audio", "float32", "B", "La", "d"),
+                   _t("h_video", "float32", "B", "Lv", "d"), *MASKS),
+                  (_t("score", "float32", "B"), _t("logits", "float32", "B", "K"),
+                   _t("gates", "float32", "B", "M"))),
+    )
+}
+"""Stage name → contract, in pipeline order. `audio` holds log-mel frames or feature vectors and
+`video` holds RGB frames [B, Lv, 3, H, W] or feature vectors [B, Lv, F], per the config's front-end."""
+
+STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+ENCODER_OF: dict[str, str] = {"text": "text_encoder", "audio": "audio_encoder", "video": "video_encoder"}
+
+
+def video_axes(frontend: str) -> tuple[str, ...]:
+    """The video input's axes depend on the front-end: raw frames or feature vectors."""
+    return ("B", "Lv", "C", "H", "W") if frontend == "frames" else ("B", "Lv", "Fv")
+
+
+def class_of(score: float) -> int:
+    """Acc-7 class index of a score: round after clipping to [-3, 3] (MMSA's definition)."""
+    clipped = min(max(score, -3.0), 3.0)
+    return int(round(clipped)) + 3

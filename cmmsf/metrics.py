@@ -1,0 +1,57 @@
+"""Regression metrics of the field, exactly as MMSA computes them for MOSI/MOSEI (numpy only).
+
+- mae, corr: on the raw predictions and labels.
+- acc7 / acc5: round after clipping to [-3, 3] / [-2, 2] (numpy's round: halves go to even, as MMSA).
+- acc2/f1 "has-0": negative (< 0) vs non-negative (>= 0), every sample counted.
+- acc2/f1 "non-0": samples labelled exactly 0 dropped, then > 0 vs the rest.
+- f1: weighted over the two classes (sklearn's `average="weighted"`), in percent like the accuracies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRIC_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "n")
+
+
+def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Support-weighted mean of per-class F1 over the classes present in `truth`."""
+    total = 0.0
+    for cls in np.unique(truth):
+        tp = np.sum((pred == cls) & (truth == cls))
+        fp = np.sum((pred == cls) & (truth != cls))
+        fn = np.sum((pred != cls) & (truth == cls))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        total += f1 * np.sum(truth == cls)
+    return float(total / len(truth)) if len(truth) else float("nan")
+
+
+def _accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(truth == pred)) if len(truth) else float("nan")
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN (not a crash) when either side is constant."""
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """All MMSA regression metrics; accuracies and F1 in percent."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+    if pred.shape != truth.shape:
+        raise ValueError(f"{len(pred)} predictions for {len(truth)} labels")
+    non0 = truth != 0
+    return {
+        "mae": float(np.mean(np.abs(pred - truth))),
+        "corr": pearson(pred, truth),
+        "acc7": 100 * _accuracy(np.round(np.clip(truth, -3, 3)), np.round(np.clip(pred, -3, 3))),
+        "acc5": 100 * _accuracy(np.round(np.clip(truth, -2, 2)), np.round(np.clip(pred, -2, 2))),
+        "acc2_has0": 100 * _accuracy(truth >= 0, pred >= 0),
+        "acc2_non0": 100 * _accuracy(truth[non0] > 0, pred[non0] > 0),
+        "f1_has0": 100 * weighted_f1(truth >= 0, pred >= 0),
+        "f1_non0": 100 * weighted_f1(truth[non0] > 0, pred[non0] > 0),
+        "n": int(len(truth)),
+    }

