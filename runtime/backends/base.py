@@ -1,0 +1,41 @@
+"""The one small interface every backend implements: named numpy arrays in, named arrays out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from cmmsf.contracts import STAGES
+
+_NUMPY_DTYPES = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
+
+
+def conform(stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Pick the stage's inputs from `feeds` in contract dtypes, C-contiguous (engines need both)."""
+    out = {}
+    for spec in STAGES[stage].inputs:
+        if spec.name not in feeds:
+            raise KeyError(f"stage {stage} needs input {spec.name!r}; got {sorted(feeds)}")
+        out[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=_NUMPY_DTYPES[spec.dtype])
+    return out
+
+
+class Backend(ABC):
+    """Runs the five stages. `provider` says what actually executed (e.g. CPUExecutionProvider)."""
+
+    name: str = "base"
+    provider: str = "unknown"
+
+    @abstractmethod
+    def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one stage on contract-named inputs; return its contract-named outputs."""
+
+    def close(self) -> None:
+        """Release sessions and device memory (a no-op where there is none)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

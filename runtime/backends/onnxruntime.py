@@ -1,0 +1,73 @@
+"""ONNX Runtime backend: TensorRT EP → CUDA EP → CPU EP, whichever this machine really has.
+
+Sessions are created with deliberate options (thread count, full graph optimisation) and the backend
+reports the provider that actually runs each stage: ONNX Runtime silently drops the TensorRT EP when
+libnvinfer is missing (DESIGN.md), so asking is not the same as getting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cmmsf.contracts import STAGES
+
+from ..manifest import read_manifest, require_verified
+from .base import Backend, conform
+
+PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+    return options
+
+
+def available_providers(requested: tuple[str, ...] = PREFERRED) -> list[str]:
+    have = set(ort.get_available_providers())
+    return [p for p in requested if p in have]
+
+
+class OrtSession:
+    """One ONNX graph in one session; `provider` is the provider the session actually bound."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.provider = self.session.get_providers()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+
+class OnnxRuntimeBackend(Backend):
+    """The five stage graphs of an engine folder in ONNX Runtime, hashes verified before loading."""
+
+    name = "onnxruntime"
+
+    def __init__(self, folder: str | Path, precision: str = "fp32", providers: list[str] | None = None,
+                 threads: int | None = None):
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        require_verified(folder, manifest, (precision,))
+        providers = providers or available_providers()
+        self.sessions = {}
+        for stage in STAGES:
+            record = manifest["stages"][stage]["artifacts"][precision]
+            self.sessions[stage] = OrtSession(folder / record["file"], providers, threads)
+        used = sorted({s.provider for s in self.sessions.values()})
+        self.provider = "+".join(used)
+        self.requested = providers
+
+    def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.sessions[stage].run(conform(stage, feeds))

@@ -1,0 +1,123 @@
+"""Clip → model inputs, and a list of clips → one padded batch (the stage contracts' dict).
+
+The one preprocessing implementation: the trainer's clip-folder dataset and the runtime call the same
+`Preprocessor`, so deployed inputs equal training inputs. Rules users must know:
+- a modality with no data (no transcript, no audio track, no video stream) is *absent*: its mask is all
+  zero and the model's gate for it reads 0;
+- a modality the checkpoint never learned is masked too, and the result says so;
+- a clip longer than the config's maximum is truncated to its first `max_len` steps (12 s by default)
+  and the result lists the truncated modalities: never silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cmmsf.config import ModelConfig
+from cmmsf.contracts import MODALITIES
+
+from .clips import Clip
+from .preprocess.audio import log_mel
+from .preprocess.media import MediaError, decode_audio, decode_video
+from .preprocess.text import encode, read_transcript
+from .preprocess.video import frames_to_input
+
+
+@dataclass
+class ClipInputs:
+    """One clip's unbatched inputs; a modality maps to None when absent."""
+
+    id: str
+    arrays: dict[str, np.ndarray | None]
+    truncated: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+
+    @property
+    def present(self) -> dict[str, bool]:
+        return {m: self.arrays.get(m) is not None for m in MODALITIES}
+
+    def length(self, modality: str) -> int:
+        array = self.arrays.get(modality)
+        return 0 if array is None else len(array)
+
+
+class Preprocessor:
+    """Turns clips into ClipInputs for one model config."""
+
+    def __init__(self, config: ModelConfig, face_crop: bool = False):
+        if config.audio.frontend != "mel" or config.video.frontend != "frames":
+            raise ValueError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
+                             "use a checkpoint trained with the mel/frames front-ends")
+        self.config = config
+        self.face_crop = face_crop
+
+    def text(self, transcript: str) -> np.ndarray | None:
+        if not transcript.strip():
+            return None
+        ids, _ = encode([transcript], self.config.text.backbone, self.config.text.max_len)
+        return ids[0]
+
+    def audio(self, wave: np.ndarray | None) -> np.ndarray | None:
+        ac = self.config.audio
+        if wave is None or len(wave) < ac.sample_rate // 50:  # under 20 ms: nothing to hear
+            return None
+        return log_mel(wave, ac.sample_rate, ac.feature_dim, ac.frame_rate_hz)
+
+    def video(self, frames: np.ndarray | None) -> np.ndarray | None:
+        if frames is None or len(frames) == 0:
+            return None
+        return frames_to_input(frames, self.config.video.image_size, self.face_crop)
+
+    def from_clip(self, clip: Clip) -> ClipInputs:
+        """Decode and featurise one clip. Raises MediaError / ValueError with a one-line reason."""
+        vc, ac = self.config.video, self.config.audio
+        text = read_transcript(clip.transcript) if clip.transcript else ""
+        wave, frames, duration = None, None, None
+        if clip.media is not None:
+            wave = decode_audio(clip.media, ac.sample_rate)
+            decoded = decode_video(clip.media, vc.fps)
+            if decoded is not None:
+                frames, duration = decoded
+            if wave is not None:
+                duration = max(duration or 0.0, len(wave) / ac.sample_rate)
+        arrays = {"text": self.text(text), "audio": self.audio(wave), "video": self.video(frames)}
+        if all(a is None for a in arrays.values()):
+            raise MediaError(f"clip {clip.id}: no transcript, no audio and no video to use")
+        return self.limit(ClipInputs(clip.id, arrays, duration_s=duration))
+
+    def limit(self, item: ClipInputs) -> ClipInputs:
+        """Apply the documented rules: truncate to max lengths, mask modalities never trained."""
+        limits = {"text": self.config.text.max_len, "audio": self.config.audio.max_len,
+                  "video": self.config.video.max_len}
+        for m in MODALITIES:
+            array = item.arrays[m]
+            if array is not None and m not in self.config.trained_modalities:
+                item.arrays[m] = None
+                item.masked.append(m)
+            elif array is not None and len(array) > limits[m]:
+                item.arrays[m] = array[: limits[m]]
+                item.truncated.append(m)
+        return item
+
+
+def collate(items: list[ClipInputs], config: ModelConfig) -> dict[str, np.ndarray]:
+    """Pad a list of clips into one batch dict; absent modalities get one masked zero step."""
+    shapes = {"text": (), "audio": (config.audio.feature_dim,),
+              "video": (3, config.video.image_size, config.video.image_size)}
+    dtypes = {"text": np.int32, "audio": np.float32, "video": np.float32}
+    names = {"text": "input_ids", "audio": "audio", "video": "video"}
+    batch: dict[str, np.ndarray] = {}
+    for m in MODALITIES:
+        length = max([item.length(m) for item in items] + [1])
+        data = np.zeros((len(items), length, *shapes[m]), dtype=dtypes[m])
+        mask = np.zeros((len(items), length), dtype=bool)
+        for row, item in enumerate(items):
+            array = item.arrays.get(m)
+            if array is not None:
+                data[row, : len(array)] = array
+                mask[row, : len(array)] = True
+        batch[names[m]], batch[f"{m}_mask"] = data, mask
+    return batch
