@@ -1,5 +1,262 @@
-"""placeholder"""
+"""The three Typer apps: `cmmsf-export`, `cmmsf-run` and `cmmsf-train`. Thin: parse, call, print.
+
+Heavy imports happen inside each command, so `--help` is instant and `cmmsf-run` never loads torch
+unless the torch backend is asked for. Known failures print one red line and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
 import typer
-export_app = typer.Typer()
-run_app = typer.Typer()
-train_app = typer.Typer()
+from rich.console import Console
+
+# Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True)
+
+export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and TensorRT.", no_args_is_help=True)
+run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation.",
+                      no_args_is_help=True)
+train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints.", no_args_is_help=True)
+
+DEFAULT_ENGINES = Path("engines/default")
+
+
+def friendly(command: Callable) -> Callable:
+    """Turn known failures into `error: <message>` and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001
+            from cmmsf.errors import CmmsfError
+
+            if isinstance(err, (CmmsfError, FileNotFoundError, ValueError)):
+                err_console.print(f"[red]error:[/] {err}")
+                raise typer.Exit(1) from None
+            raise
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- cmmsf-export
+
+
+@export_app.command("build")
+@friendly
+def export_build(
+    checkpoint: str = typer.Option("default", help="`default` (shipped) or a checkpoint folder"),
+    out: Optional[Path] = typer.Option(None, help="output folder [default: engines/<checkpoint>]"),
+    precision: str = typer.Option("fp16", help="TensorRT plan precision: fp16 or fp32"),
+    tensorrt: str = typer.Option("auto", help="auto: build plans where TensorRT and a GPU exist; on; off"),
+    batch: str = typer.Option("1,1,8", help="profile batch MIN,OPT,MAX"),
+    max_len: str = typer.Option("", help="profile max lengths, e.g. text=64,audio=150,video=180"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing build"),
+) -> None:
+    """Checkpoint → per-stage ONNX (FP32, FP16), parity checks, TensorRT plans, manifest.json."""
+    from export.build import build
+    from export.profiles import ShapeProfile, default_profile, parse_batch, parse_max_len
+    from cmmsf.checkpoint import resolve_checkpoint
+    from cmmsf.config import ModelConfig
+
+    config = ModelConfig.load(resolve_checkpoint(checkpoint) / "config.json")
+    base = default_profile(config)
+    profile = ShapeProfile(parse_batch(batch), parse_max_len(max_len, base.max_len))
+    build(checkpoint, out, precision, tensorrt, profile, force, console)
+
+
+@export_app.command("check")
+@friendly
+def export_check(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
+    """Re-hash every artifact and the checkpoint, then re-run parity."""
+    from export.build import check
+
+    check(folder, console)
+
+
+@export_app.command("inspect")
+@friendly
+def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
+    """Print a build's manifest as a table."""
+    from export.report import manifest_table
+    from runtime.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    console.print(manifest_table(manifest))
+    trt = manifest["tensorrt"]
+    console.print(f"TensorRT: {trt.get('status')} {trt.get('reason') or trt.get('gpu') or ''}")
+    console.print(f"versions: {json.dumps(manifest['versions'])}")
+
+
+# ---------------------------------------------------------------- cmmsf-run
+
+
+def _engines_or_default(engines: Optional[Path]) -> Path:
+    """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
+    if engines is not None:
+        return engines
+    if not (DEFAULT_ENGINES / "manifest.json").is_file():
+        console.print(f"no engines at {DEFAULT_ENGINES}: exporting the default checkpoint once (about 30 s)…")
+        from export.build import build
+
+        build("default", DEFAULT_ENGINES, force=True, console=console)
+    return DEFAULT_ENGINES
+
+
+@run_app.command("infer")
+@friendly
+def run_infer(
+    paths: list[Path] = typer.Argument(..., help="clip files and/or folders (files grouped by stem)"),
+    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default, built if missing]"),
+    out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip"),
+    batch: int = typer.Option(1, min=1, help="clips per micro-batch"),
+    resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
+    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
+    precision: str = typer.Option("fp32", help="which ONNX the onnxruntime backend loads: fp32 or fp16"),
+    face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
+) -> None:
+    """Batch inference over clips → results.jsonl and a summary table."""
+    from runtime.infer import run_infer as infer
+
+    infer(paths, _engines_or_default(engines), out, batch, resume, backend, precision, face_crop, console)
+
+
+@run_app.command("stream")
+@friendly
+def run_stream(
+    source: str = typer.Argument(..., help="a media file, a camera index (0) or a URL"),
+    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    window: float = typer.Option(4.0, help="window length in seconds"),
+    hop: float = typer.Option(2.0, help="seconds between window starts"),
+    transcript: Optional[Path] = typer.Option(None, help="transcript for the whole stream (.txt/.srt/.vtt)"),
+    realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file"),
+    plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
+    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
+) -> None:
+    """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window."""
+    from runtime.stream import run_stream as stream
+
+    stream(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot, backend, console)
+
+
+@run_app.command("bench")
+@friendly
+def run_bench(
+    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    backends: str = typer.Option("onnxruntime,torch", help="comma-separated backends to compare"),
+    batch: str = typer.Option("1,8", help="comma-separated batch sizes"),
+    runs: int = typer.Option(50, min=3, help="timed runs per backend and batch"),
+    warmup: int = typer.Option(5, min=0, help="untimed runs first"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per backend [default: all cores]"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
+) -> None:
+    """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side."""
+    from runtime.bench import run_bench as bench
+
+    sizes = [int(b) for b in batch.split(",") if b.strip()]
+    bench(_engines_or_default(engines), [b.strip() for b in backends.split(",") if b.strip()], sizes,
+          runs, warmup, threads, json_out, plot, console)
+
+
+@run_app.command("eval")
+@friendly
+def run_eval(
+    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    split: str = typer.Option("test", help="train, dev/valid or test"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
+) -> None:
+    """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
+    from runtime.evaluate import run_eval as evaluate
+
+    evaluate(data, _engines_or_default(engines), split, labels, backend, json_out, console)
+
+
+# ---------------------------------------------------------------- cmmsf-train
+
+
+@train_app.command("fit")
+@friendly
+def train_fit(
+    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    out: Path = typer.Option(Path("runs/fit"), help="run folder"),
+    preset: str = typer.Option("edge", help="paper, edge or tiny"),
+    config: Optional[Path] = typer.Option(None, help="a config JSON instead of a preset"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    epochs: int = typer.Option(20, min=1),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(1e-3),
+    loss: str = typer.Option("l1", help="l1 or mse"),
+    seed: int = typer.Option(0),
+    seeds: int = typer.Option(1, min=1, help="train this many seeds and report mean ± std"),
+    modality_dropout: float = typer.Option(0.15, help="probability of masking a whole modality"),
+    patience: int = typer.Option(5, help="early stop after this many epochs without a better valid MAE"),
+) -> None:
+    """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
+    from cmmsf.config import ModelConfig, preset as make_preset
+    from cmmsf.train import TrainOptions, fit
+    from runtime.report import metrics_table
+
+    if loss not in ("l1", "mse"):
+        raise ValueError(f"--loss must be l1 or mse, got {loss!r}")
+    model_config = ModelConfig.load(config) if config else make_preset(preset)
+    opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
+                        modality_dropout=modality_dropout, patience=patience)
+    summary = fit(model_config, data, out, opts, seeds, labels, console)
+    console.print(metrics_table({f"{split} (mean over {seeds} seeds)": {k: v["mean"] for k, v in m.items()}
+                                 for split, m in summary["summary"].items()}, summary["summary"]))
+    console.print(f"run folder: {out}  (checkpoint: {out / ('seed_%d' % seed if seeds > 1 else '') / 'checkpoint'})")
+
+
+@train_app.command("eval")
+@friendly
+def train_eval(
+    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
+    split: str = typer.Option("test", help="train, dev/valid or test"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    modalities: str = typer.Option("text,audio,video", help="subset to keep, e.g. text or text,audio"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
+) -> None:
+    """MAE, Corr, Acc-7, Acc-5, Acc-2 and F1 (has-0 and non-0) of a checkpoint on one split."""
+    from cmmsf.checkpoint import load_checkpoint
+    from cmmsf.contracts import MODALITIES
+    from cmmsf.data import load_dataset
+    from cmmsf.train import evaluate
+    from runtime.report import metrics_table
+
+    keep = tuple(m.strip() for m in modalities.split(",") if m.strip())
+    if not keep or set(keep) - set(MODALITIES):
+        raise ValueError(f"--modalities takes a subset of {','.join(MODALITIES)}, got {modalities!r}")
+    model = load_checkpoint(checkpoint)
+    items, skipped = load_dataset(data, split, model.config, labels)
+    if skipped.count:
+        console.print(f"[yellow]{skipped.summary()}[/]")
+    if not items:
+        raise ValueError(f"no usable rows in split {split!r} of {data}")
+    untrained = [m for m in keep if m not in model.config.trained_modalities]
+    if untrained:
+        console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
+        keep = tuple(m for m in keep if m in model.config.trained_modalities)
+    metrics = evaluate(model, items, keep)
+    console.print(metrics_table({f"{split} ({'+'.join(keep)})": metrics}))
+    if json_out:
+        json_out.write_text(json.dumps(metrics, indent=1) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+if __name__ == "__main__":
+    run_app()

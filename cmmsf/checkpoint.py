@@ -13,13 +13,14 @@ from safetensors.torch import load_file, save_file
 
 from .backbone_files import weights_sha256
 from .config import ModelConfig
+from .errors import CmmsfError
 from .model import CMMSF, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CmmsfError, ValueError):
     """A checkpoint that cannot be used; the message names the file or tensor at fault."""
 
 

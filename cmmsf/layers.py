@@ -46,7 +46,9 @@ class MaskedMultiheadAttention(nn.Module):
         logits = logits.masked_fill(~key_mask[:, None, None, :], MASK_FILL)
         weights = self.dropout(torch.softmax(logits, dim=-1))
         mixed = torch.matmul(weights, v).transpose(1, 2)
-        return self.out(mixed.reshape(query.shape[0], query.shape[1], -1))
+        # A row whose keys are all masked (an absent modality) contributes exactly nothing.
+        has_keys = (key_mask.sum(dim=1) > 0).to(query.dtype)[:, None, None]
+        return self.out(mixed.reshape(query.shape[0], query.shape[1], -1)) * has_keys
 
 
 class TransformerEncoderLayer(nn.Module):

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 import cmmsf
 from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
 from cmmsf.contracts import STAGES
+from cmmsf.errors import CmmsfError
 from cmmsf.hashing import sha256_file
 from cmmsf.sample_inputs import make_inputs
 from runtime.manifest import (FORMAT_VERSION, MANIFEST, ManifestError, artifact_record, read_manifest,
@@ -36,7 +37,7 @@ from .report import manifest_table, next_commands
 PARITY_REPORT = "parity_report.json"
 
 
-class BuildError(RuntimeError):
+class BuildError(CmmsfError, RuntimeError):
     """A build or check that must stop; the message is meant for the user, not a traceback."""
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import STAGES, TensorSpec, video_axes
+from cmmsf.errors import CmmsfError
 
 LENGTH_AXES = {"Lt": "text", "La": "audio", "Lv": "video"}
 
 
-class ProfileError(ValueError):
+class ProfileError(CmmsfError, ValueError):
     """A --batch or --max-len value that cannot make a profile."""
 
 

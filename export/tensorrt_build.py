@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmmsf.errors import CmmsfError
+
 DEFAULT_WORKSPACE_BYTES = 1 << 30  # 1 GiB: Jetson builds run out of memory with more
 
 
@@ -57,7 +59,7 @@ def device_identity() -> dict[str, str]:
             "tensorrt": trt.__version__}
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(CmmsfError, RuntimeError):
     """TensorRT could not parse or build a stage; the message carries every parser error."""
 
 

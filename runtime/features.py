@@ -105,8 +105,9 @@ class Preprocessor:
 
 def collate(items: list[ClipInputs], config: ModelConfig) -> dict[str, np.ndarray]:
     """Pad a list of clips into one batch dict; absent modalities get one masked zero step."""
-    shapes = {"text": (), "audio": (config.audio.feature_dim,),
-              "video": (3, config.video.image_size, config.video.image_size)}
+    video_shape = ((3, config.video.image_size, config.video.image_size) if config.video.frontend == "frames"
+                   else (config.video.feature_dim,))
+    shapes = {"text": (), "audio": (config.audio.feature_dim,), "video": video_shape}
     dtypes = {"text": np.int32, "audio": np.float32, "video": np.float32}
     names = {"text": "input_ids", "audio": "audio", "video": "video"}
     batch: dict[str, np.ndarray] = {}

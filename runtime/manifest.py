@@ -12,13 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cmmsf.errors import CmmsfError
 from cmmsf.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-class ManifestError(RuntimeError):
+class ManifestError(CmmsfError, RuntimeError):
     """An engine folder that cannot be trusted or used; the message says what to do."""
 
 

@@ -32,3 +32,24 @@ def to_torch(arrays: dict[str, np.ndarray]):
     import torch
 
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model):
+    from cmmsf.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ck") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tmp_path_factory, tiny_checkpoint):
+    """One real build of the tiny checkpoint (ONNX both precisions, parity, manifest), shared by tests."""
+    from rich.console import Console
+
+    from export.build import build
+    from export.profiles import ShapeProfile
+
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    profile = ShapeProfile((1, 2, 4), {"text": 16, "audio": 40, "video": 30})
+    build(str(tiny_checkpoint), out, profile=profile, console=Console(quiet=True))
+    return out

@@ -34,16 +34,68 @@ def mel_filterbank(sample_rate: int, n_mels: int, n_fft: int = N_FFT) -> np.ndar
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
+def mel_frames(wave: np.ndarray, sample_rate: int, n_mels: int, first: int = 0) -> np.ndarray:
+    """Log-mel of every complete 25 ms frame from frame index `first` on: [frames, n_mels]."""
+    count = 1 + (len(wave) - WIN) // HOP if len(wave) >= WIN else 0
+    if count <= first:
+        return np.zeros((0, n_mels), dtype=np.float32)
+    index = np.arange(WIN)[None, :] + HOP * np.arange(first, count)[:, None]
+    spectrum = np.abs(np.fft.rfft(wave[index] * np.hanning(WIN).astype(np.float32), n=N_FFT)) ** 2
+    return np.log(spectrum @ mel_filterbank(sample_rate, n_mels).T + 1e-6).astype(np.float32)
+
+
+def frames_per_step(sample_rate: int, frame_rate_hz: float) -> int:
+    """How many 10 ms frames one model step averages (8 at 12.5 Hz)."""
+    return max(1, int(round(sample_rate / HOP / frame_rate_hz)))
+
+
+def normalise(steps: np.ndarray) -> np.ndarray:
+    """Per-band mean/variance normalisation over a clip (or a streaming window)."""
+    return ((steps - steps.mean(axis=0)) / (steps.std(axis=0) + 1e-3)).astype(np.float32)
+
+
 def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int, frame_rate_hz: float) -> np.ndarray:
     """[steps, n_mels] float32 at `frame_rate_hz`; at least one step even for a tiny clip."""
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
     if len(wave) < WIN:
         wave = np.pad(wave, (0, WIN - len(wave)))
-    count = 1 + (len(wave) - WIN) // HOP
-    index = np.arange(WIN)[None, :] + HOP * np.arange(count)[:, None]
-    spectrum = np.abs(np.fft.rfft(wave[index] * np.hanning(WIN).astype(np.float32), n=N_FFT)) ** 2
-    mel = np.log(spectrum @ mel_filterbank(sample_rate, n_mels).T + 1e-6)
-    group = max(1, int(round(sample_rate / HOP / frame_rate_hz)))
-    steps = max(1, count // group)
-    pooled = mel[: steps * group].reshape(steps, group, n_mels).mean(axis=1) if count >= group else mel.mean(0, keepdims=True)
-    return ((pooled - pooled.mean(axis=0)) / (pooled.std(axis=0) + 1e-3)).astype(np.float32)
+    frames = mel_frames(wave, sample_rate, n_mels)
+    group = frames_per_step(sample_rate, frame_rate_hz)
+    steps = len(frames) // group
+    pooled = (frames[: steps * group].reshape(steps, group, n_mels).mean(axis=1) if steps
+              else frames.mean(axis=0, keepdims=True))
+    return normalise(pooled)
+
+
+class StreamingLogMel:
+    """The same features computed as audio arrives: each 10 ms frame and each step exactly once.
+
+    `window(start, end)` returns the steps inside a time span, normalised over that span, so a
+    streaming window sees what `log_mel` would give for the same audio cut out as a clip.
+    """
+
+    def __init__(self, sample_rate: int, n_mels: int, frame_rate_hz: float):
+        self.sample_rate, self.n_mels, self.rate = sample_rate, n_mels, frame_rate_hz
+        self.group = frames_per_step(sample_rate, frame_rate_hz)
+        self.wave = np.zeros(0, dtype=np.float32)
+        self.offset = 0  # samples dropped from the front of self.wave
+        self.frames_done = 0
+        self.pending = np.zeros((0, n_mels), dtype=np.float32)
+        self.steps: list[np.ndarray] = []
+
+    def push(self, chunk: np.ndarray) -> None:
+        self.wave = np.concatenate([self.wave, chunk.astype(np.float32, copy=False)])
+        local_first = self.frames_done - self.offset // HOP
+        new = mel_frames(self.wave, self.sample_rate, self.n_mels, local_first)
+        self.frames_done += len(new)
+        self.pending = np.concatenate([self.pending, new])
+        while len(self.pending) >= self.group:
+            self.steps.append(self.pending[: self.group].mean(axis=0))
+            self.pending = self.pending[self.group:]
+        drop = (self.frames_done - self.offset // HOP) * HOP  # samples no future frame starts in
+        if drop > 0:
+            self.wave, self.offset = self.wave[drop:], self.offset + drop
+
+    def window(self, start_s: float, end_s: float) -> np.ndarray | None:
+        first, last = int(start_s * self.rate), min(int(end_s * self.rate), len(self.steps))
+        return normalise(np.stack(self.steps[first:last])) if last > first else None

@@ -12,11 +12,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from cmmsf.errors import CmmsfError
+
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
 
 
-class MediaError(RuntimeError):
+class MediaError(CmmsfError, RuntimeError):
     """A clip that cannot be decoded; the message names the file and says why."""
 
 

@@ -1,0 +1,187 @@
+"""Datasets: transcript CSV, MMSA feature pickles and clip folders, all yielding labelled ClipInputs.
+
+Every loader skips bad rows (missing file, unreadable media, empty text, label outside [-3, 3]) and
+returns a `Skipped` record with a count and the first reasons, so training never dies mid-epoch.
+Batches are built by the runtime's own `collate`, so training sees exactly what deployment sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.clips import find_clips
+from runtime.features import ClipInputs, Preprocessor, collate
+
+from .config import ModelConfig
+
+SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test"}
+
+
+@dataclass
+class Labelled:
+    inputs: ClipInputs
+    label: float
+
+
+@dataclass
+class Skipped:
+    count: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if len(self.reasons) < 5:
+            self.reasons.append(reason)
+
+    def summary(self) -> str:
+        return f"skipped {self.count} bad rows" + (": " + "; ".join(self.reasons) if self.reasons else "")
+
+
+def normalise_split(split: str) -> str:
+    try:
+        return SPLIT_ALIASES[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r}; use train, dev (valid) or test") from None
+
+
+def _label(value: object) -> float | None:
+    try:
+        label = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return label if math.isfinite(label) and -3.0 <= label <= 3.0 else None
+
+
+def load_transcript_csv(path: Path, split: str, config: ModelConfig) -> tuple[list[Labelled], Skipped]:
+    """`id,text,label,mode` rows of one split: text only, audio and video absent (masked)."""
+    split, skipped, items = normalise_split(split), Skipped(), []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if normalise_split(row.get("mode", "train") or "train") != split:
+                continue
+            label = _label(row.get("label"))
+            text = (row.get("text") or "").strip()
+            if label is None:
+                skipped.add(f"{row.get('id')}: label {row.get('label')!r} not a number in [-3, 3]")
+            elif not text:
+                skipped.add(f"{row.get('id')}: empty text")
+            else:
+                ids = _tokenize(text, config)
+                items.append(Labelled(ClipInputs(row["id"], {"text": ids, "audio": None, "video": None}), label))
+    return items, skipped
+
+
+def _tokenize(text: str, config: ModelConfig) -> np.ndarray:
+    from runtime.preprocess.text import encode
+
+    return encode([text], config.text.backbone, config.text.max_len)[0][0]
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """MMSA pickles hold only numpy arrays, lists and dicts: refuse any other class (no code runs)."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "dict"), ("builtins", "list"),
+               ("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"MMSA pickle holds a {module}.{name}; only arrays are allowed")
+        return super().find_class(module, name)
+
+
+def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[Labelled], Skipped]:
+    """MMSA's `{train, valid, test: {text_bert, audio, vision, *_lengths, regression_labels, id}}`."""
+    key = {"train": "train", "dev": "valid", "test": "test"}[normalise_split(split)]
+    with open(path, "rb") as handle:
+        data = _ArraysOnly(io.BytesIO(handle.read())).load()
+    if key not in data:
+        raise ValueError(f"{path} has no '{key}' split (has {sorted(data)})")
+    part, skipped, items = data[key], Skipped(), []
+    labels = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
+    ids = part.get("id", [f"{key}_{i}" for i in range(len(labels))])
+    for i, raw in enumerate(labels):
+        label = _label(raw)
+        if label is None:
+            skipped.add(f"{ids[i]}: label {raw!r} not in [-3, 3]")
+            continue
+        bert = np.asarray(part["text_bert"][i])
+        mask = bert[1].astype(bool)
+        text = bert[0][mask].astype(np.int32)[: config.text.max_len]
+        arrays = {"text": text if len(text) else None,
+                  "audio": _feature_rows(part["audio"][i], part.get("audio_lengths"), i),
+                  "video": _feature_rows(part["vision"][i], part.get("vision_lengths"), i)}
+        if all(a is None for a in arrays.values()):
+            skipped.add(f"{ids[i]}: no data in any modality")
+            continue
+        item = ClipInputs(str(ids[i]), arrays)
+        items.append(Labelled(_limit(item, config), label))
+    return items, skipped
+
+
+def _feature_rows(array: np.ndarray, lengths, i: int) -> np.ndarray | None:
+    """Unaligned pickles give true lengths; aligned ones are padded to the text length (use all)."""
+    rows = np.nan_to_num(np.asarray(array, dtype=np.float32))
+    if lengths is not None:
+        rows = rows[: int(lengths[i])]
+    return rows if len(rows) else None
+
+
+def _limit(item: ClipInputs, config: ModelConfig) -> ClipInputs:
+    limits = {"text": config.text.max_len, "audio": config.audio.max_len, "video": config.video.max_len}
+    for m, top in limits.items():
+        if item.arrays[m] is not None and len(item.arrays[m]) > top:
+            item.arrays[m] = item.arrays[m][:top]
+            item.truncated.append(m)
+    return item
+
+
+def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: ModelConfig,
+                     face_crop: bool = False) -> tuple[list[Labelled], Skipped]:
+    """Clips of `folder` labelled by a CSV with `id,label[,mode]`, decoded like the runtime decodes them."""
+    labels: dict[str, tuple[float | None, str]] = {}
+    with open(labels_csv, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            labels[row["id"]] = (_label(row.get("label")), normalise_split(row.get("mode") or "train"))
+    preprocessor, skipped, items = Preprocessor(config, face_crop), Skipped(), []
+    for clip in find_clips([folder]):
+        label, mode = labels.get(clip.id, (None, "train"))
+        if split is not None and mode != normalise_split(split):
+            continue
+        if clip.id not in labels or label is None:
+            skipped.add(f"{clip.id}: no valid label in {labels_csv.name}")
+            continue
+        try:
+            items.append(Labelled(preprocessor.from_clip(clip), label))
+        except Exception as err:  # noqa: BLE001 - one unreadable clip must not stop the dataset
+            skipped.add(f"{clip.id}: {err}")
+    return items, skipped
+
+
+def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | None = None
+                 ) -> tuple[list[Labelled], Skipped]:
+    """Dispatch on what `path` is: a .csv of transcripts, an MMSA .pkl, or a clip folder (+ labels)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
+    if path.is_dir():
+        labels = labels or path / "labels.csv"
+        if not labels.is_file():
+            raise FileNotFoundError(f"a clip folder needs a labels CSV (id,label,mode): {labels} not found")
+        return load_clip_folder(path, labels, split, config)
+    if path.suffix == ".pkl":
+        return load_mmsa_pickle(path, split, config)
+    return load_transcript_csv(path, split, config)
+
+
+def make_batch(items: list[Labelled], config: ModelConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Padded batch dict + labels [B] float32."""
+    return collate([it.inputs for it in items], config), np.array([it.label for it in items], np.float32)

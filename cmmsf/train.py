@@ -1,0 +1,232 @@
+"""`cmmsf-train fit` and `eval`: the paper's protocol with the field's metrics.
+
+Defaults follow §4.2 where it speaks (Adam, learning-rate decay on plateau, dropout 0.3, batch 32,
+early stopping on the valid split) and choose where it does not: L1 loss on the score plus a small
+cross-entropy on the 7 classes (eq 22), a lower learning rate for the fine-tuned backbone layers, and
+modality dropout (whole modalities masked at random) so a missing modality at inference degrades
+gracefully (§1). Runs are resumable (`last/` holds model, optimiser and RNG state every epoch) and
+deterministic on CPU for a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig
+from .contracts import MODALITIES
+from .data import Labelled, load_dataset, make_batch
+from .metrics import regression_metrics
+from .model import CMMSF, build_model
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float = 3e-5
+    weight_decay: float = 1e-4
+    loss: str = "l1"
+    ce_weight: float = 0.1
+    modality_dropout: float = 0.15
+    patience: int = 5
+    seed: int = 0
+    threads: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def drop_modalities(batch: dict[str, np.ndarray], rate: float, rng: np.random.Generator) -> None:
+    """Mask whole present modalities per row with probability `rate`, always keeping one."""
+    if rate <= 0:
+        return
+    present = np.stack([batch[f"{m}_mask"].any(axis=1) for m in MODALITIES], axis=1)
+    drop = (rng.random(present.shape) < rate) & present
+    all_gone = (present & ~drop).sum(axis=1) == 0
+    drop[all_gone] = False
+    for j, m in enumerate(MODALITIES):
+        batch[f"{m}_mask"][drop[:, j]] = False
+
+
+def predict(model: CMMSF, items: list[Labelled], batch_size: int = 64,
+            modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+    """Scores for `items`; modalities not listed are masked (Table 5-style subsets)."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch, _ = make_batch(items[start: start + batch_size], model.config)
+            for m in MODALITIES:
+                if m not in modalities:
+                    batch[f"{m}_mask"][:] = False
+            scores.append(model(to_tensors(batch))["score"].numpy())
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def evaluate(model: CMMSF, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> dict:
+    labels = np.array([it.label for it in items])
+    return regression_metrics(predict(model, items, modalities=modalities), labels)
+
+
+def _optimizer(model: CMMSF, opts: TrainOptions) -> torch.optim.Optimizer:
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and ".bert." in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and ".bert." not in n]
+    groups = [{"params": rest, "lr": opts.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": opts.backbone_lr})
+    return torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+
+
+def _loss(out: dict[str, torch.Tensor], labels: torch.Tensor, opts: TrainOptions) -> torch.Tensor:
+    score_loss = (torch.nn.functional.l1_loss if opts.loss == "l1" else torch.nn.functional.mse_loss)(
+        out["score"], labels)
+    classes = (torch.round(labels.clamp(-3, 3)) + 3).long()
+    return score_loss + opts.ce_weight * torch.nn.functional.cross_entropy(out["logits"], classes)
+
+
+class Trainer:
+    """One seed's run folder: checkpoint/ (best on valid), last/ (resume state), metrics.json, train.log."""
+
+    def __init__(self, config: ModelConfig, run: Path, opts: TrainOptions, console: Console):
+        self.config, self.run, self.opts, self.console = config, Path(run), opts, console
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.run / "train.log", "a", encoding="utf-8")
+
+    def say(self, message: str) -> None:
+        self.console.print(message)
+        self.log.write(message + "\n")
+        self.log.flush()
+
+    def fit(self, train: list[Labelled], valid: list[Labelled]) -> CMMSF:
+        opts = self.opts
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        seed_everything(opts.seed)
+        model = build_model(self.config)
+        optimizer = _optimizer(model, opts)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
+        state = {"epoch": 0, "best_mae": math.inf, "best_epoch": -1, "stale": 0}
+        state = self._resume(model, optimizer, scheduler, state)
+        rng = np.random.default_rng(opts.seed + 1000 * state["epoch"])
+        for epoch in range(state["epoch"], opts.epochs):
+            if state["stale"] >= opts.patience:
+                break
+            loss = self._epoch(model, optimizer, train, rng, epoch)
+            valid_metrics = evaluate(model, valid)
+            scheduler.step(valid_metrics["mae"])
+            improved = valid_metrics["mae"] < state["best_mae"]
+            if improved:
+                state.update(best_mae=valid_metrics["mae"], best_epoch=epoch, stale=0)
+                save_checkpoint(model, self.run / "checkpoint")
+            else:
+                state["stale"] += 1
+            state["epoch"] = epoch + 1
+            self._save_last(model, optimizer, scheduler, state)
+            self.say(f"epoch {epoch + 1:3d}  loss {loss:.4f}  valid MAE {valid_metrics['mae']:.4f}  "
+                     f"Corr {valid_metrics['corr']:.4f}  Acc-2 {valid_metrics['acc2_non0']:.1f}"
+                     + ("  *best*" if improved else ""))
+        return load_checkpoint(self.run / "checkpoint")
+
+    def _epoch(self, model: CMMSF, optimizer, train: list[Labelled], rng: np.random.Generator, epoch: int) -> float:
+        model.train()
+        order = rng.permutation(len(train))
+        total, count = 0.0, 0
+        columns = (TextColumn(f"epoch {epoch + 1}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"))
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task("train", total=len(order), loss=0.0)
+            for start in range(0, len(order), self.opts.batch_size):
+                chunk = [train[i] for i in order[start: start + self.opts.batch_size]]
+                batch, labels = make_batch(chunk, self.config)
+                drop_modalities(batch, self.opts.modality_dropout, rng)
+                loss = _loss(model(to_tensors(batch)), torch.from_numpy(labels), self.opts)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                total, count = total + float(loss.detach()) * len(chunk), count + len(chunk)
+                progress.update(task, advance=len(chunk), loss=total / count)
+        return total / max(count, 1)
+
+    def _save_last(self, model, optimizer, scheduler, state: dict) -> None:
+        last = self.run / "last"
+        last.mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(last / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, last / "optimizer.pt")
+        (last / "state.json").write_text(json.dumps({**state, "options": asdict(self.opts)}, indent=1))
+
+    def _resume(self, model, optimizer, scheduler, state: dict) -> dict:
+        last = self.run / "last"
+        if not (last / "state.json").is_file():
+            return state
+        model.load_state_dict(load_file(str(last / "model.safetensors")))
+        saved = torch.load(last / "optimizer.pt", weights_only=True)  # our own file; still no pickles run
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = {k: v for k, v in json.loads((last / "state.json").read_text()).items() if k != "options"}
+        self.say(f"resuming after epoch {state['epoch']} (best valid MAE {state['best_mae']:.4f})")
+        return state
+
+
+def fit(config: ModelConfig, data: Path, out: Path, opts: TrainOptions, seeds: int = 1,
+        labels: Path | None = None, console: Console | None = None) -> dict:
+    """Train `seeds` runs (seed, seed+1, …); returns test metrics per seed and mean ± std."""
+    console = console or Console()
+    start = time.perf_counter()
+    splits = {}
+    for split in ("train", "dev", "test"):
+        items, skipped = load_dataset(data, split, config, labels)
+        splits[split] = items
+        if skipped.count:
+            console.print(f"[yellow]{split}: {skipped.summary()}[/]")
+    if not splits["train"] or not splits["dev"]:
+        raise ValueError(f"{data} has {len(splits['train'])} train and {len(splits['dev'])} dev rows; need both")
+    console.print(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())}")
+    per_seed = []
+    for k in range(seeds):
+        seed_opts = TrainOptions(**{**asdict(opts), "seed": opts.seed + k})
+        run = Path(out) / (f"seed_{seed_opts.seed}" if seeds > 1 else "")
+        model = Trainer(config, run, seed_opts, console).fit(splits["train"], splits["dev"])
+        result = {"seed": seed_opts.seed, "dev": evaluate(model, splits["dev"])}
+        if splits["test"]:
+            result["test"] = evaluate(model, splits["test"])
+        (run / "metrics.json").write_text(json.dumps(result, indent=1))
+        per_seed.append(result)
+    summary = {"seeds": per_seed, "summary": summarise(per_seed), "seconds": round(time.perf_counter() - start, 1)}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """Mean and std over seeds of every metric, per split."""
+    out = {}
+    for split in ("dev", "test"):
+        rows = [r[split] for r in per_seed if split in r]
+        if rows:
+            out[split] = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+                          for k in rows[0]}
+    return out

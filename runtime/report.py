@@ -1,0 +1,57 @@
+"""Rich tables shared by the CLI commands: metrics, infer summaries, benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.table import Table
+
+from cmmsf.metrics import METRIC_KEYS
+
+METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc7": "Acc-7", "acc5": "Acc-5", "acc2_has0": "Acc-2 has0",
+                 "acc2_non0": "Acc-2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0", "n": "n"}
+
+
+def _fmt(key: str, value: float) -> str:
+    if key == "n":
+        return str(int(value))
+    return f"{value:.3f}" if key in ("mae", "corr") else f"{value:.1f}"
+
+
+def metrics_table(rows: dict[str, dict], spread: dict[str, dict] | None = None) -> Table:
+    """One row per named metric dict; with `spread` (per row: key → {mean, std}) cells read mean ± std."""
+    table = Table(title="metrics (MMSA definitions; accuracies and F1 in %)")
+    table.add_column("", no_wrap=True)
+    for key in METRIC_KEYS:
+        table.add_column(METRIC_LABELS[key], justify="right", no_wrap=True)
+    for (name, metrics), split in zip(rows.items(), (spread or {}).keys() if spread else [None] * len(rows)):
+        cells = []
+        for key in METRIC_KEYS:
+            cell = _fmt(key, metrics[key])
+            if spread and split and key != "n" and spread[split][key]["std"] > 0:
+                cell += f" ± {_fmt(key, spread[split][key]['std'])}"
+            cells.append(cell)
+        table.add_row(name, *cells)
+    return table
+
+
+def infer_summary(records: list[dict], seconds: float) -> Table:
+    """Counts, error list head, mean score and per-stage median milliseconds."""
+    good = [r for r in records if "error" not in r]
+    table = Table(title=f"{len(good)} clips scored, {len(records) - len(good)} failed, in {seconds:.1f} s")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value")
+    if good:
+        scores = np.array([r["score"] for r in good])
+        table.add_row("mean score", f"{scores.mean():+.3f} (min {scores.min():+.3f}, max {scores.max():+.3f})")
+        for stage in good[0]["stage_ms"]:
+            table.add_row(f"{stage} p50", f"{np.median([r['stage_ms'][stage] for r in good]):.1f} ms")
+        masked = sorted({m for r in good for m in r["masked"]})
+        if masked:
+            table.add_row("masked", f"{', '.join(masked)}: the checkpoint never learned them")
+        truncated = sum(1 for r in good if r["truncated"])
+        if truncated:
+            table.add_row("truncated", f"{truncated} clips longer than the model's maximum (first part used)")
+        table.add_row("provider", good[0]["provider"])
+    for r in [r for r in records if "error" in r][:5]:
+        table.add_row(f"[red]{r['id']}[/]", r["error"])
+    return table

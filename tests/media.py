@@ -1,0 +1,72 @@
+"""Test media made on the spot with PyAV and OpenCV: a drawn face that moves, a tone that sweeps."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def draw_face(size: int, t: float) -> np.ndarray:
+    """A cartoon face (skin disc, eyes, a mouth that opens and closes) on a grey background."""
+    frame = np.full((size, size, 3), 90, dtype=np.uint8)
+    c = size // 2 + int(4 * np.sin(2 * np.pi * t))
+    cv2.circle(frame, (c, size // 2), size // 3, (205, 170, 140), -1)
+    for dx in (-size // 8, size // 8):
+        cv2.circle(frame, (c + dx, size // 2 - size // 10), size // 24, (30, 30, 30), -1)
+    mouth = max(1, int(size // 16 * (1 + np.sin(6 * t))))
+    cv2.ellipse(frame, (c, size // 2 + size // 7), (size // 8, mouth), 0, 0, 360, (120, 40, 40), -1)
+    return frame
+
+
+def write_video(path: Path, seconds: float = 2.0, fps: int = 30, size: int = 96, audio: bool = True,
+                tone_hz: float = 440.0) -> Path:
+    """H.264 (or MPEG-4) video of a drawn face, with an AAC tone track unless audio=False."""
+    with av.open(str(path), "w") as container:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        video = container.add_stream(codec, rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        sound = None
+        if audio:
+            sound = container.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(draw_face(size, i / fps), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if sound is not None:
+            rate, chunk = 16000, 1024
+            t = np.arange(int(seconds * rate)) / rate
+            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t * (1 + 0.2 * t))).astype(np.float32)
+            for start in range(0, len(wave), chunk):
+                block = wave[start: start + chunk]
+                frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
+    return path
+
+
+def write_wav(path: Path, seconds: float = 1.5, rate: int = 44100, tone_hz: float = 300.0) -> Path:
+    """Stereo 16-bit PCM WAV at another rate than the model's, to exercise resampling."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "stereo"
+        t = np.arange(int(seconds * rate)) / rate
+        tone = (0.4 * np.sin(2 * np.pi * tone_hz * t) * 32767).astype(np.int16)
+        interleaved = np.stack([tone, tone], axis=1).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -1,0 +1,171 @@
+"""The lean runtime: torch-free inference on real decoded media, bad clips, resume, stream, bench, eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import run_app
+from runtime.backends import load_backend
+from runtime.manifest import ManifestError
+from runtime.pipeline import Pipeline
+from runtime.preprocess.audio import StreamingLogMel, log_mel
+from runtime.preprocess.media import decode_audio, decode_video
+
+from .media import write_video, write_wav
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    """Good and bad clips side by side, as a user's folder would hold them."""
+    folder = tmp_path_factory.mktemp("clips")
+    write_video(folder / "happy.mp4", seconds=2.0)
+    (folder / "happy.txt").write_text("i really loved this it was wonderful")
+    write_wav(folder / "voice.wav", seconds=1.5)
+    (folder / "voice.srt").write_text("1\n00:00:00,000 --> 00:00:01,500\nthat was <i>terrible</i>\n")
+    write_video(folder / "silent.mp4", seconds=1.0, audio=False)
+    (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    (folder / "empty.mp4").write_bytes(b"")
+    return folder
+
+
+def records_by_id(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_decoding_resamples_and_samples_frames(tmp_path):
+    video = write_video(tmp_path / "v.mp4", seconds=2.0, fps=30)
+    frames, duration = decode_video(video, fps=15)
+    assert frames.shape == (30, 96, 96, 3) and duration == pytest.approx(2.0, abs=0.1)
+    audio = decode_audio(write_wav(tmp_path / "a.wav", seconds=1.5, rate=44100))
+    assert len(audio) == pytest.approx(1.5 * 16000, rel=0.01) and audio.dtype == np.float32
+    assert decode_audio(write_video(tmp_path / "mute.mp4", seconds=1.0, audio=False)) is None
+
+
+def test_log_mel_rate_and_streaming_equivalence():
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    wave = (np.sin(2 * np.pi * 220 * t) * (1 + t)).astype(np.float32)
+    full = log_mel(wave, rate, 16, 12.5)
+    assert full.shape == (37, 16)  # 3 s at 12.5 Hz, the last partial step dropped
+    stream = StreamingLogMel(rate, 16, 12.5)
+    for start in range(0, len(wave), 777):
+        stream.push(wave[start: start + 777])
+    np.testing.assert_allclose(stream.window(0, 3.0), full, atol=1e-3)
+
+
+def test_infer_cli_scores_good_clips_and_reports_bad_ones(clip_folder, tiny_engines, tmp_path):
+    out = tmp_path / "results.jsonl"
+    result = runner.invoke(run_app, ["infer", str(clip_folder), "--engines", str(tiny_engines), "--out", str(out),
+                                     "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    records = records_by_id(out)
+    assert set(records) == {"happy", "voice", "silent", "corrupt", "empty"}
+    assert records["happy"]["present"] == {"text": True, "audio": True, "video": True}
+    assert records["voice"]["present"] == {"text": True, "audio": True, "video": False}
+    assert records["voice"]["gates"]["video"] == 0.0
+    assert records["silent"]["present"] == {"text": False, "audio": False, "video": True}
+    for bad in ("corrupt", "empty"):
+        assert "error" in records[bad] and "score" not in records[bad]
+    for good in ("happy", "voice", "silent"):
+        r = records[good]
+        assert -3 <= r["score"] <= 3 and r["provider"] == "CPUExecutionProvider"
+        assert set(r["stage_ms"]) == {"text_encoder", "audio_encoder", "video_encoder", "interaction", "mgf_head"}
+    assert "3 clips scored, 2 failed" in result.output
+
+
+def test_resume_repeats_and_loses_nothing(clip_folder, tiny_engines, tmp_path):
+    out = tmp_path / "results.jsonl"
+    full = Pipeline.load(tiny_engines).predict([clip_folder])
+    first = next(r for r in full if r["id"] == "happy")
+    out.write_text(json.dumps(first) + "\n" + '{"id": "voice", "sco')  # killed mid-line
+    result = runner.invoke(run_app, ["infer", str(clip_folder), "--engines", str(tiny_engines), "--out", str(out),
+                                     "--resume"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert sorted(ids) == sorted({"happy", "voice", "silent", "corrupt", "empty"})  # each exactly once
+    assert lines[0] == first
+
+
+def test_batched_and_single_clip_scores_agree(clip_folder, tiny_engines):
+    pipeline = Pipeline.load(tiny_engines)
+    one = {r["id"]: r["score"] for r in pipeline.predict([clip_folder], batch_size=1) if "score" in r}
+    three = {r["id"]: r["score"] for r in pipeline.predict([clip_folder], batch_size=3) if "score" in r}
+    assert one.keys() == three.keys() and all(abs(one[k] - three[k]) < 2e-4 for k in one)
+
+
+def test_runtime_never_imports_torch(clip_folder, tiny_engines):
+    code = (
+        "import sys; import runtime; from runtime.pipeline import Pipeline;"
+        f"r = Pipeline.load({str(tiny_engines)!r}).predict([{str(clip_folder)!r}]);"
+        "assert any('score' in x for x in r);"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_tampered_engine_is_refused_before_loading(tiny_engines, tmp_path):
+    import shutil
+
+    copy = tmp_path / "e"
+    shutil.copytree(tiny_engines, copy)
+    (copy / "text_encoder.onnx").write_bytes(b"not a model")
+    with pytest.raises(ManifestError, match="text_encoder fp32"):
+        load_backend("onnxruntime", copy)
+
+
+def test_missing_engine_folder_is_a_clear_error(tmp_path):
+    result = runner.invoke(run_app, ["infer", str(tmp_path), "--engines", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "no clips" in result.output
+
+
+def test_stream_windows_cover_the_clip(tiny_engines, tmp_path):
+    video = write_video(tmp_path / "talk.mp4", seconds=3.0)
+    (tmp_path / "talk.txt").write_text("this is fine")
+    out, plot = tmp_path / "windows.jsonl", tmp_path / "timeline.png"
+    result = runner.invoke(run_app, ["stream", str(video), "--engines", str(tiny_engines), "--window", "1.0",
+                                     "--hop", "0.5", "--out", str(out), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    windows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert windows[0]["start_s"] == 0.0 and windows[-1]["end_s"] == pytest.approx(3.0, abs=0.1)
+    assert all("score" in w and w["present"]["text"] for w in windows)
+    assert [w["start_s"] for w in windows] == [0.5 * i for i in range(len(windows))]
+    assert plot.stat().st_size > 1000 and "real-time factor" in result.output
+
+
+def test_bench_writes_the_documented_json_keys(tiny_engines, tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(run_app, ["bench", "--engines", str(tiny_engines), "--backends", "onnxruntime,torch",
+                                     "--batch", "1,2", "--runs", "3", "--warmup", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for backend in ("onnxruntime", "torch"):
+        for batch in ("1", "2"):
+            r = report["results"][backend][batch]
+            assert set(r["end_to_end_ms"]) == {"p50", "p90", "p99"}
+            assert r["end_to_end_ms"]["p50"] <= r["end_to_end_ms"]["p99"]
+            assert set(r["stages"]) == {"text_encoder", "audio_encoder", "video_encoder", "interaction", "mgf_head"}
+            assert r["clips_per_s"] > 0 and r["provider"]
+    assert report["results"]["onnxruntime"]["1"]["provider"] == "CPUExecutionProvider"
+
+
+def test_eval_with_deployed_artifacts(tiny_engines, tmp_path):
+    data = tmp_path / "labels.csv"
+    data.write_text("id,text,label,mode\na,good movie,1.5,test\nb,bad movie,-2,test\nc,ok,0,test\nd,,1,test\n")
+    out = tmp_path / "m.json"
+    result = runner.invoke(run_app, ["eval", str(data), "--engines", str(tiny_engines), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 3 and metrics["acc2_decisions_differing_from_torch"] == 0
+    assert metrics["max_abs_score_difference"] < 1e-4
