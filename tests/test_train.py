@@ -1,0 +1,141 @@
+"""Datasets and training: MMSA pickles, clip folders, transcript CSVs, determinism, resume, eval CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import train_app
+from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from cmmsf.config import preset
+from cmmsf.data import load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.train import TrainOptions, drop_modalities, fit
+
+from .media import write_video, write_wav
+
+runner = CliRunner()
+MOSI_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "label.csv"
+QUICK = TrainOptions(epochs=2, batch_size=4, patience=5)
+
+
+def features_config():
+    config = preset("tiny")
+    config.audio.frontend, config.audio.feature_dim = "features", 5
+    config.video.frontend, config.video.feature_dim = "features", 20
+    return config
+
+
+def write_mmsa_pickle(path: Path, sizes=None) -> Path:
+    """The schema of MMSA's unaligned MOSI pickles, with random features and labels."""
+    rng = np.random.default_rng(0)
+    data = {}
+    for split, n in (sizes or {"train": 12, "valid": 6, "test": 6}).items():
+        text_bert = np.zeros((n, 3, 10), dtype=np.float32)
+        lengths = rng.integers(3, 11, size=n)
+        for i, length in enumerate(lengths):
+            text_bert[i, 0, :length] = [101, *rng.integers(2000, 9000, size=length - 2), 102]
+            text_bert[i, 1, :length] = 1
+        labels = rng.uniform(-3, 3, size=(n, 1)).astype(np.float32)
+        labels[0] = 7.0  # an out-of-range label the loader must skip
+        data[split] = {
+            "id": [f"{split}_{i}" for i in range(n)], "raw_text": ["x"] * n, "text_bert": text_bert,
+            "audio": rng.standard_normal((n, 20, 5)).astype(np.float32),
+            "vision": rng.standard_normal((n, 15, 20)).astype(np.float32),
+            "audio_lengths": rng.integers(1, 21, size=n).tolist(),
+            "vision_lengths": rng.integers(1, 16, size=n).tolist(),
+            "regression_labels": labels,
+        }
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def test_mmsa_pickle_trains_end_to_end(tmp_path):
+    data = write_mmsa_pickle(tmp_path / "mosi.pkl")
+    items, skipped = load_mmsa_pickle(data, "train", features_config())
+    assert len(items) == 11 and skipped.count == 1 and "train_0" in skipped.reasons[0]
+    assert items[0].inputs.arrays["audio"].shape[1] == 5
+    summary = fit(features_config(), data, tmp_path / "run", QUICK)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["seeds"][0]["test"]["n"] == 5 and np.isfinite(metrics["seeds"][0]["test"]["mae"])
+    assert summary["summary"]["dev"]["mae"]["std"] == 0.0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").config.audio.frontend == "features"
+
+
+def test_mmsa_loader_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"train": Path("/etc/passwd")}))
+    with pytest.raises(pickle.UnpicklingError, match="only arrays are allowed"):
+        load_mmsa_pickle(path, "train", features_config())
+
+
+def test_clip_folder_trains_end_to_end_with_bad_clips_skipped(tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rows = []
+    for i in range(6):
+        write_video(folder / f"v{i}.mp4", seconds=1.0, tone_hz=300 + 100 * i)
+        (folder / f"v{i}.txt").write_text("good" if i % 2 else "bad")
+        rows.append((f"v{i}", 1.5 if i % 2 else -1.5, "train" if i < 4 else "dev"))
+    write_wav(folder / "w0.wav")
+    rows.append(("w0", 0.5, "test"))
+    (folder / "broken.mp4").write_bytes(b"garbage")
+    rows.append(("broken", 1.0, "train"))
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("id", "label", "mode"), *rows])
+    train, skipped = load_dataset(folder, "train", preset("tiny"))
+    assert len(train) == 4 and skipped.count == 1 and "broken" in skipped.reasons[0]
+    fit(preset("tiny"), folder, tmp_path / "run", QUICK)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["seeds"][0]["test"]["n"] == 1
+
+
+def test_transcript_csv_skips_bad_rows_with_reasons(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label,mode\na,great,2.0,train\nb,,1.0,train\nc,meh,9,train\nd,bad,x,train\ne,ok,0,dev\n")
+    items, skipped = load_transcript_csv(path, "train", preset("tiny"))
+    assert [it.inputs.id for it in items] == ["a"] and skipped.count == 3
+    assert any("empty text" in r for r in skipped.reasons) and any("'9'" in r for r in skipped.reasons)
+    assert items[0].inputs.arrays["audio"] is None
+
+
+def test_training_is_deterministic_and_resumable(tmp_path):
+    path = tmp_path / "t.csv"
+    lines = ["id,text,label,mode"] + [f"r{i},{'good fun' if i % 2 else 'dull mess'} {i},{(-1) ** i * 1.5},"
+                                      f"{'train' if i < 12 else 'dev'}" for i in range(16)]
+    path.write_text("\n".join(lines) + "\n")
+    one = TrainOptions(epochs=1, batch_size=4)
+    fit(preset("tiny"), path, tmp_path / "a", one)
+    fit(preset("tiny"), path, tmp_path / "b", one)
+    a, b = (load_checkpoint(tmp_path / x / "checkpoint").state_dict() for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fit(preset("tiny"), path, tmp_path / "a", TrainOptions(epochs=2, batch_size=4))  # resumes after epoch 1
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert "resuming after epoch 1" in log and "epoch   2" in log and log.count("epoch   1 ") == 1
+
+
+def test_modality_dropout_keeps_one_modality_per_row():
+    rng = np.random.default_rng(0)
+    batch = {f"{m}_mask": np.ones((200, 3), dtype=bool) for m in ("text", "audio", "video")}
+    drop_modalities(batch, 0.9, rng)
+    present = np.stack([batch[f"{m}_mask"].any(1) for m in ("text", "audio", "video")], 1)
+    assert present.any(1).all() and (~present).any()
+
+
+@pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "model.safetensors").is_file() or not MOSI_CSV.is_file(),
+                    reason="needs the shipped default checkpoint and ../shared/data/mosi/label.csv")
+def test_default_checkpoint_eval_on_real_mosi(tmp_path):
+    out = tmp_path / "out.json"
+    result = runner.invoke(train_app, ["eval", str(MOSI_CSV), "--checkpoint", "default", "--split", "dev",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"mae", "corr", "acc7", "acc5", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "n"}
+    assert metrics["n"] == 229 and metrics["corr"] > 0.6 and metrics["mae"] < 1.0
+    assert "never learned audio, video" in result.output
