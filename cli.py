@@ -104,12 +104,24 @@ def _engines_or_default(engines: Optional[Path]) -> Path:
     """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
     if engines is not None:
         return engines
-    if not (DEFAULT_ENGINES / "manifest.json").is_file():
-        console.print(f"no engines at {DEFAULT_ENGINES}: exporting the default checkpoint once (about 30 s)…")
+    if not _default_engines_current():
+        console.print(f"no current engines at {DEFAULT_ENGINES}: exporting the shipped checkpoint (about 30 s)…")
         from export.build import build
 
         build("default", DEFAULT_ENGINES, force=True, console=console)
     return DEFAULT_ENGINES
+
+
+def _default_engines_current() -> bool:
+    """engines/default exists and was built from the checkpoint shipped now (not an older one)."""
+    from cmmsf.config import DEFAULT_CHECKPOINT
+    from cmmsf.hashing import sha256_file
+
+    path = DEFAULT_ENGINES / "manifest.json"
+    if not path.is_file():
+        return False
+    recorded = json.loads(path.read_text()).get("model", {}).get("checkpoint_sha256", {})
+    return bool(recorded) and all(sha256_file(DEFAULT_CHECKPOINT / name) == digest for name, digest in recorded.items())
 
 
 @run_app.command("infer")
@@ -191,14 +203,14 @@ def run_eval(
 @train_app.command("fit")
 @friendly
 def train_fit(
-    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    data: Path = typer.Option(..., help="transcript CSV, MMSA pickle, or clip folder"),
     out: Path = typer.Option(Path("runs/fit"), help="run folder"),
     preset: str = typer.Option("edge", help="paper, edge or tiny"),
     config: Optional[Path] = typer.Option(None, help="a config JSON instead of a preset"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
     epochs: int = typer.Option(20, min=1),
     batch_size: int = typer.Option(32, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(5e-4),
     loss: str = typer.Option("l1", help="l1 or mse"),
     seed: int = typer.Option(0),
     seeds: int = typer.Option(1, min=1, help="train this many seeds and report mean ± std"),
@@ -216,15 +228,17 @@ def train_fit(
     opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
                         modality_dropout=modality_dropout, patience=patience)
     summary = fit(model_config, data, out, opts, seeds, labels, console)
-    console.print(metrics_table({f"{split} (mean over {seeds} seeds)": {k: v["mean"] for k, v in m.items()}
-                                 for split, m in summary["summary"].items()}, summary["summary"]))
+    means = {split: {k: v["mean"] for k, v in m.items()} for split, m in summary["summary"].items()}
+    stds = {split: {k: v["std"] for k, v in m.items() if k != "n"} for split, m in summary["summary"].items()}
+    console.print(f"mean ± std over {seeds} seed(s):")
+    console.print(metrics_table(means, stds))
     console.print(f"run folder: {out}  (checkpoint: {out / ('seed_%d' % seed if seeds > 1 else '') / 'checkpoint'})")
 
 
 @train_app.command("eval")
 @friendly
 def train_eval(
-    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    data: Path = typer.Option(..., help="transcript CSV, MMSA pickle, or clip folder"),
     checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
     split: str = typer.Option("test", help="train, dev/valid or test"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),

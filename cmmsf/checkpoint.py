@@ -12,12 +12,11 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .backbone_files import weights_sha256
-from .config import ModelConfig
+from .config import DEFAULT_CHECKPOINT, ModelConfig
 from .errors import CmmsfError
 from .model import CMMSF, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 
 
 class CheckpointError(CmmsfError, ValueError):

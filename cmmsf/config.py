@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+"""The trained checkpoint shipped with the package (`--checkpoint default`)."""
+
 EncoderMode = Literal["dual", "first", "second"]
 """§4.3.2 single vs dual encoders: `first` keeps only branch A (BERT / Transformer / ResNet),
 `second` only branch B (LSTM / BiGRU / frame Transformer), `dual` fuses both (eq 1-6)."""

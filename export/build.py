@@ -41,7 +41,8 @@ class BuildError(CmmsfError, RuntimeError):
     """A build or check that must stop; the message is meant for the user, not a traceback."""
 
 
-def _checkpoint_hashes(folder: Path) -> dict[str, str]:
+def checkpoint_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of a checkpoint's two files, as the manifest records them."""
     return {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}
 
 
@@ -57,6 +58,13 @@ def _export_example(model) -> dict[str, torch.Tensor]:
     """Every stage's example inputs, with distinct sizes per dynamic axis so none is traced as a constant."""
     arrays = make_inputs(model.config, batch=2, text_len=9, audio_len=13, video_len=5, seed=0)
     return {k: torch.from_numpy(v) for k, v in reference(model, arrays).items()}
+
+
+def _build_name(folder: Path, checkpoint: str) -> str:
+    """engines/default for the shipped checkpoint, else the run's name (runs/x/checkpoint → x)."""
+    if checkpoint == "default":
+        return "default"
+    return folder.resolve().parent.name if folder.name == "checkpoint" else folder.name
 
 
 def _tensor_records(stage: str, config) -> dict[str, list[dict]]:
@@ -79,7 +87,7 @@ def build(checkpoint: str = "default", out: Path | None = None, precision: str =
         raise BuildError(str(err)) from None
     config = model.config
     profile = profile or default_profile(config)
-    out = Path(out) if out else Path("engines") / (ck_folder.name if checkpoint != "default" else "default")
+    out = Path(out) if out else Path("engines") / _build_name(ck_folder, checkpoint)
     _prepare_out(out, force)
     trt_reason = tensorrt_build.unavailable_reason() if tensorrt != "off" else "--tensorrt off"
     if tensorrt == "on" and trt_reason:
@@ -116,7 +124,7 @@ def build(checkpoint: str = "default", out: Path | None = None, precision: str =
         "format": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"config": config.to_dict(), "checkpoint": str(ck_folder.resolve()),
-                  "checkpoint_sha256": _checkpoint_hashes(ck_folder)},
+                  "checkpoint_sha256": checkpoint_hashes(ck_folder)},
         "opset": OPSET, "precision": precision, "profile": profile.to_dict(),
         "versions": {"cmmsf": cmmsf.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
@@ -147,7 +155,7 @@ def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precisi
     identity = {}
     for stage in STAGES:
         start = time.perf_counter()
-        path = tensorrt_build.choose_build_path(__import__("tensorrt").__version__, precision)
+        path = tensorrt_build.choose_build_path(tensorrt_build.installed_version(), precision)
         source = out / stages[stage]["artifacts"][path.onnx_kind]["file"]
         try:
             identity = tensorrt_build.build_engine(source, out / f"{stage}.plan",
@@ -171,7 +179,7 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
     ck_folder = Path(manifest["model"]["checkpoint"])
     if not ck_folder.is_dir():
         problems.append(f"checkpoint {ck_folder} recorded in the manifest is gone")
-    elif _checkpoint_hashes(ck_folder) != manifest["model"]["checkpoint_sha256"]:
+    elif checkpoint_hashes(ck_folder) != manifest["model"]["checkpoint_sha256"]:
         problems.append(f"checkpoint {ck_folder} changed since the build")
     if problems:
         raise BuildError("check failed:\n  " + "\n  ".join(problems))

@@ -49,6 +49,12 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def installed_version() -> str:
+    import tensorrt as trt
+
+    return trt.__version__
+
+
 def device_identity() -> dict[str, str]:
     """GPU name, compute capability and TensorRT version: what a plan is tied to."""
     import tensorrt as trt

@@ -3,7 +3,9 @@
 For each backend and batch size: warm-up runs, then timed runs of the five stages chained on the same
 typical-length inputs (the profile's opt lengths). Per stage and end to end: p50/p90/p99 ms;
 throughput in clips/s from the end-to-end median; runtime overhead = end to end minus the sum of the
-stage times (host work between stages); peak host RSS; the speed-up over torch eager when torch ran.
+stage times (host work between stages); peak host RSS of the process so far (it accumulates over
+the backends of one run: bench one backend per run for an exact per-backend figure); device memory
+where a GPU is in use; the speed-up over torch eager when torch ran.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int
     return {"end_to_end_ms": e2e, "stages": {s: percentiles(v) for s, v in stage_times.items()},
             "clips_per_s": round(batch * 1e3 / e2e["p50"], 2),
             "overhead_pct": round(100 * float(np.median(overhead)) / e2e["p50"], 2),
-            "provider": backend.provider, "peak_rss_mb": round(peak_rss_mb(), 1)}
+            "provider": backend.provider, "peak_rss_mb": round(peak_rss_mb(), 1),
+            "device_mb": backend.device_memory_mb()}
 
 
 def run_bench(engines: Path, backends: list[str], batches: list[int], runs: int, warmup: int,

@@ -17,20 +17,16 @@ def _fmt(key: str, value: float) -> str:
     return f"{value:.3f}" if key in ("mae", "corr") else f"{value:.1f}"
 
 
-def metrics_table(rows: dict[str, dict], spread: dict[str, dict] | None = None) -> Table:
-    """One row per named metric dict; with `spread` (per row: key → {mean, std}) cells read mean ± std."""
+def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) -> Table:
+    """One row per named metric dict; where `stds` has the row, cells read mean ± std."""
     table = Table(title="metrics (MMSA definitions; accuracies and F1 in %)")
     table.add_column("", no_wrap=True)
     for key in METRIC_KEYS:
         table.add_column(METRIC_LABELS[key], justify="right", no_wrap=True)
-    for (name, metrics), split in zip(rows.items(), (spread or {}).keys() if spread else [None] * len(rows)):
-        cells = []
-        for key in METRIC_KEYS:
-            cell = _fmt(key, metrics[key])
-            if spread and split and key != "n" and spread[split][key]["std"] > 0:
-                cell += f" ± {_fmt(key, spread[split][key]['std'])}"
-            cells.append(cell)
-        table.add_row(name, *cells)
+    for name, metrics in rows.items():
+        spread = (stds or {}).get(name, {})
+        table.add_row(name, *(_fmt(key, metrics[key]) + (f" ± {_fmt(key, spread[key])}" if spread.get(key) else "")
+                              for key in METRIC_KEYS))
     return table
 
 

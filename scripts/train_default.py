@@ -31,12 +31,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/mosi/label.csv"))
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the best seed's checkpoint to cmmsf/checkpoints/default")
     args = parser.parse_args()
-    summary = fit(default_config(), args.data, args.out, TrainOptions(epochs=args.epochs, patience=4),
+    summary = fit(default_config(), args.data, args.out, TrainOptions(epochs=args.epochs, patience=5, seed=args.seed),
                   seeds=args.seeds)
     print(json.dumps(summary["summary"], indent=1))
     if args.install:

@@ -132,10 +132,37 @@ def test_modality_dropout_keeps_one_modality_per_row():
                     reason="needs the shipped default checkpoint and ../shared/data/mosi/label.csv")
 def test_default_checkpoint_eval_on_real_mosi(tmp_path):
     out = tmp_path / "out.json"
-    result = runner.invoke(train_app, ["eval", str(MOSI_CSV), "--checkpoint", "default", "--split", "dev",
+    result = runner.invoke(train_app, ["eval", "--data", str(MOSI_CSV), "--checkpoint", "default", "--split", "dev",
                                        "--json", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"mae", "corr", "acc7", "acc5", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "n"}
     assert metrics["n"] == 229 and metrics["corr"] > 0.6 and metrics["mae"] < 1.0
     assert "never learned audio, video" in result.output
+
+
+def test_fit_cli_reports_mean_and_std_over_seeds(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label,mode\n" + "".join(
+        f"r{i},{'nice' if i % 2 else 'awful'} film {i},{(-1) ** (i + 1) * 2.0},{['train', 'dev', 'test'][i % 3]}\n"
+        for i in range(18)))
+    result = runner.invoke(train_app, ["fit", "--data", str(path), "--preset", "tiny", "--epochs", "1",
+                                       "--batch-size", "4", "--seeds", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1]
+    assert summary["summary"]["test"]["mae"]["std"] >= 0 and "±" in result.output
+    assert (tmp_path / "run" / "seed_1" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_untrained_modality_encoders_keep_their_batchnorm_statistics(tmp_path):
+    """Text-only training must not teach the video ResNet the statistics of masked zero frames."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label,mode\n" + "".join(
+        f"r{i},word {i},{(-1) ** i},{'train' if i < 8 else 'dev'}\n" for i in range(10)))
+    config = preset("tiny")
+    config.trained_modalities = ["text"]
+    fit(config, path, tmp_path / "run", TrainOptions(epochs=1, batch_size=4))
+    state = load_checkpoint(tmp_path / "run" / "checkpoint").state_dict()
+    stats = [k for k in state if k.startswith("video_encoder.") and k.endswith("running_var")]
+    assert stats and all(torch.equal(state[k], torch.ones_like(state[k])) for k in stats)

@@ -31,6 +31,10 @@ class Backend(ABC):
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one stage on contract-named inputs; return its contract-named outputs."""
 
+    def device_memory_mb(self) -> float | None:
+        """Peak (or current) device memory this backend holds, where a GPU is in use; None on CPU."""
+        return None
+
     def close(self) -> None:
         """Release sessions and device memory (a no-op where there is none)."""
 

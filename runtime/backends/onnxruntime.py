@@ -36,10 +36,18 @@ def available_providers(requested: tuple[str, ...] = PREFERRED) -> list[str]:
     return [p for p in requested if p in have]
 
 
+def provider_options(provider: str, folder: Path, precision: str) -> dict[str, str]:
+    """Options set deliberately: the TensorRT EP caches its engines beside ours and uses FP16 when asked."""
+    if provider == "TensorrtExecutionProvider":
+        return {"trt_fp16_enable": str(precision == "fp16"), "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(folder / "ort_trt_cache")}
+    return {}
+
+
 class OrtSession:
     """One ONNX graph in one session; `provider` is the provider the session actually bound."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None):
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
                                             providers=providers or ["CPUExecutionProvider"])
@@ -61,10 +69,11 @@ class OnnxRuntimeBackend(Backend):
         manifest = read_manifest(folder)
         require_verified(folder, manifest, (precision,))
         providers = providers or available_providers()
+        configured = [(p, provider_options(p, folder, precision)) for p in providers]
         self.sessions = {}
         for stage in STAGES:
             record = manifest["stages"][stage]["artifacts"][precision]
-            self.sessions[stage] = OrtSession(folder / record["file"], providers, threads)
+            self.sessions[stage] = OrtSession(folder / record["file"], configured, threads)
         used = sorted({s.provider for s in self.sessions.values()})
         self.provider = "+".join(used)
         self.requested = providers

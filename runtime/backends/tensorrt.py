@@ -173,6 +173,10 @@ class TensorRTBackend(Backend):
         self.memory.synchronize()
         return {k: v.astype(np.float32, copy=False) for k, v in outputs.items()}
 
+    def device_memory_mb(self) -> float | None:
+        return sum(size for _, _, size in self.buffers.values()) / 1e6 + sum(
+            e.device_memory_size for e in self.engines.values()) / 1e6
+
     def close(self) -> None:
         for handle, _, _ in self.buffers.values():
             self.memory.free(handle)

@@ -39,3 +39,8 @@ class TorchBackend(Backend):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+    def device_memory_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return self.torch.cuda.max_memory_allocated(self.device) / 1e6
