@@ -17,7 +17,7 @@ from rich.console import Console
 
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and TensorRT.", no_args_is_help=True)
 run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation.",

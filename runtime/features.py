@@ -37,7 +37,8 @@ class ClipInputs:
 
     @property
     def present(self) -> dict[str, bool]:
-        return {m: self.arrays.get(m) is not None for m in MODALITIES}
+        """Which modalities the clip has data for (a masked one is present but not used)."""
+        return {m: self.arrays.get(m) is not None or m in self.masked for m in MODALITIES}
 
     def length(self, modality: str) -> int:
         array = self.arrays.get(modality)

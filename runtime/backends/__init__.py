@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cmmsf.errors import CmmsfError
+
 from ..manifest import read_manifest
 from .base import Backend
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+
+class BackendUnavailableError(CmmsfError, RuntimeError):
+    """A backend asked for by name cannot run on this machine; the message says what is missing."""
 
 
 def resolve_auto(folder: str | Path) -> tuple[str, str]:
@@ -28,7 +34,11 @@ def load_backend(name: str, folder: str | Path, precision: str = "fp32", threads
     if name == "auto":
         name, _ = resolve_auto(folder)
     if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
+        from .tensorrt import TensorRTBackend, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise BackendUnavailableError(f"the tensorrt backend cannot run here: {reason}")
 
         return TensorRTBackend(folder)
     if name == "torch":

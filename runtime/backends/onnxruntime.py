@@ -28,6 +28,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+    # Five sessions run one after another: a finished session's threads must not spin-wait and steal
+    # the cores from the next stage (measured: ORT went from 0.92x to faster than torch eager).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
