@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.clips import find_clips
-from runtime.features import ClipInputs, Preprocessor, collate
+from runtime.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
 from .config import ModelConfig
 
@@ -123,7 +123,7 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
             skipped.add(f"{ids[i]}: no data in any modality")
             continue
         item = ClipInputs(str(ids[i]), arrays)
-        items.append(Labelled(_limit(item, config), label))
+        items.append(Labelled(truncate_to_limits(item, config), label))
     return items, skipped
 
 
@@ -133,15 +133,6 @@ def _feature_rows(array: np.ndarray, lengths, i: int) -> np.ndarray | None:
     if lengths is not None:
         rows = rows[: int(lengths[i])]
     return rows if len(rows) else None
-
-
-def _limit(item: ClipInputs, config: ModelConfig) -> ClipInputs:
-    limits = {"text": config.text.max_len, "audio": config.audio.max_len, "video": config.video.max_len}
-    for m, top in limits.items():
-        if item.arrays[m] is not None and len(item.arrays[m]) > top:
-            item.arrays[m] = item.arrays[m][:top]
-            item.truncated.append(m)
-    return item
 
 
 def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: ModelConfig,

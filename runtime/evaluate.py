@@ -17,7 +17,7 @@ from rich.console import Console
 from cmmsf.config import ModelConfig
 from cmmsf.metrics import regression_metrics
 
-from .features import collate
+from .features import collate, mask_untrained
 from .pipeline import Pipeline
 from .report import metrics_table
 
@@ -41,9 +41,7 @@ def run_eval(data: Path, engines: Path, split: str, labels: Path | None, backend
     if not items:
         raise ValueError(f"no usable rows in split {split!r} of {data}")
     for item in items:  # the same rule the runtime applies to clips: untrained modalities are masked
-        for m in list(item.inputs.arrays):
-            if item.inputs.arrays[m] is not None and m not in config.trained_modalities:
-                item.inputs.arrays[m] = None
+        mask_untrained(item.inputs, config)
     truth = np.array([it.label for it in items])
     deployed = batch_scores(pipeline, items)
     metrics = regression_metrics(deployed, truth)

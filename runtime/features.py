@@ -90,18 +90,28 @@ class Preprocessor:
         return self.limit(ClipInputs(clip.id, arrays, duration_s=duration))
 
     def limit(self, item: ClipInputs) -> ClipInputs:
-        """Apply the documented rules: truncate to max lengths, mask modalities never trained."""
-        limits = {"text": self.config.text.max_len, "audio": self.config.audio.max_len,
-                  "video": self.config.video.max_len}
-        for m in MODALITIES:
-            array = item.arrays[m]
-            if array is not None and m not in self.config.trained_modalities:
-                item.arrays[m] = None
-                item.masked.append(m)
-            elif array is not None and len(array) > limits[m]:
-                item.arrays[m] = array[: limits[m]]
-                item.truncated.append(m)
-        return item
+        """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
+        return truncate_to_limits(mask_untrained(item, self.config), self.config)
+
+
+def mask_untrained(item: ClipInputs, config: ModelConfig) -> ClipInputs:
+    """Drop the data of modalities the checkpoint never learned, listing them in `masked`."""
+    for m in MODALITIES:
+        if item.arrays.get(m) is not None and m not in config.trained_modalities:
+            item.arrays[m] = None
+            item.masked.append(m)
+    return item
+
+
+def truncate_to_limits(item: ClipInputs, config: ModelConfig) -> ClipInputs:
+    """Keep the first max_len steps of each modality, listing the cut ones in `truncated`."""
+    limits = {"text": config.text.max_len, "audio": config.audio.max_len, "video": config.video.max_len}
+    for m, top in limits.items():
+        array = item.arrays.get(m)
+        if array is not None and len(array) > top:
+            item.arrays[m] = array[:top]
+            item.truncated.append(m)
+    return item
 
 
 def collate(items: list[ClipInputs], config: ModelConfig) -> dict[str, np.ndarray]:

@@ -169,3 +169,15 @@ def test_eval_with_deployed_artifacts(tiny_engines, tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 3 and metrics["acc2_decisions_differing_from_torch"] == 0
     assert metrics["max_abs_score_difference"] < 1e-4
+
+
+def test_untrained_modalities_are_masked_but_reported_present(tiny_config):
+    from runtime.features import ClipInputs, Preprocessor
+
+    tiny_config.trained_modalities = ["text"]
+    item = ClipInputs("x", {"text": np.arange(40, dtype=np.int32), "audio": np.zeros((5, 16), np.float32),
+                            "video": None})
+    Preprocessor(tiny_config).limit(item)
+    assert item.masked == ["audio"] and item.arrays["audio"] is None
+    assert item.present == {"text": True, "audio": True, "video": False}
+    assert item.truncated == ["text"] and len(item.arrays["text"]) == tiny_config.text.max_len
