@@ -72,7 +72,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     state = StreamState(StreamingLogMel(config.audio.sample_rate, config.audio.feature_dim, config.audio.frame_rate_hz))
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
     with open_source(source) as container:
-        streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
         if not streams:
             raise MediaError(f"{source} has neither audio nor video")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=config.audio.sample_rate)
