@@ -68,7 +68,8 @@ def load_checkpoint(path: str | Path) -> CMMSF:
                 f"checkpoint was trained with {config.backbone_sha256[:12]}…: supply the same backbone")
     model = build_model(config)
     state = load_file(str(folder / WEIGHTS))
-    expected = {k: v for k, v in model.state_dict().items() if k not in _external_keys(model)}
+    external = _external_keys(model)
+    expected = {k: v for k, v in model.state_dict().items() if k not in external}
     problems = [f"missing tensor {k}" for k in sorted(set(expected) - set(state))]
     problems += [f"unexpected tensor {k}" for k in sorted(set(state) - set(expected))]
     problems += [f"tensor {k}: checkpoint shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
