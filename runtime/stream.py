@@ -21,7 +21,7 @@ from .clips import TRANSCRIPT_SUFFIXES
 from .features import ClipInputs
 from .pipeline import Pipeline
 from .preprocess.audio import StreamingLogMel
-from .preprocess.media import MediaError
+from .preprocess.media import FrameSampler, MediaError, MonoResampler
 from .preprocess.text import read_transcript
 from .preprocess.video import frames_to_input
 
@@ -75,8 +75,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
         streams = [*container.streams.video[:1], *container.streams.audio[:1]]
         if not streams:
             raise MediaError(f"{source} has neither audio nor video")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=config.audio.sample_rate)
-        next_tick = 0.0
+        resample, sampler = MonoResampler(config.audio.sample_rate), FrameSampler(config.video.fps)
         try:
             for frame in container.decode(*streams):
                 t = float(frame.time or 0.0)
@@ -84,13 +83,12 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
                     time.sleep(max(0.0, wall_start + t - time.perf_counter()))
                 work = time.perf_counter()
                 if isinstance(frame, av.AudioFrame):
-                    for out in resampler.resample(frame):
-                        state.mel.push(out.to_ndarray().reshape(-1))
-                elif t + 1e-6 >= next_tick:
+                    for chunk in resample(frame):
+                        state.mel.push(chunk)
+                elif sampler.keep(t):
                     state.frame_times.append(t)
                     state.frames.append(frames_to_input(frame.to_ndarray(format="rgb24")[None],
                                                         config.video.image_size, pre.face_crop)[0])
-                    next_tick = (int(t * config.video.fps + 1e-6) + 1) / config.video.fps
                 state.media_time = max(state.media_time, t)
                 busy += time.perf_counter() - work
                 while state.media_time >= next_window * hop + window:
@@ -98,6 +96,8 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
                     busy += spent
                     next_window += 1
                     yield record, busy
+            for chunk in resample(None):  # the resampler's buffered tail belongs to the last window
+                state.mel.push(chunk)
         except av.error.FFmpegError as err:
             raise MediaError(f"decoding {source} failed: {err}") from None
     end = max(state.media_time, len(state.mel.steps) / config.audio.frame_rate_hz)

@@ -37,15 +37,36 @@ def decode_audio(source: str | Path, sample_rate: int = 16000) -> np.ndarray | N
         return np.concatenate(list(iter_audio(container, sample_rate)) or [np.zeros(0, np.float32)])
 
 
+class MonoResampler:
+    """Any decoded audio frame → float32 mono chunks at `sample_rate`; call with None at the end to flush."""
+
+    def __init__(self, sample_rate: int):
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+
+    def __call__(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        return [out.to_ndarray().reshape(-1).astype(np.float32, copy=False) for out in self.resampler.resample(frame)]
+
+
+class FrameSampler:
+    """Keeps the first decoded frame at or after each tick k / fps (30 fps sampled at 15 Hz: every other)."""
+
+    def __init__(self, fps: float):
+        self.fps, self.next_tick = fps, 0.0
+
+    def keep(self, t: float) -> bool:
+        if t + 1e-6 < self.next_tick:
+            return False
+        self.next_tick = (int(t * self.fps + 1e-6) + 1) / self.fps
+        return True
+
+
 def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """Resampled mono chunks as FFmpeg decodes them (streaming uses this directly)."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    """Resampled mono chunks of the first audio stream as FFmpeg decodes them."""
+    resample = MonoResampler(sample_rate)
     try:
         for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            yield from resample(frame)
+        yield from resample(None)
     except av.error.FFmpegError as err:
         raise MediaError(f"audio decoding failed in {container.name}: {err}") from None
 
@@ -53,8 +74,7 @@ def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
 def decode_video(source: str | Path, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
     """RGB uint8 frames [T, H, W, 3] sampled at `fps`, and the clip's duration in seconds.
 
-    None when the file has no video stream. Sampling keeps the first decoded frame at or after each
-    tick k / fps, so a 30 fps clip sampled at 15 Hz keeps every other frame.
+    None when the file has no video stream. Frames are chosen by FrameSampler.
     """
     with _open(source) as container:
         if not container.streams.video:
@@ -71,16 +91,14 @@ def decode_video(source: str | Path, fps: float, max_frames: int | None = None) 
 
 
 def iter_video(container, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(time in seconds, RGB frame) at `fps` as FFmpeg decodes them (streaming uses this directly)."""
+    """(time in seconds, RGB frame) of the first video stream at `fps`, as FFmpeg decodes them."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    next_tick = 0.0
+    sampler = FrameSampler(fps)
     try:
         for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else next_tick
-            if t + 1e-6 < next_tick:
-                continue
-            yield t, frame.to_ndarray(format="rgb24")
-            next_tick = (int(t * fps + 1e-6) + 1) / fps
+            t = float(frame.time) if frame.time is not None else sampler.next_tick
+            if sampler.keep(t):
+                yield t, frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as err:
         raise MediaError(f"video decoding failed in {container.name}: {err}") from None
