@@ -38,7 +38,7 @@ def friendly(command: Callable) -> Callable:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001
-            from cmmsf.errors import CmmsfError
+            from inputs.errors import CmmsfError
 
             if isinstance(err, (CmmsfError, FileNotFoundError, ValueError)):
                 err_console.print(f"[red]error:[/] {err}")
@@ -115,7 +115,7 @@ def _engines_or_default(engines: Optional[Path]) -> Path:
 def _default_engines_current() -> bool:
     """engines/default exists and was built from the checkpoint shipped now (not an older one)."""
     from cmmsf.config import DEFAULT_CHECKPOINT
-    from cmmsf.hashing import sha256_file
+    from inputs.hashing import sha256_file
 
     path = DEFAULT_ENGINES / "manifest.json"
     if not path.is_file():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from transformers import BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
-from .backbone_files import resolve_backbone_dir
+from inputs.backbone_files import resolve_backbone_dir
+
 from .config import TextConfig
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .backbone_files import weights_sha256
+from inputs.backbone_files import weights_sha256
+from inputs.errors import CmmsfError
+
 from .config import DEFAULT_CHECKPOINT, ModelConfig
-from .errors import CmmsfError
 from .model import CMMSF, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inputs.spec import InputSpec
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 """The trained checkpoint shipped with the package (`--checkpoint default`)."""
 
@@ -125,6 +127,16 @@ class ModelConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
+
+    def input_spec(self) -> InputSpec:
+        """What input handling (tokenizing, log-mel, frames, batching, limits) needs from this config."""
+        t, a, v = self.text, self.audio, self.video
+        return InputSpec(text_backbone=t.backbone, text_max_len=t.max_len, audio_frontend=a.frontend,
+                         audio_feature_dim=a.feature_dim, sample_rate=a.sample_rate,
+                         audio_frame_rate_hz=a.frame_rate_hz, audio_max_len=a.max_len,
+                         video_frontend=v.frontend, video_feature_dim=v.feature_dim, fps=v.fps,
+                         image_size=v.image_size, video_max_len=v.max_len,
+                         trained_modalities=tuple(self.trained_modalities))
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODALITIES: tuple[str, ...] = ("text", "audio", "video")
-"""The one modality order used everywhere: gates, presence flags, pair tables."""
+from inputs.spec import MODALITIES
 
 SENTIMENT_CLASSES: tuple[str, ...] = (
     "strongly negative", "negative", "weakly negative", "neutral",

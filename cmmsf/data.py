@@ -2,7 +2,7 @@
 
 Every loader skips bad rows (missing file, unreadable media, empty text, label outside [-3, 3]) and
 returns a `Skipped` record with a count and the first reasons, so training never dies mid-epoch.
-Batches are built by the runtime's own `collate`, so training sees exactly what deployment sees.
+Batches are built by the same `inputs.features.collate` the runtime uses, so training sees exactly what deployment sees.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.clips import find_clips
-from runtime.features import ClipInputs, Preprocessor, collate, truncate_to_limits
+from inputs.clips import find_clips
+from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
+from inputs.text import encode
 
 from .config import ModelConfig
 
@@ -79,8 +80,6 @@ def load_transcript_csv(path: Path, split: str, config: ModelConfig) -> tuple[li
 
 
 def _tokenize(text: str, config: ModelConfig) -> np.ndarray:
-    from runtime.preprocess.text import encode
-
     return encode([text], config.text.backbone, config.text.max_len)[0][0]
 
 
@@ -123,7 +122,7 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
             skipped.add(f"{ids[i]}: no data in any modality")
             continue
         item = ClipInputs(str(ids[i]), arrays)
-        items.append(Labelled(truncate_to_limits(item, config), label))
+        items.append(Labelled(truncate_to_limits(item, config.input_spec()), label))
     return items, skipped
 
 
@@ -142,7 +141,7 @@ def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: 
     with open(labels_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             labels[row["id"]] = (_label(row.get("label")), normalise_split(row.get("mode") or "train"))
-    preprocessor, skipped, items = Preprocessor(config, face_crop), Skipped(), []
+    preprocessor, skipped, items = Preprocessor(config.input_spec(), face_crop), Skipped(), []
     for clip in find_clips([folder]):
         label, mode = labels.get(clip.id, (None, "train"))
         if split is not None and mode != normalise_split(split):
@@ -175,4 +174,4 @@ def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | Non
 
 def make_batch(items: list[Labelled], config: ModelConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Padded batch dict + labels [B] float32."""
-    return collate([it.inputs for it in items], config), np.array([it.label for it in items], np.float32)
+    return collate([it.inputs for it in items], config.input_spec()), np.array([it.label for it in items], np.float32)

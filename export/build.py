@@ -21,8 +21,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 import cmmsf
 from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
 from cmmsf.contracts import STAGES
-from cmmsf.errors import CmmsfError
-from cmmsf.hashing import sha256_file
+from inputs.errors import CmmsfError
+from inputs.hashing import sha256_file
 from cmmsf.sample_inputs import make_inputs
 from runtime.manifest import (FORMAT_VERSION, MANIFEST, ManifestError, artifact_record, read_manifest,
                               verify_artifacts, write_manifest)

@@ -20,6 +20,7 @@ from cmmsf.config import ModelConfig
 from cmmsf.contracts import STAGES
 from cmmsf.model import CMMSF
 from cmmsf.sample_inputs import make_inputs
+from inputs.text import encode
 from runtime.backends.base import conform
 from runtime.backends.onnxruntime import OrtSession
 
@@ -69,8 +70,6 @@ class ParityReport:
 
 def _real_looking(config: ModelConfig, batch: int) -> dict[str, np.ndarray]:
     """Real tokenized sentences (when the backbone's tokenizer is here) over random audio/video."""
-    from runtime.preprocess.text import encode
-
     inputs = make_inputs(config, batch=batch, text_len=4, seed=7)
     ids, mask = encode([REAL_SENTENCES[i % len(REAL_SENTENCES)] for i in range(batch)],
                        config.text.backbone, config.text.max_len)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import STAGES, TensorSpec, video_axes
-from cmmsf.errors import CmmsfError
+from inputs.errors import CmmsfError
 
 LENGTH_AXES = {"Lt": "text", "La": "audio", "Lv": "video"}
 

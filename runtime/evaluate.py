@@ -17,7 +17,8 @@ from rich.console import Console
 from cmmsf.config import ModelConfig
 from cmmsf.metrics import regression_metrics
 
-from .features import collate, mask_untrained
+from inputs.features import collate, mask_untrained
+
 from .pipeline import Pipeline
 from .report import metrics_table
 
@@ -25,7 +26,7 @@ from .report import metrics_table
 def batch_scores(pipeline: Pipeline, items: list, batch_size: int = 32) -> np.ndarray:
     """Scores of labelled items, run in batches through the pipeline's backend."""
     chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
-    return np.concatenate([pipeline.run_batch(collate([it.inputs for it in c], pipeline.config)).outputs["score"]
+    return np.concatenate([pipeline.run_batch(collate([it.inputs for it in c], pipeline.config.input_spec())).outputs["score"]
                            for c in chunks])
 
 
@@ -41,7 +42,7 @@ def run_eval(data: Path, engines: Path, split: str, labels: Path | None, backend
     if not items:
         raise ValueError(f"no usable rows in split {split!r} of {data}")
     for item in items:  # the same rule the runtime applies to clips: untrained modalities are masked
-        mask_untrained(item.inputs, config)
+        mask_untrained(item.inputs, config.input_spec())
     truth = np.array([it.label for it in items])
     deployed = batch_scores(pipeline, items)
     metrics = regression_metrics(deployed, truth)

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .clips import find_clips
+from inputs.clips import find_clips
+
 from .pipeline import Pipeline, order_by_size
 from .report import infer_summary
 from .results import ResultWriter

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cmmsf.errors import CmmsfError
-from cmmsf.hashing import sha256_file
+from inputs.errors import CmmsfError
+from inputs.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -14,11 +14,11 @@ import numpy as np
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES, SENTIMENT_CLASSES, STAGES, class_of
+from inputs.clips import Clip, find_clips
+from inputs.features import ClipInputs, Preprocessor, collate
 
 from .backends import load_backend, resolve_auto
 from .backends.base import Backend
-from .clips import Clip, find_clips
-from .features import ClipInputs, Preprocessor, collate
 from .manifest import read_manifest
 
 
@@ -38,7 +38,7 @@ class Pipeline:
     def __init__(self, backend: Backend, config: ModelConfig, folder: Path, note: str = "",
                  face_crop: bool = False):
         self.backend, self.config, self.folder, self.note = backend, config, folder, note
-        self.preprocessor = Preprocessor(config, face_crop=face_crop)
+        self.preprocessor = Preprocessor(config.input_spec(), face_crop=face_crop)
 
     @classmethod
     def load(cls, engines: str | Path, backend: str = "auto", precision: str = "fp32",
@@ -63,7 +63,7 @@ class Pipeline:
 
     def predict_inputs(self, items: list[ClipInputs]) -> list[dict]:
         """Result records for already-preprocessed clips, run as one micro-batch."""
-        result = self.run_batch(collate(items, self.config))
+        result = self.run_batch(collate(items, self.config.input_spec()))
         records = []
         for row, item in enumerate(items):
             score = float(result.outputs["score"][row])

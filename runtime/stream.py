@@ -17,13 +17,14 @@ import av
 import numpy as np
 from rich.console import Console
 
-from .clips import TRANSCRIPT_SUFFIXES
-from .features import ClipInputs
+from inputs.audio import StreamingLogMel
+from inputs.clips import TRANSCRIPT_SUFFIXES
+from inputs.features import ClipInputs
+from inputs.media import FrameSampler, MediaError, MonoResampler
+from inputs.text import read_transcript
+from inputs.video import frames_to_input
+
 from .pipeline import Pipeline
-from .preprocess.audio import StreamingLogMel
-from .preprocess.media import FrameSampler, MediaError, MonoResampler
-from .preprocess.text import read_transcript
-from .preprocess.video import frames_to_input
 
 
 def open_source(source: str):

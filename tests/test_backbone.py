@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cmmsf.backbone import build_text_backbone
-from cmmsf.backbone_files import BackboneMissingError, resolve_backbone_dir
+from inputs.backbone_files import BackboneMissingError, resolve_backbone_dir
 from cmmsf.config import preset
-from runtime.preprocess.text import encode
+from inputs.text import encode
 
 
 @pytest.fixture(scope="module")

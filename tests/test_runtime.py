@@ -15,8 +15,8 @@ from cli import run_app
 from runtime.backends import load_backend
 from runtime.manifest import ManifestError
 from runtime.pipeline import Pipeline
-from runtime.preprocess.audio import StreamingLogMel, log_mel
-from runtime.preprocess.media import decode_audio, decode_video
+from inputs.audio import StreamingLogMel, log_mel
+from inputs.media import decode_audio, decode_video
 
 from .media import write_video, write_wav
 
@@ -172,12 +172,12 @@ def test_eval_with_deployed_artifacts(tiny_engines, tmp_path):
 
 
 def test_untrained_modalities_are_masked_but_reported_present(tiny_config):
-    from runtime.features import ClipInputs, Preprocessor
+    from inputs.features import ClipInputs, Preprocessor
 
     tiny_config.trained_modalities = ["text"]
     item = ClipInputs("x", {"text": np.arange(40, dtype=np.int32), "audio": np.zeros((5, 16), np.float32),
                             "video": None})
-    Preprocessor(tiny_config).limit(item)
+    Preprocessor(tiny_config.input_spec()).limit(item)
     assert item.masked == ["audio"] and item.arrays["audio"] is None
     assert item.present == {"text": True, "audio": True, "video": False}
     assert item.truncated == ["text"] and len(item.arrays["text"]) == tiny_config.text.max_len

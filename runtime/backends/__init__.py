@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmmsf.errors import CmmsfError
+from inputs.errors import CmmsfError
 
 from ..manifest import read_manifest
 from .base import Backend

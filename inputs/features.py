@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cmmsf.config import ModelConfig
-from cmmsf.contracts import MODALITIES
-
+from .audio import log_mel
 from .clips import Clip
-from .preprocess.audio import log_mel
-from .preprocess.media import MediaError, decode_audio, decode_video
-from .preprocess.text import encode, read_transcript
-from .preprocess.video import frames_to_input
+from .media import MediaError, decode_audio, decode_video
+from .spec import DATA_KEY, MODALITIES, InputSpec
+from .text import encode, read_transcript
+from .video import frames_to_input
 
 
 @dataclass
@@ -46,44 +44,44 @@ class ClipInputs:
 
 
 class Preprocessor:
-    """Turns clips into ClipInputs for one model config."""
+    """Turns clips into ClipInputs for one model's InputSpec."""
 
-    def __init__(self, config: ModelConfig, face_crop: bool = False):
-        if config.audio.frontend != "mel" or config.video.frontend != "frames":
-            raise ValueError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
-                             "use a checkpoint trained with the mel/frames front-ends")
-        self.config = config
+    def __init__(self, spec: InputSpec, face_crop: bool = False):
+        self.spec = spec
         self.face_crop = face_crop
 
     def text(self, transcript: str) -> np.ndarray | None:
         if not transcript.strip():
             return None
-        ids, _ = encode([transcript], self.config.text.backbone, self.config.text.max_len)
+        ids, _ = encode([transcript], self.spec.text_backbone, self.spec.text_max_len)
         return ids[0]
 
     def audio(self, wave: np.ndarray | None) -> np.ndarray | None:
-        ac = self.config.audio
-        if wave is None or len(wave) < ac.sample_rate // 50:  # under 20 ms: nothing to hear
+        spec = self.spec
+        if wave is None or len(wave) < spec.sample_rate // 50:  # under 20 ms: nothing to hear
             return None
-        return log_mel(wave, ac.sample_rate, ac.feature_dim, ac.frame_rate_hz)
+        return log_mel(wave, spec.sample_rate, spec.audio_feature_dim, spec.audio_frame_rate_hz)
 
     def video(self, frames: np.ndarray | None) -> np.ndarray | None:
         if frames is None or len(frames) == 0:
             return None
-        return frames_to_input(frames, self.config.video.image_size, self.face_crop)
+        return frames_to_input(frames, self.spec.image_size, self.face_crop)
 
     def from_clip(self, clip: Clip) -> ClipInputs:
         """Decode and featurise one clip. Raises MediaError / ValueError with a one-line reason."""
-        vc, ac = self.config.video, self.config.audio
+        spec = self.spec
+        if not spec.takes_media:
+            raise ValueError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
+                             "use a checkpoint trained with the mel/frames front-ends")
         text = read_transcript(clip.transcript) if clip.transcript else ""
         wave, frames, duration = None, None, None
         if clip.media is not None:
-            wave = decode_audio(clip.media, ac.sample_rate)
-            decoded = decode_video(clip.media, vc.fps)
+            wave = decode_audio(clip.media, spec.sample_rate)
+            decoded = decode_video(clip.media, spec.fps)
             if decoded is not None:
                 frames, duration = decoded
             if wave is not None:
-                duration = max(duration or 0.0, len(wave) / ac.sample_rate)
+                duration = max(duration or 0.0, len(wave) / spec.sample_rate)
         arrays = {"text": self.text(text), "audio": self.audio(wave), "video": self.video(frames)}
         if all(a is None for a in arrays.values()):
             raise MediaError(f"clip {clip.id}: no transcript, no audio and no video to use")
@@ -91,45 +89,39 @@ class Preprocessor:
 
     def limit(self, item: ClipInputs) -> ClipInputs:
         """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
-        return truncate_to_limits(mask_untrained(item, self.config), self.config)
+        return truncate_to_limits(mask_untrained(item, self.spec), self.spec)
 
 
-def mask_untrained(item: ClipInputs, config: ModelConfig) -> ClipInputs:
+def mask_untrained(item: ClipInputs, spec: InputSpec) -> ClipInputs:
     """Drop the data of modalities the checkpoint never learned, listing them in `masked`."""
     for m in MODALITIES:
-        if item.arrays.get(m) is not None and m not in config.trained_modalities:
+        if item.arrays.get(m) is not None and m not in spec.trained_modalities:
             item.arrays[m] = None
             item.masked.append(m)
     return item
 
 
-def truncate_to_limits(item: ClipInputs, config: ModelConfig) -> ClipInputs:
+def truncate_to_limits(item: ClipInputs, spec: InputSpec) -> ClipInputs:
     """Keep the first max_len steps of each modality, listing the cut ones in `truncated`."""
-    limits = {"text": config.text.max_len, "audio": config.audio.max_len, "video": config.video.max_len}
-    for m, top in limits.items():
-        array = item.arrays.get(m)
+    for m in MODALITIES:
+        top, array = spec.max_len(m), item.arrays.get(m)
         if array is not None and len(array) > top:
             item.arrays[m] = array[:top]
             item.truncated.append(m)
     return item
 
 
-def collate(items: list[ClipInputs], config: ModelConfig) -> dict[str, np.ndarray]:
+def collate(items: list[ClipInputs], spec: InputSpec) -> dict[str, np.ndarray]:
     """Pad a list of clips into one batch dict; absent modalities get one masked zero step."""
-    video_shape = ((3, config.video.image_size, config.video.image_size) if config.video.frontend == "frames"
-                   else (config.video.feature_dim,))
-    shapes = {"text": (), "audio": (config.audio.feature_dim,), "video": video_shape}
-    dtypes = {"text": np.int32, "audio": np.float32, "video": np.float32}
-    names = {"text": "input_ids", "audio": "audio", "video": "video"}
     batch: dict[str, np.ndarray] = {}
     for m in MODALITIES:
         length = max([item.length(m) for item in items] + [1])
-        data = np.zeros((len(items), length, *shapes[m]), dtype=dtypes[m])
+        data = np.zeros((len(items), length, *spec.step_shape(m)), dtype=np.int32 if m == "text" else np.float32)
         mask = np.zeros((len(items), length), dtype=bool)
         for row, item in enumerate(items):
             array = item.arrays.get(m)
             if array is not None:
                 data[row, : len(array)] = array
                 mask[row, : len(array)] = True
-        batch[names[m]], batch[f"{m}_mask"] = data, mask
+        batch[DATA_KEY[m]], batch[f"{m}_mask"] = data, mask
     return batch

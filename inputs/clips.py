@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .preprocess.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
 TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
 

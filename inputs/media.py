@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cmmsf.errors import CmmsfError
+from .errors import CmmsfError
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}

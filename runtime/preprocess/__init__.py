@@ -1,1 +1,0 @@
-"""Torch-free preprocessing, the one implementation used by training and by deployment."""
