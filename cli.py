@@ -24,9 +24,6 @@ run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, bench
                       no_args_is_help=True)
 train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints.", no_args_is_help=True)
 
-DEFAULT_ENGINES = Path("engines/default")
-
-
 def friendly(command: Callable) -> Callable:
     """Turn known failures into `error: <message>` and exit code 1."""
 
@@ -63,15 +60,14 @@ def export_build(
     force: bool = typer.Option(False, "--force", help="overwrite an existing build"),
 ) -> None:
     """Checkpoint → per-stage ONNX (FP32, FP16), parity checks, TensorRT plans, manifest.json."""
-    from export.build import build
-    from export.profiles import ShapeProfile, default_profile, parse_batch, parse_max_len
-    from cmmsf.checkpoint import resolve_checkpoint
+    from cmmsf.checkpoint import CONFIG, resolve_checkpoint
     from cmmsf.config import ModelConfig
+    from export.build import BuildOptions, build
+    from export.profiles import ShapeProfile, default_profile, parse_batch, parse_max_len
 
-    config = ModelConfig.load(resolve_checkpoint(checkpoint) / "config.json")
-    base = default_profile(config)
+    base = default_profile(ModelConfig.load(resolve_checkpoint(checkpoint) / CONFIG))
     profile = ShapeProfile(parse_batch(batch), parse_max_len(max_len, base.max_len))
-    build(checkpoint, out, precision, tensorrt, profile, force, console)
+    build(BuildOptions(checkpoint, out, precision, tensorrt, profile, force), console)
 
 
 @export_app.command("check")
@@ -88,85 +84,83 @@ def export_check(folder: Path = typer.Argument(..., help="an engine folder")) ->
 def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
     """Print a build's manifest as a table."""
     from export.report import manifest_table
-    from runtime.manifest import read_manifest
+    from runtime.engine_folder import EngineFolder
 
-    manifest = read_manifest(folder)
-    console.print(manifest_table(manifest))
-    trt = manifest["tensorrt"]
+    engines = EngineFolder.open(folder)
+    console.print(manifest_table(engines.manifest))
+    trt = engines.tensorrt
     console.print(f"TensorRT: {trt.get('status')} {trt.get('reason') or trt.get('gpu') or ''}")
-    console.print(f"versions: {json.dumps(manifest['versions'])}")
+    console.print(f"checkpoint: {engines.checkpoint_ref} ({engines.checkpoint_problem() or 'present and unchanged'})")
+    console.print(f"versions: {json.dumps(engines.manifest.get('versions', {}))}")
 
 
 # ---------------------------------------------------------------- cmmsf-run
+
+ENGINES_HELP = "engine folder [default: engines/default, exported from the shipped checkpoint if missing]"
+BACKEND_HELP = "auto, tensorrt, onnxruntime or torch"
+PRECISION_HELP = "which ONNX graphs ONNX Runtime loads: fp32 or fp16 (TensorRT runs its plans, torch FP32)"
 
 
 def _engines_or_default(engines: Optional[Path]) -> Path:
     """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
     if engines is not None:
         return engines
-    if not _default_engines_current():
-        console.print(f"no current engines at {DEFAULT_ENGINES}: exporting the shipped checkpoint (about 30 s)…")
-        from export.build import build
+    from export.default_engines import ensure_default_engines
 
-        build("default", DEFAULT_ENGINES, force=True, console=console)
-    return DEFAULT_ENGINES
+    return ensure_default_engines(console)
 
 
-def _default_engines_current() -> bool:
-    """engines/default exists and was built from the checkpoint shipped now (not an older one)."""
-    from cmmsf.config import DEFAULT_CHECKPOINT
-    from inputs.hashing import sha256_file
-
-    path = DEFAULT_ENGINES / "manifest.json"
-    if not path.is_file():
-        return False
-    recorded = json.loads(path.read_text()).get("model", {}).get("checkpoint_sha256", {})
-    return bool(recorded) and all(sha256_file(DEFAULT_CHECKPOINT / name) == digest for name, digest in recorded.items())
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 @run_app.command("infer")
 @friendly
 def run_infer(
     paths: list[Path] = typer.Argument(..., help="clip files and/or folders (files grouped by stem)"),
-    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default, built if missing]"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
     out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip"),
     batch: int = typer.Option(1, min=1, help="clips per micro-batch"),
     resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
-    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
-    precision: str = typer.Option("fp32", help="which ONNX the onnxruntime backend loads: fp32 or fp16"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
 ) -> None:
     """Batch inference over clips → results.jsonl and a summary table."""
-    from runtime.infer import run_infer as infer
+    from runtime.infer import InferOptions, run_infer as infer
 
-    infer(paths, _engines_or_default(engines), out, batch, resume, backend, precision, face_crop, console)
+    infer(InferOptions(paths, _engines_or_default(engines), out, batch, resume, backend, precision, face_crop),
+          console)
 
 
 @run_app.command("stream")
 @friendly
 def run_stream(
     source: str = typer.Argument(..., help="a media file, a camera index (0) or a URL"),
-    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
     window: float = typer.Option(4.0, help="window length in seconds"),
     hop: float = typer.Option(2.0, help="seconds between window starts"),
     transcript: Optional[Path] = typer.Option(None, help="transcript for the whole stream (.txt/.srt/.vtt)"),
     realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file"),
     plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
-    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ) -> None:
     """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window."""
-    from runtime.stream import run_stream as stream
+    from runtime.stream import StreamOptions, run_stream as stream
 
-    stream(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot, backend, console)
+    stream(StreamOptions(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot,
+                         backend, precision), console)
 
 
 @run_app.command("bench")
 @friendly
 def run_bench(
-    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
     backends: str = typer.Option("onnxruntime,torch", help="comma-separated backends to compare"),
     batch: str = typer.Option("1,8", help="comma-separated batch sizes"),
+    precision: str = typer.Option("fp32", help="comma-separated ONNX precisions for onnxruntime, e.g. fp32,fp16"),
     runs: int = typer.Option(50, min=3, help="timed runs per backend and batch"),
     warmup: int = typer.Option(5, min=0, help="untimed runs first"),
     threads: Optional[int] = typer.Option(None, help="CPU threads per backend [default: all cores]"),
@@ -174,27 +168,33 @@ def run_bench(
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
 ) -> None:
     """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side."""
-    from runtime.bench import run_bench as bench
+    from runtime.bench import BenchOptions, run_bench as bench
 
-    sizes = [int(b) for b in batch.split(",") if b.strip()]
-    bench(_engines_or_default(engines), [b.strip() for b in backends.split(",") if b.strip()], sizes,
-          runs, warmup, threads, json_out, plot, console)
+    try:
+        sizes = [int(b) for b in _split(batch)]
+    except ValueError:
+        raise ValueError(f"--batch wants comma-separated integers, got {batch!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch wants positive integers, got {batch!r}")
+    bench(BenchOptions(_engines_or_default(engines), _split(backends), sizes, _split(precision), runs, warmup,
+                       threads, json_out, plot), console)
 
 
 @run_app.command("eval")
 @friendly
 def run_eval(
     data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
-    engines: Optional[Path] = typer.Option(None, help="engine folder [default: engines/default]"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
     split: str = typer.Option("test", help="train, dev/valid or test"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
 ) -> None:
     """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
-    from runtime.evaluate import run_eval as evaluate
+    from runtime.evaluate import EvalOptions, run_eval as evaluate
 
-    evaluate(data, _engines_or_default(engines), split, labels, backend, json_out, console)
+    evaluate(EvalOptions(data, _engines_or_default(engines), split, labels, backend, precision, json_out), console)
 
 
 # ---------------------------------------------------------------- cmmsf-train

@@ -7,7 +7,10 @@ same graphs build on TensorRT 8.5 (JetPack 5), which has no int64 network inputs
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from inputs.spec import MODALITIES
 
@@ -79,6 +82,26 @@ STAGES: dict[str, StageSpec] = {
 `video` holds RGB frames [B, Lv, 3, H, W] or feature vectors [B, Lv, F], per the config's front-end."""
 
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+OUTPUTS: tuple[str, ...] = tuple(STAGES["mgf_head"].output_names)
+"""What the whole pipeline returns: score [B], logits [B, 7], gates [B, 3]."""
+
+
+def run_chain(run_stage: Callable[[str, dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str, Any],
+              stage_ms: dict[str, float] | None = None) -> dict[str, Any]:
+    """The one chain of the five stages, for every caller: the model, parity, pipeline, bench, eval.
+
+    `run_stage(name, tensors)` runs one stage (a torch module, an ONNX session, an engine) on the
+    tensors gathered so far and returns its contract outputs; each stage picks its own inputs by name.
+    Works on numpy arrays and torch tensors alike. Returns the inputs plus every stage's outputs;
+    with `stage_ms`, fills in the wall milliseconds of each stage.
+    """
+    tensors = dict(inputs)
+    for name in STAGE_ORDER:
+        start = time.perf_counter()
+        tensors.update(run_stage(name, tensors))
+        if stage_ms is not None:
+            stage_ms[name] = (time.perf_counter() - start) * 1e3
+    return tensors
 ENCODER_OF: dict[str, str] = {"text": "text_encoder", "audio": "audio_encoder", "video": "video_encoder"}
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .contracts import STAGES
+from .contracts import OUTPUTS, STAGES, run_chain
 from .encoders import AudioEncoder, TextEncoder, VideoEncoder
 from .head import MaskGatedFusionHead
 from .interaction import CascadedInteraction
@@ -44,10 +44,8 @@ class CMMSF(nn.Module):
         return self.stage(name)(*(tensors[n] for n in spec.input_names))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tensors = dict(batch)
-        for name in STAGES:
-            tensors.update(self.run_stage(name, tensors))
-        return {k: tensors[k] for k in STAGES["mgf_head"].output_names}
+        tensors = run_chain(self.run_stage, batch)
+        return {k: tensors[k] for k in OUTPUTS}
 
 
 def build_model(config: ModelConfig) -> CMMSF:

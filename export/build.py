@@ -1,14 +1,15 @@
 """`cmmsf-export build` and `check`: checkpoint → per-stage ONNX (FP32, FP16) → parity → plans → manifest.
 
-One entry point, every step timed and reported the same way, the manifest written last and only when
-parity passed, and the next commands printed at the end (the Ultralytics exporter's habits).
+One entry point, every step timed and reported one way (export/steps.py), parity over the backend
+interface (ONNX Runtime for the graphs, TensorRT for the plans), the manifest written last and only
+when parity passed, and the next commands printed at the end (the Ultralytics exporter's habits).
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,29 +17,48 @@ import onnx
 import onnxruntime
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import cmmsf
 from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
-from cmmsf.contracts import STAGES
+from cmmsf.contracts import STAGE_ORDER, STAGES
+from cmmsf.model import CMMSF
+from cmmsf.sample_inputs import make_inputs
 from inputs.errors import CmmsfError
 from inputs.hashing import sha256_file
-from cmmsf.sample_inputs import make_inputs
-from runtime.manifest import (FORMAT_VERSION, MANIFEST, ManifestError, artifact_record, read_manifest,
-                              verify_artifacts, write_manifest)
+from runtime.backends.base import Backend
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.torch_ref import TorchBackend
+from runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError,
+                                   artifact_record, checkpoint_reference, write_manifest)
 
 from . import tensorrt_build
 from .fp16 import convert_to_fp16
 from .onnx_export import OPSET, export_stage
-from .parity import ParityReport, check_parity, parity_cases, reference
+from .parity import ParityReport, check_parity, parity_cases
 from .profiles import ShapeProfile, default_profile, input_axes, stage_shapes
 from .report import manifest_table, next_commands
+from .steps import StepLog
 
 PARITY_REPORT = "parity_report.json"
+PRECISIONS = ONNX_PRECISIONS
+TENSORRT_MODES = ("auto", "on", "off")
 
 
 class BuildError(CmmsfError, RuntimeError):
     """A build or check that must stop; the message is meant for the user, not a traceback."""
+
+
+@dataclass
+class BuildOptions:
+    checkpoint: str = "default"
+    out: Path | None = None
+    """[default: engines/<checkpoint name>]"""
+    precision: str = "fp16"
+    """Precision of the TensorRT plans; both ONNX precisions are always written."""
+    tensorrt: str = "auto"
+    profile: ShapeProfile | None = None
+    """[default: batch 1/1/8 and the config's maximum lengths]"""
+    force: bool = False
 
 
 def checkpoint_hashes(folder: Path) -> dict[str, str]:
@@ -47,6 +67,8 @@ def checkpoint_hashes(folder: Path) -> dict[str, str]:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise BuildError(f"{out} already holds a build; pass --force to overwrite it")
@@ -54,10 +76,10 @@ def _prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _export_example(model) -> dict[str, torch.Tensor]:
+def _export_example(model: CMMSF) -> dict[str, torch.Tensor]:
     """Every stage's example inputs, with distinct sizes per dynamic axis so none is traced as a constant."""
     arrays = make_inputs(model.config, batch=2, text_len=9, audio_len=13, video_len=5, seed=0)
-    return {k: torch.from_numpy(v) for k, v in reference(model, arrays).items()}
+    return {k: torch.from_numpy(v) for k, v in TorchBackend(model, device="cpu").run(arrays).items()}
 
 
 def _build_name(folder: Path, checkpoint: str) -> str:
@@ -73,98 +95,117 @@ def _tensor_records(stage: str, config) -> dict[str, list[dict]]:
             for kind, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs))}
 
 
-def build(checkpoint: str = "default", out: Path | None = None, precision: str = "fp16",
-          tensorrt: str = "auto", profile: ShapeProfile | None = None, force: bool = False,
-          console: Console | None = None) -> dict:
+def _onnx_backends(graphs: dict[str, dict[str, Path]]) -> dict[str, Backend]:
+    return {kind: OnnxRuntimeBackend(files, kind) for kind, files in graphs.items()}
+
+
+def run_parity(model: CMMSF, candidates: dict[str, Backend], profile: ShapeProfile, out: Path,
+               earlier: ParityReport | None = None) -> ParityReport:
+    """Parity of `candidates` against `model` on CPU FP32; writes parity_report.json either way."""
+    report = check_parity(TorchBackend(model, device="cpu"), candidates, parity_cases(model.config, profile))
+    if earlier is not None:  # plans are checked after the graphs: one report holds both
+        report.providers = {**earlier.providers, **report.providers}
+        report.errors = earlier.errors + report.errors
+        report.chained = {**earlier.chained, **report.chained}
+        report.failures = earlier.failures + report.failures
+    (out / PARITY_REPORT).write_text(json.dumps(report.to_dict(), indent=1, default=float))
+    return report
+
+
+def _parity_detail(report: ParityReport) -> str:
+    return "  ".join(f"{kind}: score err {c['score_max_abs']:.1e}, {c['acc2_flips']} flips / {c['clips']}"
+                     for kind, c in report.chained.items())
+
+
+def build(opts: BuildOptions, console: Console | None = None) -> dict:
     """Run the whole build; returns the manifest. Raises BuildError with a one-line reason."""
     console = console or Console()
-    if precision not in ("fp16", "fp32") or tensorrt not in ("auto", "on", "off"):
-        raise BuildError(f"bad --precision {precision!r} or --tensorrt {tensorrt!r}")
-    try:
-        ck_folder = resolve_checkpoint(checkpoint)
-        model = load_checkpoint(ck_folder)
-    except (ValueError, FileNotFoundError) as err:
-        raise BuildError(str(err)) from None
+    if opts.precision not in PRECISIONS or opts.tensorrt not in TENSORRT_MODES:
+        raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)} (got {opts.precision!r}) and "
+                         f"--tensorrt one of {', '.join(TENSORRT_MODES)} (got {opts.tensorrt!r})")
+    log = StepLog(console)
+    with log.step("load checkpoint") as step:
+        try:
+            ck_folder = resolve_checkpoint(opts.checkpoint)
+            model = load_checkpoint(ck_folder)
+        except (ValueError, FileNotFoundError) as err:
+            raise BuildError(str(err)) from None
+        step.detail = f"{model.config.name} preset from {ck_folder}"
     config = model.config
-    profile = profile or default_profile(config)
-    out = Path(out) if out else Path("engines") / _build_name(ck_folder, checkpoint)
-    _prepare_out(out, force)
-    trt_reason = tensorrt_build.unavailable_reason() if tensorrt != "off" else "--tensorrt off"
-    if tensorrt == "on" and trt_reason:
+    profile = opts.profile or default_profile(config)
+    out = Path(opts.out) if opts.out else Path("engines") / _build_name(ck_folder, opts.checkpoint)
+    _prepare_out(out, opts.force)
+    trt_reason = tensorrt_build.unavailable_reason() if opts.tensorrt != "off" else "--tensorrt off"
+    if opts.tensorrt == "on" and trt_reason:
         raise BuildError(f"--tensorrt on, but {trt_reason}")
 
     stages: dict[str, dict] = {}
     example = _export_example(model)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=True)
-    with progress:
-        task = progress.add_task("exporting", total=len(STAGES))
-        for stage in STAGES:
-            progress.update(task, description=f"exporting {stage}")
-            start = time.perf_counter()
+    for stage in STAGE_ORDER:
+        with log.step(f"export {stage}") as step:
             fp32 = export_stage(model, stage, example, out / f"{stage}.onnx", config)
             fp16 = convert_to_fp16(fp32, out / f"{stage}.fp16.onnx")
-            seconds = time.perf_counter() - start
-            stages[stage] = {**_tensor_records(stage, config), "export_seconds": round(seconds, 3),
+            stages[stage] = {**_tensor_records(stage, config),
                              "profile_shapes": stage_shapes(stage, config, profile),
                              "artifacts": {"fp32": artifact_record(fp32), "fp16": artifact_record(fp16)}}
-            console.print(f"  [green]✓[/] {stage:<14} {seconds:5.1f} s  "
-                          f"{fp32.stat().st_size / 1e6:6.1f} MB fp32  {fp16.stat().st_size / 1e6:6.1f} MB fp16")
-            progress.advance(task)
+            step.detail = f"{fp32.stat().st_size / 1e6:6.1f} MB fp32  {fp16.stat().st_size / 1e6:6.1f} MB fp16"
 
-    console.print("parity: ONNX Runtime vs PyTorch on min, typical, padded, max and real-sentence inputs…")
-    start = time.perf_counter()
-    report = run_parity(model, out, stages, config, profile)
-    console.print(f"  parity took {time.perf_counter() - start:.1f} s on {report.provider}")
+    graphs = {kind: {s: out / stages[s]["artifacts"][kind]["file"] for s in STAGE_ORDER} for kind in PRECISIONS}
+    with log.step("parity onnx vs pytorch") as step:
+        report = run_parity(model, _onnx_backends(graphs), profile, out)
+        step.detail = f"{_parity_detail(report)}  on {report.providers['fp32']}"
     if not report.passed:
         raise BuildError(f"parity failed; see {out / PARITY_REPORT}:\n  " + "\n  ".join(report.failures))
 
-    tensorrt_info = _build_plans(out, stages, config, profile, precision, trt_reason, console)
+    tensorrt_info = {"status": "skipped", "reason": trt_reason, "tensorrt": None}
+    if trt_reason:
+        log.skipped("tensorrt plans", f"{trt_reason}; ONNX Runtime runs the ONNX files")
+    else:
+        tensorrt_info = _build_plans(out, stages, config, profile, opts.precision, log)
+        with log.step("parity plans vs pytorch") as step:
+            from runtime.backends.tensorrt import TensorRTBackend
+
+            plans = {s: out / stages[s]["artifacts"][Artifact.PLAN.value]["file"] for s in STAGE_ORDER}
+            report = run_parity(model, {"plan": TensorRTBackend(plans, opts.precision)}, profile, out, report)
+            step.detail = _parity_detail(report)
+        if not report.passed:
+            raise BuildError(f"plan parity failed; see {out / PARITY_REPORT}:\n  " + "\n  ".join(report.failures))
+
     manifest = {
-        "format": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"config": config.to_dict(), "checkpoint": str(ck_folder.resolve()),
+        "model": {"config": config.to_dict(), "checkpoint": checkpoint_reference(ck_folder, out),
                   "checkpoint_sha256": checkpoint_hashes(ck_folder)},
-        "opset": OPSET, "precision": precision, "profile": profile.to_dict(),
+        "opset": OPSET, "precision": opts.precision, "profile": profile.to_dict(),
         "versions": {"cmmsf": cmmsf.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
                      "tensorrt": tensorrt_info.get("tensorrt")},
         "tensorrt": tensorrt_info,
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
+        "build_seconds": log.seconds,
     }
-    write_manifest(out, manifest)
+    with log.step("manifest") as step:
+        step.detail = str(write_manifest(out, manifest))
+    manifest = EngineFolder.open(out).manifest
     console.print(manifest_table(manifest))
     console.print(next_commands(str(out)))
     return manifest
 
 
-def run_parity(model, out: Path, stages: dict, config, profile: ShapeProfile) -> ParityReport:
-    """Parity of the folder's ONNX graphs against `model`; writes parity_report.json either way."""
-    graphs = {kind: {s: out / stages[s]["artifacts"][kind]["file"] for s in STAGES} for kind in ("fp32", "fp16")}
-    report = check_parity(model, graphs, parity_cases(config, profile))
-    (out / PARITY_REPORT).write_text(json.dumps(report.to_dict(), indent=1, default=float))
-    return report
-
-
-def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precision: str,
-                 reason: str | None, console: Console) -> dict:
-    if reason:
-        console.print(f"[yellow]TensorRT plans skipped: {reason}.[/] ONNX Runtime runs the ONNX files.")
-        return {"status": "skipped", "reason": reason, "tensorrt": None}
+def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precision: str, log: StepLog) -> dict:
     identity = {}
-    for stage in STAGES:
-        start = time.perf_counter()
-        path = tensorrt_build.choose_build_path(tensorrt_build.installed_version(), precision)
-        source = out / stages[stage]["artifacts"][path.onnx_kind]["file"]
-        try:
-            identity = tensorrt_build.build_engine(source, out / f"{stage}.plan",
-                                                   stage_shapes(stage, config, profile), precision,
-                                                   out / "timing.cache")
-        except tensorrt_build.EngineBuildError as err:
-            raise BuildError(str(err)) from None
-        stages[stage]["artifacts"]["plan"] = {**artifact_record(out / f"{stage}.plan"), **identity}
-        console.print(f"  [green]✓[/] {stage:<14} plan in {time.perf_counter() - start:.1f} s")
+    for stage in STAGE_ORDER:
+        with log.step(f"tensorrt {stage}") as step:
+            path = tensorrt_build.choose_build_path(tensorrt_build.installed_version(), precision)
+            source = out / stages[stage]["artifacts"][path.onnx_kind]["file"]
+            try:
+                identity = tensorrt_build.build_engine(source, out / f"{stage}.plan",
+                                                       stage_shapes(stage, config, profile), precision,
+                                                       out / "timing.cache")
+            except tensorrt_build.EngineBuildError as err:
+                raise BuildError(str(err)) from None
+            stages[stage]["artifacts"][Artifact.PLAN.value] = {**artifact_record(out / f"{stage}.plan"), **identity}
+            step.detail = f"{path.network} from {path.onnx_kind} ONNX"
     return {"status": "built", **identity}
 
 
@@ -172,25 +213,32 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
     """Re-hash every artifact and the checkpoint, then re-run parity. Raises BuildError on a problem."""
     console = console or Console()
     try:
-        manifest = read_manifest(folder)
+        engines = EngineFolder.open(folder)
     except ManifestError as err:
         raise BuildError(str(err)) from None
-    problems = verify_artifacts(folder, manifest)
-    ck_folder = Path(manifest["model"]["checkpoint"])
-    if not ck_folder.is_dir():
-        problems.append(f"checkpoint {ck_folder} recorded in the manifest is gone")
-    elif checkpoint_hashes(ck_folder) != manifest["model"]["checkpoint_sha256"]:
-        problems.append(f"checkpoint {ck_folder} changed since the build")
+    problems = engines.problems()
+    checkpoint_problem = engines.checkpoint_problem()
+    if checkpoint_problem:
+        problems.append(checkpoint_problem + "; `check` re-runs parity against it")
     if problems:
         raise BuildError("check failed:\n  " + "\n  ".join(problems))
-    console.print(f"[green]✓[/] {sum(len(s['artifacts']) for s in manifest['stages'].values())} artifacts "
+    console.print(f"[green]✓[/] manifest sealed; {sum(len(engines.files(k)) for k in engines.kinds())} artifacts "
                   "match their sha256; re-running parity…")
-    model = load_checkpoint(ck_folder)
-    profile = ShapeProfile(tuple(manifest["profile"]["batch"]), manifest["profile"]["max_len"])
-    report = run_parity(model, folder, manifest["stages"], model.config, profile)
+    model = load_checkpoint(engines.checkpoint_dir())
+    profile = ShapeProfile(tuple(engines.profile["batch"]), engines.profile["max_len"])
+    candidates = _onnx_backends({kind: engines.files(kind) for kind in PRECISIONS})
+    if engines.has_plans:
+        reason = tensorrt_build.unavailable_reason()
+        if reason:
+            console.print(f"[yellow]plans not checked: {reason}[/]")
+        else:
+            from runtime.backends.tensorrt import TensorRTBackend
+
+            candidates["plan"] = TensorRTBackend.from_engines(engines)
+    report = run_parity(model, candidates, profile, folder)
     if not report.passed:
         raise BuildError("parity failed:\n  " + "\n  ".join(report.failures))
-    for precision, chained in report.chained.items():
-        console.print(f"[green]✓[/] {precision}: chained score max abs error {chained['score_max_abs']:.2e}, "
-                      f"{chained['acc2_flips']} Acc-2 flips over {chained['clips']} clips")
+    for kind, chained in report.chained.items():
+        console.print(f"[green]✓[/] {kind} on {report.providers[kind]}: chained score max abs error "
+                      f"{chained['score_max_abs']:.2e}, {chained['acc2_flips']} Acc-2 flips over {chained['clips']} clips")
     return report

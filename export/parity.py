@@ -1,28 +1,28 @@
-"""Parity the way Polygraphy does it: every exported graph against one FP32 PyTorch reference.
+"""Parity the way Polygraphy does it: every backend against one saved FP32 PyTorch reference.
 
-Per stage, each graph is fed the *reference* inputs of that stage (errors do not compound), and
-max / median / p99 absolute error is reported per output. Then the five graphs are chained and the
-final score compared with the whole PyTorch model, counting Acc-2 decisions that flip.
-Thresholds (issue 4): FP32 ≤ 1e-4 max abs on every output; FP16 score ≤ 1e-2 and no flipped decision.
-ONNX Runtime's CPU provider does not compute FP16 natively, so FP16 parity here does not prove a
-TensorRT FP16 engine (DESIGN.md); the report says which provider ran.
+The comparison runs over the backend interface (`runtime.backends.base.Backend`), so ONNX Runtime
+sessions of either precision and TensorRT plans are checked by the same code. Per stage, each backend
+is fed the *reference* inputs of that stage (errors do not compound), and max / median / p99 absolute
+error is reported per output. Then each backend runs the whole chain and its score is compared with
+the reference's, counting Acc-2 decisions that flip.
+Thresholds (issue 4): FP32 ONNX ≤ 1e-4 max abs on every output; FP16 ONNX and plans: score ≤ 1e-2 and
+no flipped decision (plans get the FP16 bound at any precision: TensorRT may use TF32 for FP32).
+ONNX Runtime's CPU provider does not compute FP16 natively, so FP16 parity there does not prove a
+TensorRT FP16 engine (DESIGN.md); the report names the provider of every backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from cmmsf.config import ModelConfig
-from cmmsf.contracts import STAGES
-from cmmsf.model import CMMSF
+from cmmsf.contracts import MODALITIES, STAGES
 from cmmsf.sample_inputs import make_inputs
+from inputs.spec import DATA_KEY
 from inputs.text import encode
-from runtime.backends.base import conform
-from runtime.backends.onnxruntime import OrtSession
+from runtime.backends.base import Backend
 
 from .profiles import ShapeProfile
 
@@ -34,7 +34,7 @@ REAL_SENTENCES = ["i really loved this movie the acting was great",
 
 @dataclass
 class OutputError:
-    precision: str
+    kind: str
     stage: str
     tensor: str
     case: str
@@ -46,7 +46,8 @@ class OutputError:
 
 @dataclass
 class ParityReport:
-    provider: str
+    providers: dict[str, str] = field(default_factory=dict)
+    """Backend kind (fp32, fp16, plan) → the provider that actually ran it."""
     errors: list[OutputError] = field(default_factory=list)
     chained: dict[str, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -55,21 +56,21 @@ class ParityReport:
     def passed(self) -> bool:
         return not self.failures
 
-    def worst(self, precision: str, stage: str) -> dict[str, float]:
-        """Worst max/median/p99 of a stage over all cases and outputs."""
-        rows = [e for e in self.errors if e.precision == precision and e.stage == stage]
+    def worst(self, kind: str, stage: str) -> dict[str, float]:
+        """Worst max/median/p99 of one backend kind's stage over all cases and outputs."""
+        rows = [e for e in self.errors if e.kind == kind and e.stage == stage]
         return {k: max(getattr(e, k) for e in rows) for k in ("max_abs", "median_abs", "p99_abs")} if rows else {}
 
     def to_dict(self) -> dict:
-        stages = {p: {s: self.worst(p, s) for s in STAGES} for p in sorted({e.precision for e in self.errors})}
-        return {"passed": self.passed, "provider": self.provider, "tolerance": {
+        stages = {p: {s: self.worst(p, s) for s in STAGES} for p in self.providers}
+        return {"passed": self.passed, "providers": self.providers, "tolerance": {
             "fp32_max_abs": FP32_TOLERANCE, "fp16_score_max_abs": FP16_SCORE_TOLERANCE},
             "stages": stages, "chained": self.chained, "failures": self.failures,
             "errors": [asdict(e) for e in self.errors]}
 
 
 def _real_looking(config: ModelConfig, batch: int) -> dict[str, np.ndarray]:
-    """Real tokenized sentences (when the backbone's tokenizer is here) over random audio/video."""
+    """Real tokenized sentences over random audio/video."""
     inputs = make_inputs(config, batch=batch, text_len=4, seed=7)
     ids, mask = encode([REAL_SENTENCES[i % len(REAL_SENTENCES)] for i in range(batch)],
                        config.text.backbone, config.text.max_len)
@@ -77,12 +78,31 @@ def _real_looking(config: ModelConfig, batch: int) -> dict[str, np.ndarray]:
     return inputs
 
 
+def with_absent(inputs: dict[str, np.ndarray], absent: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Mark modalities absent in some rows, as collate does: data zeroed, mask all False.
+
+    A modality absent from every row shrinks to the one masked zero step collate gives it.
+    """
+    out = {k: v.copy() for k, v in inputs.items()}
+    batch = len(out["input_ids"])
+    for modality, rows in absent.items():
+        data, mask = DATA_KEY[modality], f"{modality}_mask"
+        if sorted(rows) == list(range(batch)):
+            out[data], out[mask] = np.zeros_like(out[data][:, :1]), np.zeros_like(out[mask][:, :1])
+        else:
+            out[data][rows], out[mask][rows] = 0, False
+    return out
+
+
 def parity_cases(config: ModelConfig, profile: ShapeProfile) -> dict[str, dict[str, np.ndarray]]:
-    """The profile's min and max shapes, a typical shape, padded batches and real sentences."""
+    """The profile's min and max shapes, a typical shape, padded batches, real sentences, and absent
+    modalities: text only (how a text-only checkpoint always runs) and a batch mixing absences."""
     (b_min, b_opt, b_max), length = profile.batch, profile.length
-    typical = {m: length(m)[1] for m in ("text", "audio", "video")}
-    top = {m: length(m)[2] for m in ("text", "audio", "video")}
-    return {
+    typical = {m: length(m)[1] for m in MODALITIES}
+    top = {m: length(m)[2] for m in MODALITIES}
+    rows = max(3, b_opt) if b_max >= 3 else b_max
+    mixed = make_inputs(config, rows, typical["text"], typical["audio"], typical["video"], seed=6)
+    cases = {
         "min": make_inputs(config, b_min, 1, 1, 1, seed=1, padded=False),
         "opt": make_inputs(config, b_opt, typical["text"], typical["audio"], typical["video"], seed=2,
                            padded=False),
@@ -90,16 +110,12 @@ def parity_cases(config: ModelConfig, profile: ShapeProfile) -> dict[str, dict[s
                               seed=3),
         "max": make_inputs(config, b_max, top["text"], top["audio"], top["video"], seed=4),
         "real": _real_looking(config, min(3, b_max)),
+        "text_only": with_absent(_real_looking(config, min(3, b_max)),
+                                 {"audio": list(range(min(3, b_max))), "video": list(range(min(3, b_max)))}),
     }
-
-
-def reference(model: CMMSF, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every stage's FP32 PyTorch outputs for one case, as numpy."""
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-    with torch.no_grad():
-        for stage in STAGES:
-            tensors.update(model.run_stage(stage, tensors))
-    return {k: v.numpy() for k, v in tensors.items()}
+    if rows >= 2:
+        cases["mixed_absent"] = with_absent(mixed, {"video": [1], "audio": [rows - 1], "text": [rows - 1]})
+    return cases
 
 
 def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
@@ -109,57 +125,57 @@ def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
     return float(diff.max()), float(np.median(diff)), float(np.percentile(diff, 99))
 
 
-def check_parity(model: CMMSF, graphs: dict[str, dict[str, Path]],
+def check_parity(reference: Backend, candidates: dict[str, Backend],
                  cases: dict[str, dict[str, np.ndarray]]) -> ParityReport:
-    """graphs: precision → stage → ONNX path. Runs per-stage and chained checks on every case."""
-    sessions = {p: {s: OrtSession(path) for s, path in stages.items()} for p, stages in graphs.items()}
-    report = ParityReport(provider=next(iter(next(iter(sessions.values())).values())).provider)
-    refs = {case: reference(model, inputs) for case, inputs in cases.items()}
-    for precision, stage_sessions in sessions.items():
+    """candidates: kind (fp32, fp16, plan) → backend. Per-stage and chained checks on every case."""
+    report = ParityReport(providers={kind: b.provider for kind, b in candidates.items()})
+    refs = {case: reference.run(inputs) for case, inputs in cases.items()}
+    for kind, backend in candidates.items():
         for case, ref in refs.items():
-            for stage, session in stage_sessions.items():
-                got = session.run(conform(stage, ref))
+            for stage in STAGES:
+                got = backend.run_stage(stage, ref)
                 for name in STAGES[stage].output_names:
-                    report.errors.append(OutputError(precision, stage, name, case, tuple(got[name].shape),
+                    report.errors.append(OutputError(kind, stage, name, case, tuple(got[name].shape),
                                                      *_stats(ref[name], got[name])))
-        _check_chained(report, precision, stage_sessions, cases, refs)
-        _judge(report, precision)
+        _check_chained(report, kind, backend, cases, refs)
+        _judge(report, kind)
     return report
 
 
-def _check_chained(report: ParityReport, precision: str, sessions: dict[str, OrtSession],
-                   cases: dict[str, dict[str, np.ndarray]], refs: dict[str, dict[str, np.ndarray]]) -> None:
+def _check_chained(report: ParityReport, kind: str, backend: Backend, cases: dict[str, dict[str, np.ndarray]],
+                   refs: dict[str, dict[str, np.ndarray]]) -> None:
     errors, flips, total = [], 0, 0
     for case, inputs in cases.items():
-        tensors = dict(inputs)
-        for stage, session in sessions.items():
-            tensors.update(session.run(conform(stage, tensors)))
-        ref, got = refs[case]["score"], tensors["score"]
+        ref, got = refs[case]["score"], backend.run(inputs)["score"]
         errors.append(float(np.max(np.abs(ref - got))))
         flips += int(np.sum((ref >= 0) != (got >= 0)))
         total += len(ref)
-    report.chained[precision] = {"score_max_abs": max(errors), "acc2_flips": flips, "clips": total}
+    report.chained[kind] = {"score_max_abs": max(errors), "acc2_flips": flips, "clips": total}
 
 
-def _judge(report: ParityReport, precision: str) -> None:
-    if precision == "fp32":
+def tolerance(kind: str) -> float:
+    """Chained score bound: FP32 ONNX is held to 1e-4, FP16 ONNX and TensorRT plans to 1e-2."""
+    return FP32_TOLERANCE if kind == "fp32" else FP16_SCORE_TOLERANCE
+
+
+def _judge(report: ParityReport, kind: str) -> None:
+    if kind == "fp32":
         for e in report.errors:
-            if e.precision == "fp32" and not e.max_abs <= FP32_TOLERANCE:
+            if e.kind == "fp32" and not e.max_abs <= FP32_TOLERANCE:
                 report.failures.append(
                     f"fp32 {e.stage}.{e.tensor} on case '{e.case}' shape {e.shape}: max abs error "
                     f"{e.max_abs:.3g} > {FP32_TOLERANCE:g}")
-    chained = report.chained[precision]
-    limit = FP32_TOLERANCE if precision == "fp32" else FP16_SCORE_TOLERANCE
+    chained, limit = report.chained[kind], tolerance(kind)
     if not chained["score_max_abs"] <= limit:
-        drift = first_drifting_stage(report, precision)
-        report.failures.append(f"{precision} chained score error {chained['score_max_abs']:.3g} > {limit:g}"
+        drift = first_drifting_stage(report, kind)
+        report.failures.append(f"{kind} chained score error {chained['score_max_abs']:.3g} > {limit:g}"
                                f" (first stage to drift: {drift})")
     if chained["acc2_flips"]:
-        report.failures.append(f"{precision}: {chained['acc2_flips']} of {chained['clips']} Acc-2 decisions flip")
+        report.failures.append(f"{kind}: {chained['acc2_flips']} of {chained['clips']} Acc-2 decisions flip")
 
 
-def first_drifting_stage(report: ParityReport, precision: str) -> str:
-    """The earliest stage (pipeline order) over the precision's limit, else the one with the largest error."""
-    worst = [(s, report.worst(precision, s).get("max_abs", 0.0)) for s in STAGES]
-    limit = FP32_TOLERANCE if precision == "fp32" else FP16_SCORE_TOLERANCE
+def first_drifting_stage(report: ParityReport, kind: str) -> str:
+    """The earliest stage (pipeline order) over the kind's limit, else the one with the largest error."""
+    worst = [(s, report.worst(kind, s).get("max_abs", 0.0)) for s in STAGES]
+    limit = tolerance(kind)
     return next((s for s, err in worst if err > limit), max(worst, key=lambda x: x[1])[0])

@@ -16,12 +16,13 @@ def manifest_table(manifest: dict) -> Table:
                         f"{manifest['opset']})")
     for column in ("stage", "fp32 MB", "fp16 MB", "plan", "export s", "fp32 err", "fp16 err"):
         table.add_column(column, justify="left" if column in ("stage", "plan") else "right", no_wrap=True)
+    seconds = manifest.get("build_seconds", {})
     for stage, entry in manifest["stages"].items():
         artifacts = entry["artifacts"]
         plan = artifacts.get("plan")
         table.add_row(stage, _mb(artifacts.get("fp32", {}).get("bytes")),
                       _mb(artifacts.get("fp16", {}).get("bytes")),
-                      "built" if plan else "-", f"{entry.get('export_seconds', 0):.1f}",
+                      "built" if plan else "-", f"{seconds.get(f'export {stage}', 0):.1f}",
                       f"{parity.get('fp32', {}).get(stage, {}).get('max_abs', float('nan')):.2e}",
                       f"{parity.get('fp16', {}).get(stage, {}).get('max_abs', float('nan')):.2e}")
     return table

@@ -1,11 +1,12 @@
-"""`cmmsf-run bench`: latency the way trtexec reports it, across backends, in one table.
+"""`cmmsf-run bench`: latency the way trtexec reports it, across backends and precisions, in one table.
 
-For each backend and batch size: warm-up runs, then timed runs of the five stages chained on the same
-typical-length inputs (the profile's opt lengths). Per stage and end to end: p50/p90/p99 ms;
-throughput in clips/s from the end-to-end median; runtime overhead = end to end minus the sum of the
-stage times (host work between stages); peak host RSS of the process so far (it accumulates over
-the backends of one run: bench one backend per run for an exact per-backend figure); device memory
-where a GPU is in use; the speed-up over torch eager when torch ran.
+For each backend (and, for ONNX Runtime, each precision asked for) and batch size: warm-up runs, then
+timed runs of the one stage chain (`Backend.run`) on the same typical-length inputs (the profile's opt
+lengths). Per stage and end to end: p50/p90/p99 ms; throughput in clips/s from the end-to-end median;
+runtime overhead = end to end minus the sum of the stage times (host work between stages); peak host
+RSS of the process so far (it accumulates over the rows of one run: bench one backend per run for an
+exact per-backend figure); device memory where a GPU is in use; the speed-up over torch eager when
+torch ran. Rows are keyed by backend label (`onnxruntime fp16`, `torch fp32`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,32 @@ from __future__ import annotations
 import json
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cmmsf.config import ModelConfig
 from cmmsf.contracts import STAGES
 from cmmsf.sample_inputs import make_inputs
 
-from .backends import load_backend
-from .manifest import read_manifest
+from .backends import check_choice, load_backend
+from .engine_folder import EngineFolder
+
+
+@dataclass
+class BenchOptions:
+    engines: Path
+    backends: list[str] = field(default_factory=lambda: ["onnxruntime", "torch"])
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    """ONNX Runtime runs once per precision; TensorRT and torch have one precision each."""
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None
+    json_out: Path | None = None
+    plot: Path | None = None
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -41,54 +56,60 @@ def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int
     stage_times: dict[str, list[float]] = {s: [] for s in STAGES}
     totals = []
     for i in range(warmup + runs):
-        tensors = dict(inputs)
+        stage_ms: dict[str, float] = {}
         begin = time.perf_counter()
-        for stage in STAGES:
-            start = time.perf_counter()
-            tensors.update(backend.run_stage(stage, tensors))
-            if i >= warmup:
-                stage_times[stage].append((time.perf_counter() - start) * 1e3)
+        backend.run(inputs, stage_ms)
+        total = (time.perf_counter() - begin) * 1e3
         if i >= warmup:
-            totals.append((time.perf_counter() - begin) * 1e3)
+            totals.append(total)
+            for stage, ms in stage_ms.items():
+                stage_times[stage].append(ms)
     e2e = percentiles(totals)
     overhead = [total - sum(stage_times[s][i] for s in STAGES) for i, total in enumerate(totals)]
     batch = len(inputs["input_ids"])
     return {"end_to_end_ms": e2e, "stages": {s: percentiles(v) for s, v in stage_times.items()},
             "clips_per_s": round(batch * 1e3 / e2e["p50"], 2),
             "overhead_pct": round(100 * float(np.median(overhead)) / e2e["p50"], 2),
-            "provider": backend.provider, "peak_rss_mb": round(peak_rss_mb(), 1),
-            "device_mb": backend.device_memory_mb()}
+            "provider": backend.provider, "precision": backend.precision,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "device_mb": backend.device_memory_mb()}
 
 
-def run_bench(engines: Path, backends: list[str], batches: list[int], runs: int, warmup: int,
-              threads: int | None, json_out: Path | None, plot: Path | None, console: Console) -> dict:
-    manifest = read_manifest(engines)
-    config = ModelConfig.from_dict(manifest["model"]["config"])
-    lengths = {m: max(1, top // 2) for m, top in manifest["profile"]["max_len"].items()}
+def _rows(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to bench: ONNX Runtime once per precision, the others once."""
+    return [(b, p) for b in backends for p in (precisions if b == "onnxruntime" else precisions[:1])]
+
+
+def run_bench(opts: BenchOptions, console: Console) -> dict:
+    for name, precision in _rows(opts.backends, opts.precisions):
+        check_choice(name, precision)
+    engines = EngineFolder.open(opts.engines)
+    config, lengths = engines.config, engines.typical_lengths
     results: dict[str, dict] = {}
-    for name in backends:
+    for name, precision in _rows(opts.backends, opts.precisions):
         try:
-            backend = load_backend(name, engines, threads=threads)
+            backend = load_backend(name, engines, precision=precision, threads=opts.threads)
         except Exception as err:  # noqa: BLE001 - one unavailable backend is a table row, not a crash
-            results[name] = {"error": f"{type(err).__name__}: {err}"}
-            console.print(f"[yellow]{name}: unavailable: {err}[/]")
+            label = f"{name} {precision}" if name == "onnxruntime" else name
+            results[label] = {"error": f"{type(err).__name__}: {err}"}
+            console.print(f"[yellow]{label}: unavailable: {err}[/]")
             continue
-        results[backend.name] = {}
-        for batch in batches:
+        results[backend.label] = {}
+        for batch in opts.batches:
             inputs = make_inputs(config, batch, lengths["text"], lengths["audio"], lengths["video"], seed=0,
                                  padded=False)
-            console.print(f"{backend.name} batch {batch}: {warmup} warm-up + {runs} timed runs…", highlight=False)
-            results[backend.name][str(batch)] = bench_backend(backend, inputs, runs, warmup)
+            console.print(f"{backend.label} batch {batch}: {opts.warmup} warm-up + {opts.runs} timed runs…",
+                          highlight=False)
+            results[backend.label][str(batch)] = bench_backend(backend, inputs, opts.runs, opts.warmup)
         backend.close()
-    report = {"engines": str(engines), "preset": config.name, "lengths": lengths, "runs": runs,
-              "warmup": warmup, "threads": threads, "results": results}
+    report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
+              "warmup": opts.warmup, "threads": opts.threads, "results": results}
     console.print(bench_table(report))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-        console.print(f"wrote {json_out}")
-    if plot:
-        plot_stages(report, plot)
-        console.print(f"plot: {plot}")
+    if opts.json_out:
+        opts.json_out.write_text(json.dumps(report, indent=1) + "\n")
+        console.print(f"wrote {opts.json_out}")
+    if opts.plot:
+        plot_stages(report, opts.plot)
+        console.print(f"plot: {opts.plot}")
     return report
 
 
@@ -98,7 +119,8 @@ def bench_table(report: dict) -> Table:
     for column in ("backend", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "clips/s", "overhead %",
                    "vs torch", "provider"):
         table.add_column(column, justify="left" if column in ("backend", "status", "provider") else "right")
-    torch_p50 = {b: r["end_to_end_ms"]["p50"] for b, r in report["results"].get("torch", {}).items()
+    torch_rows = next((rows for label, rows in report["results"].items() if label.startswith("torch")), {})
+    torch_p50 = {b: r["end_to_end_ms"]["p50"] for b, r in torch_rows.items()
                  if isinstance(r, dict) and "end_to_end_ms" in r}
     for name, per_batch in report["results"].items():
         if "error" in per_batch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -15,25 +16,36 @@ from .report import infer_summary
 from .results import ResultWriter
 
 
-def run_infer(paths: list[Path], engines: Path, out: Path, batch: int, resume: bool, backend: str,
-              precision: str, face_crop: bool, console: Console) -> list[dict]:
-    """Score every clip under `paths`, writing each record to `out` as soon as its batch is done."""
-    clips = find_clips(paths)
+@dataclass
+class InferOptions:
+    paths: list[Path]
+    engines: Path
+    out: Path = Path("results.jsonl")
+    batch: int = 1
+    resume: bool = False
+    backend: str = "auto"
+    precision: str = "fp32"
+    face_crop: bool = False
+
+
+def run_infer(opts: InferOptions, console: Console) -> list[dict]:
+    """Score every clip under `opts.paths`, writing each record to `opts.out` as soon as its batch is done."""
+    clips = find_clips(opts.paths)
     if not clips:
-        raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, paths))}")
-    writer = ResultWriter(out, resume)
+        raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}")
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop)
+    writer = ResultWriter(opts.out, opts.resume)
     todo = order_by_size([c for c in clips if c.id not in writer.done])
     if writer.done:
-        console.print(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already in {out}")
-    pipeline = Pipeline.load(engines, backend, precision, face_crop=face_crop)
-    console.print(f"backend: {pipeline.backend.name} on {pipeline.backend.provider}"
+        console.print(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already in {opts.out}")
+    console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}"
                   + (f"  [dim]{pipeline.note}[/]" if pipeline.note else ""))
     records, start = [], time.perf_counter()
     columns = (TextColumn("infer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("infer", total=len(todo), last="")
-            for record in pipeline.iter_predict(todo, batch):
+            for record in pipeline.iter_predict(todo, opts.batch):
                 writer.write(record)
                 records.append(record)
                 progress.update(task, advance=1, last=record["id"])
@@ -41,5 +53,5 @@ def run_infer(paths: list[Path], engines: Path, out: Path, batch: int, resume: b
         writer.close()
         pipeline.close()
     console.print(infer_summary(records, time.perf_counter() - start))
-    console.print(f"results: {out}")
+    console.print(f"results: {opts.out}")
     return records

@@ -1,25 +1,26 @@
 """The Python API behind `cmmsf-run infer`: `Pipeline.load(engines).predict(paths)`.
 
-Chains the five stages on one backend, times each stage, and turns outputs into result records.
+An engine folder (opened once), one backend, and the input handling of `inputs/`; each batch goes
+through the one stage chain (`Backend.run`), timed per stage, and becomes result records.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from cmmsf.config import ModelConfig
-from cmmsf.contracts import MODALITIES, SENTIMENT_CLASSES, STAGES, class_of
+from cmmsf.contracts import MODALITIES, OUTPUTS, SENTIMENT_CLASSES, class_of
 from inputs.clips import Clip, find_clips
 from inputs.features import ClipInputs, Preprocessor, collate
 
-from .backends import load_backend, resolve_auto
+from .backends import check_choice, load_backend, resolve_auto
 from .backends.base import Backend
-from .manifest import read_manifest
+from .engine_folder import EngineFolder
 
 
 @dataclass
@@ -35,31 +36,40 @@ def polarity(score: float) -> str:
 class Pipeline:
     """Engines + backend + preprocessing for one engine folder."""
 
-    def __init__(self, backend: Backend, config: ModelConfig, folder: Path, note: str = "",
-                 face_crop: bool = False):
-        self.backend, self.config, self.folder, self.note = backend, config, folder, note
-        self.preprocessor = Preprocessor(config.input_spec(), face_crop=face_crop)
+    def __init__(self, backend: Backend, engines: EngineFolder, note: str = "", face_crop: bool = False):
+        self.backend, self.engines, self.note, self.face_crop = backend, engines, note, face_crop
 
     @classmethod
-    def load(cls, engines: str | Path, backend: str = "auto", precision: str = "fp32",
+    def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
              threads: int | None = None, face_crop: bool = False) -> "Pipeline":
-        folder = Path(engines)
-        manifest = read_manifest(folder)
+        check_choice(backend, precision)
+        folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
         note = ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
             note = f"auto → {backend} ({why})"
-        chosen = load_backend(backend, folder, precision=precision, threads=threads)
-        return cls(chosen, ModelConfig.from_dict(manifest["model"]["config"]), folder, note, face_crop)
+        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, face_crop)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.engines.config
+
+    @cached_property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.config.input_spec(), face_crop=self.face_crop)
 
     def run_batch(self, batch: dict[str, np.ndarray]) -> BatchResult:
         """All five stages on one padded batch, with milliseconds per stage."""
-        tensors, stage_ms = dict(batch), {}
-        for stage in STAGES:
-            start = time.perf_counter()
-            tensors.update(self.backend.run_stage(stage, tensors))
-            stage_ms[stage] = (time.perf_counter() - start) * 1e3
-        return BatchResult({k: tensors[k] for k in STAGES["mgf_head"].output_names}, stage_ms)
+        stage_ms: dict[str, float] = {}
+        tensors = self.backend.run(batch, stage_ms)
+        return BatchResult({k: tensors[k] for k in OUTPUTS}, stage_ms)
+
+    def scores(self, items: list[ClipInputs], batch_size: int = 32) -> np.ndarray:
+        """Scores of already-preprocessed items, in order, run in padded batches."""
+        spec = self.config.input_spec()
+        chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+        return np.concatenate([self.run_batch(collate(c, spec)).outputs["score"] for c in chunks]
+                              or [np.zeros(0, np.float32)])
 
     def predict_inputs(self, items: list[ClipInputs]) -> list[dict]:
         """Result records for already-preprocessed clips, run as one micro-batch."""
@@ -74,7 +84,8 @@ class Pipeline:
                 "present": item.present, "masked": item.masked, "truncated": item.truncated,
                 "duration_s": None if item.duration_s is None else round(item.duration_s, 3),
                 "batch": len(items), "stage_ms": {k: round(v, 3) for k, v in result.stage_ms.items()},
-                "backend": self.backend.name, "provider": self.backend.provider,
+                "backend": self.backend.name, "precision": self.backend.precision,
+                "provider": self.backend.provider,
             })
         return records
 

@@ -147,15 +147,28 @@ def plot_timeline(records: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_stream(source: str, engines: Path, window: float, hop: float, transcript: Path | None, realtime: bool,
-               out: Path | None, plot: Path | None, backend: str, console: Console) -> list[dict]:
-    pipeline = Pipeline.load(engines, backend)
-    console.print(f"backend: {pipeline.backend.name} on {pipeline.backend.provider}", highlight=False)
-    sink = open(out, "w", encoding="utf-8") if out else None
+@dataclass
+class StreamOptions:
+    source: str
+    engines: Path
+    window: float = 4.0
+    hop: float = 2.0
+    transcript: Path | None = None
+    realtime: bool = False
+    out: Path | None = None
+    plot: Path | None = None
+    backend: str = "auto"
+    precision: str = "fp32"
+
+
+def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision)
+    console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
+    sink = open(opts.out, "w", encoding="utf-8") if opts.out else None
     records, busy, started = [], 0.0, time.perf_counter()
     try:
-        for record, busy in iter_windows(pipeline, source, window, hop, _sidecar_transcript(source, transcript),
-                                         realtime):
+        transcript = _sidecar_transcript(opts.source, opts.transcript)
+        for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime):
             line = json.dumps(record, separators=(",", ":"))
             print(line, flush=True)
             if sink:
@@ -171,7 +184,7 @@ def run_stream(source: str, engines: Path, window: float, hop: float, transcript
         console.print(f"{len(records)} windows over {media:.1f} s of media; processing took {busy:.2f} s "
                       f"(real-time factor {busy / media:.3f}); wall {time.perf_counter() - started:.1f} s",
                       highlight=False)
-    if plot:
-        plot_timeline(records, plot, f"{Path(source).name}: sentiment per {window:g} s window")
-        console.print(f"timeline: {plot}")
+    if opts.plot:
+        plot_timeline(records, opts.plot, f"{Path(opts.source).name}: sentiment per {opts.window:g} s window")
+        console.print(f"timeline: {opts.plot}")
     return records

@@ -46,10 +46,10 @@ def tiny_engines(tmp_path_factory, tiny_checkpoint):
     """One real build of the tiny checkpoint (ONNX both precisions, parity, manifest), shared by tests."""
     from rich.console import Console
 
-    from export.build import build
+    from export.build import BuildOptions, build
     from export.profiles import ShapeProfile
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
     profile = ShapeProfile((1, 2, 4), {"text": 16, "audio": 40, "video": 30})
-    build(str(tiny_checkpoint), out, profile=profile, console=Console(quiet=True))
+    build(BuildOptions(str(tiny_checkpoint), out, profile=profile), Console(quiet=True))
     return out

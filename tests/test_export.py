@@ -13,23 +13,25 @@ from typer.testing import CliRunner
 from cli import export_app
 from cmmsf.contracts import STAGES
 from cmmsf.sample_inputs import make_inputs
-from export.build import BuildError, build, check
-from export.parity import check_parity, reference
+from export.build import BuildError, BuildOptions, build, check
+from export.parity import check_parity
 from export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
 from export.tensorrt_build import choose_build_path, unavailable_reason
-from runtime.backends.onnxruntime import OrtSession
-from runtime.manifest import read_manifest, verify_artifacts
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.torch_ref import TorchBackend
+from runtime.engine_folder import EngineFolder
 
 runner = CliRunner()
 
 
 def test_build_writes_every_stage_in_both_precisions_and_a_verifying_manifest(tiny_engines):
-    manifest = read_manifest(tiny_engines)
+    engines = EngineFolder.open(tiny_engines)
+    manifest = engines.manifest
     for stage in STAGES:
         for kind in ("fp32", "fp16"):
             record = manifest["stages"][stage]["artifacts"][kind]
             onnx.checker.check_model(str(tiny_engines / record["file"]), full_check=True)
-    assert verify_artifacts(tiny_engines, manifest) == []
+    assert engines.problems() == []
     assert manifest["parity"]["passed"] is True
     assert manifest["tensorrt"]["status"] == "skipped" and manifest["tensorrt"]["reason"]
     assert manifest["opset"] >= 17
@@ -52,20 +54,18 @@ def test_fp16_graph_keeps_layernorm_softmax_and_io_in_fp32(tiny_engines):
 
 @pytest.mark.parametrize("batch,lt,la,lv", [(1, 1, 1, 1), (3, 16, 40, 30), (2, 5, 33, 2)])
 def test_exported_stages_match_torch_at_other_shapes(tiny_engines, tiny_model, batch, lt, la, lv):
-    graphs = {"fp32": {s: tiny_engines / f"{s}.onnx" for s in STAGES}}
-    report = check_parity(tiny_model, graphs, {"case": make_inputs(tiny_model.config, batch, lt, la, lv, seed=5)})
+    candidates = {"fp32": OnnxRuntimeBackend.from_engines(EngineFolder.open(tiny_engines), "fp32")}
+    report = check_parity(TorchBackend(tiny_model, device="cpu"), candidates,
+                          {"case": make_inputs(tiny_model.config, batch, lt, la, lv, seed=5)})
     assert report.passed, report.failures
     assert max(e.max_abs for e in report.errors) <= 1e-4
 
 
 def test_exported_graphs_are_padding_invariant(tiny_engines, tiny_model):
-    sessions = {s: OrtSession(tiny_engines / f"{s}.onnx") for s in STAGES}
+    backend = OnnxRuntimeBackend.from_engines(EngineFolder.open(tiny_engines), "fp32")
 
     def chain(inputs):
-        tensors = dict(inputs)
-        for stage, session in sessions.items():
-            tensors.update(session.run({n: tensors[n] for n in STAGES[stage].input_names}))
-        return tensors["score"]
+        return backend.run(inputs)["score"]
 
     inputs = make_inputs(tiny_model.config, batch=3, text_len=12, audio_len=30, video_len=9, seed=11)
     batched = chain(inputs)
@@ -93,7 +93,7 @@ def test_check_passes_then_detects_a_tampered_artifact(tiny_engines, tmp_path):
 
 def test_overwrite_is_refused_without_force(tiny_engines, tiny_checkpoint):
     with pytest.raises(BuildError, match="--force"):
-        build(str(tiny_checkpoint), tiny_engines)
+        build(BuildOptions(str(tiny_checkpoint), tiny_engines))
 
 
 def test_cli_bad_checkpoint_path_is_one_clear_line(tmp_path):
@@ -114,7 +114,7 @@ def test_failed_parity_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch
     monkeypatch.setattr(parity, "FP32_TOLERANCE", 0.0)  # nothing can pass a zero tolerance
     out = tmp_path / "e"
     with pytest.raises(BuildError, match="parity failed"):
-        build(str(tiny_checkpoint), out, profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3}))
+        build(BuildOptions(str(tiny_checkpoint), out, profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3})))
     assert not (out / "manifest.json").exists()
     assert json.loads((out / "parity_report.json").read_text())["passed"] is False
 
@@ -143,19 +143,15 @@ def test_tensorrt_build_path_per_version():
 
 @pytest.mark.skipif(unavailable_reason() is not None, reason=f"TensorRT build needs a GPU: {unavailable_reason()}")
 def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: no cover - GPU machines only
-    manifest = build(str(tiny_checkpoint), tmp_path / "trt", tensorrt="on",
-                     profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4}))
+    manifest = build(BuildOptions(str(tiny_checkpoint), tmp_path / "trt", tensorrt="on",
+                                  profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4})))
     assert manifest["tensorrt"]["status"] == "built"
     from runtime.backends.tensorrt import TensorRTBackend
 
-    backend = TensorRTBackend(tmp_path / "trt")
+    backend = TensorRTBackend.from_engines(EngineFolder.open(tmp_path / "trt"))
     inputs = make_inputs(manifest_config(manifest), 2, 8, 8, 4)
-    tensors = dict(inputs)
-    for stage in STAGES:
-        tensors.update(backend.run_stage(stage, tensors))
-    from cmmsf.checkpoint import load_checkpoint
-
-    ref = reference(load_checkpoint(tiny_checkpoint), inputs)
+    tensors = backend.run(inputs)
+    ref = TorchBackend.from_checkpoint(tiny_checkpoint, device="cpu").run(inputs)
     assert np.max(np.abs(ref["score"] - tensors["score"])) < 1e-2
 
 

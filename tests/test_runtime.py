@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli import run_app
 from runtime.backends import load_backend
-from runtime.manifest import ManifestError
+from runtime.engine_folder import EngineFolder, ManifestError
 from runtime.pipeline import Pipeline
 from inputs.audio import StreamingLogMel, log_mel
 from inputs.media import decode_audio, decode_video
@@ -122,11 +122,19 @@ def test_tampered_engine_is_refused_before_loading(tiny_engines, tmp_path):
     shutil.copytree(tiny_engines, copy)
     (copy / "text_encoder.onnx").write_bytes(b"not a model")
     with pytest.raises(ManifestError, match="text_encoder fp32"):
-        load_backend("onnxruntime", copy)
+        load_backend("onnxruntime", EngineFolder.open(copy))
 
 
-def test_missing_engine_folder_is_a_clear_error(tmp_path):
-    result = runner.invoke(run_app, ["infer", str(tmp_path), "--engines", str(tmp_path / "none")])
+def test_missing_engine_folder_is_a_clear_error(clip_folder, tmp_path):
+    result = runner.invoke(run_app, ["infer", str(clip_folder), "--engines", str(tmp_path / "none"),
+                                     "--out", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "has no manifest.json: build it with `cmmsf-export build" in " ".join(result.output.split())
+    assert not (tmp_path / "r.jsonl").exists()  # nothing written before the engines are known good
+
+
+def test_folder_without_clips_is_a_clear_error(tiny_engines, tmp_path):
+    result = runner.invoke(run_app, ["infer", str(tmp_path), "--engines", str(tiny_engines)])
     assert result.exit_code == 1 and "no clips" in result.output
 
 
@@ -144,20 +152,24 @@ def test_stream_windows_cover_the_clip(tiny_engines, tmp_path):
     assert plot.stat().st_size > 1000 and "real-time factor" in result.output
 
 
-def test_bench_writes_the_documented_json_keys(tiny_engines, tmp_path):
+def test_bench_compares_backends_and_precisions_in_one_report(tiny_engines, tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(run_app, ["bench", "--engines", str(tiny_engines), "--backends", "onnxruntime,torch",
-                                     "--batch", "1,2", "--runs", "3", "--warmup", "1", "--json", str(out)])
+                                     "--precision", "fp32,fp16", "--batch", "1,2", "--runs", "3", "--warmup", "1",
+                                     "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    for backend in ("onnxruntime", "torch"):
-        for batch in ("1", "2"):
-            r = report["results"][backend][batch]
-            assert set(r["end_to_end_ms"]) == {"p50", "p90", "p99"}
-            assert r["end_to_end_ms"]["p50"] <= r["end_to_end_ms"]["p99"]
+    assert set(report["results"]) == {"onnxruntime fp32", "onnxruntime fp16", "torch fp32"}
+    assert report["lengths"] == {"text": 8, "audio": 20, "video": 15}  # the profile's opt lengths
+    for label, rows in report["results"].items():
+        assert set(rows) == {"1", "2"}
+        for batch, r in rows.items():
+            assert r["precision"] == label.split()[1]
+            assert r["provider"] == ("torch-eager-cpu" if label.startswith("torch") else "CPUExecutionProvider")
             assert set(r["stages"]) == {"text_encoder", "audio_encoder", "video_encoder", "interaction", "mgf_head"}
-            assert r["clips_per_s"] > 0 and r["provider"]
-    assert report["results"]["onnxruntime"]["1"]["provider"] == "CPUExecutionProvider"
+            assert r["clips_per_s"] == pytest.approx(int(batch) * 1e3 / r["end_to_end_ms"]["p50"], rel=1e-2)
+            assert 0 <= r["overhead_pct"] < 100  # stage times are nested inside the end-to-end time
+    assert result.output.count("×") >= 4  # a speed-up over torch for each ONNX Runtime row
 
 
 def test_eval_with_deployed_artifacts(tiny_engines, tmp_path):

@@ -1,12 +1,11 @@
-"""Backend selection: `auto` takes TensorRT where plans, a GPU and TensorRT are all here, else ONNX Runtime."""
+"""Backend selection over an EngineFolder: `auto` takes TensorRT where plans, a GPU and TensorRT are all
+here, else ONNX Runtime. Each backend module has a `from_engines` loader and a runner."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from inputs.errors import CmmsfError
 
-from ..manifest import read_manifest
+from ..engine_folder import ONNX_PRECISIONS, EngineFolder
 from .base import Backend
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -16,35 +15,47 @@ class BackendUnavailableError(CmmsfError, RuntimeError):
     """A backend asked for by name cannot run on this machine; the message says what is missing."""
 
 
-def resolve_auto(folder: str | Path) -> tuple[str, str]:
+def resolve_auto(engines: EngineFolder) -> tuple[str, str]:
     """(backend name, why) for `auto`."""
     from .tensorrt import unavailable_reason
 
-    manifest = read_manifest(folder)
-    if manifest["tensorrt"].get("status") != "built":
+    if not engines.has_plans:
         return "onnxruntime", "no TensorRT plans in the engine folder"
     reason = unavailable_reason()
     return ("onnxruntime", reason) if reason else ("tensorrt", "plans, GPU and TensorRT present")
 
 
-def load_backend(name: str, folder: str | Path, precision: str = "fp32", threads: int | None = None) -> Backend:
-    """Instantiate a backend by name over an engine folder (hashes are verified before loading)."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+def check_choice(backend: str, precision: str) -> None:
+    """Refuse an unknown backend or precision with the valid choices (before anything loads)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(ONNX_PRECISIONS)}")
+
+
+def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", threads: int | None = None) -> Backend:
+    """Instantiate a backend by name over an engine folder (hashes are verified before loading).
+
+    `precision` picks the ONNX graphs ONNX Runtime loads; TensorRT runs the plans at the precision they
+    were built with and torch runs the FP32 checkpoint, so for them it is ignored.
+    """
+    check_choice(name, precision)
     if name == "auto":
-        name, _ = resolve_auto(folder)
+        name, _ = resolve_auto(engines)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend, unavailable_reason
 
         reason = unavailable_reason()
         if reason:
             raise BackendUnavailableError(f"the tensorrt backend cannot run here: {reason}")
-
-        return TensorRTBackend(folder)
+        return TensorRTBackend.from_engines(engines)
     if name == "torch":
         from .torch_ref import TorchBackend
 
-        return TorchBackend(folder, threads=threads)
+        problem = engines.checkpoint_problem()
+        if problem:
+            raise BackendUnavailableError(f"the torch backend needs the checkpoint: {problem}")
+        return TorchBackend.from_checkpoint(engines.checkpoint_dir(), threads=threads)
     from .onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(folder, precision=precision, threads=threads)
+    return OnnxRuntimeBackend.from_engines(engines, precision=precision, threads=threads)

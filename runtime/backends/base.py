@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from cmmsf.contracts import STAGES
+from cmmsf.contracts import STAGES, run_chain
 
 _NUMPY_DTYPES = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
 
@@ -26,10 +26,21 @@ class Backend(ABC):
 
     name: str = "base"
     provider: str = "unknown"
+    precision: str = "fp32"
+    """What the backend computes in: fp32/fp16 ONNX, a plan's build precision, or torch's fp32."""
+
+    @property
+    def label(self) -> str:
+        """`onnxruntime fp16`, `tensorrt fp16`, `torch fp32`: how reports name this backend."""
+        return f"{self.name} {self.precision}"
 
     @abstractmethod
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one stage on contract-named inputs; return its contract-named outputs."""
+
+    def run(self, inputs: dict[str, np.ndarray], stage_ms: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """All five stages through `cmmsf.contracts.run_chain`; returns inputs plus every stage output."""
+        return run_chain(self.run_stage, inputs, stage_ms)
 
     def device_memory_mb(self) -> float | None:
         """Peak (or current) device memory this backend holds, where a GPU is in use; None on CPU."""

@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cmmsf.contracts import STAGES
-
-from ..manifest import read_manifest, require_verified
+from ..engine_folder import EngineFolder
 from .base import Backend, conform
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -62,24 +60,24 @@ class OrtSession:
 
 
 class OnnxRuntimeBackend(Backend):
-    """The five stage graphs of an engine folder in ONNX Runtime, hashes verified before loading."""
+    """Five stage graphs in ONNX Runtime sessions. `from_engines` loads a verified engine folder's."""
 
     name = "onnxruntime"
 
-    def __init__(self, folder: str | Path, precision: str = "fp32", providers: list[str] | None = None,
-                 threads: int | None = None):
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        require_verified(folder, manifest, (precision,))
+    def __init__(self, graphs: dict[str, Path], precision: str, providers: list[str] | None = None,
+                 threads: int | None = None, cache_dir: Path | None = None):
         providers = providers or available_providers()
-        configured = [(p, provider_options(p, folder, precision)) for p in providers]
-        self.sessions = {}
-        for stage in STAGES:
-            record = manifest["stages"][stage]["artifacts"][precision]
-            self.sessions[stage] = OrtSession(folder / record["file"], configured, threads)
-        used = sorted({s.provider for s in self.sessions.values()})
-        self.provider = "+".join(used)
+        cache_dir = cache_dir or next(iter(graphs.values())).parent
+        configured = [(p, provider_options(p, cache_dir, precision)) for p in providers]
+        self.sessions = {stage: OrtSession(path, configured, threads) for stage, path in graphs.items()}
+        self.provider = "+".join(sorted({s.provider for s in self.sessions.values()}))
+        self.precision = precision
         self.requested = providers
+
+    @classmethod
+    def from_engines(cls, engines: EngineFolder, precision: str = "fp32", threads: int | None = None,
+                     providers: list[str] | None = None) -> "OnnxRuntimeBackend":
+        return cls(engines.files(precision), precision, providers, threads, cache_dir=engines.path)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))

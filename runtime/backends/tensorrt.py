@@ -15,7 +15,7 @@ import numpy as np
 
 from cmmsf.contracts import STAGES
 
-from ..manifest import ManifestError, read_manifest, require_verified
+from ..engine_folder import Artifact, EngineFolder, ManifestError
 from .base import Backend, conform
 
 
@@ -52,6 +52,17 @@ def _check(result):
     if int(err) != 0:
         raise RuntimeError(f"CUDA error {err}")
     return rest[0] if len(rest) == 1 else rest
+
+
+def gpu_name() -> str:
+    """Name of GPU 0, as the manifest records it for the plans built there."""
+    cudart = _cudart()
+    if cudart is None:
+        import pycuda.driver as cuda
+
+        return cuda.Device(0).name()
+    name = _check(cudart.cudaGetDeviceProperties(0)).name
+    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
 
 
 class _DeviceMemory:
@@ -96,13 +107,6 @@ class _DeviceMemory:
             _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, ptr, array.nbytes,
                                                self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
 
-    def device_name(self) -> str:
-        if self.cudart is None:
-            return self.cuda.Device(0).name()
-        props = _check(self.cudart.cudaGetDeviceProperties(0))
-        name = props.name
-        return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
-
     def synchronize(self) -> None:
         if self.cudart is None:
             self.stream.synchronize()
@@ -111,33 +115,38 @@ class _DeviceMemory:
 
 
 class TensorRTBackend(Backend):
+    """Five deserialised plans. `from_engines` checks the folder's plans were built for this GPU."""
+
     name = "tensorrt"
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, plans: dict[str, Path], precision: str = "fp16"):
         import tensorrt as trt
 
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["tensorrt"].get("status") != "built":
-            raise ManifestError(f"{folder} has no TensorRT plans ({manifest['tensorrt'].get('reason')}); "
-                                "build them on this GPU with `cmmsf-export build --tensorrt on`")
-        require_verified(folder, manifest, ("plan",))
         self.memory = _DeviceMemory()
-        self._check_identity(manifest, folder, trt.__version__, self.memory.device_name())
         self.trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
         self.engines, self.contexts = {}, {}
         for stage in STAGES:
-            plan = (folder / manifest["stages"][stage]["artifacts"]["plan"]["file"]).read_bytes()
-            self.engines[stage] = self.runtime.deserialize_cuda_engine(plan)
+            self.engines[stage] = self.runtime.deserialize_cuda_engine(Path(plans[stage]).read_bytes())
+            if self.engines[stage] is None:
+                raise ManifestError(f"TensorRT could not deserialise {plans[stage]} (see the log above)")
             self.contexts[stage] = self.engines[stage].create_execution_context()
         self.buffers: dict[tuple[str, str], tuple[object, int, int]] = {}
-        self.provider = f"TensorRT {trt.__version__} on {manifest['tensorrt']['gpu']}"
+        self.precision = precision
+        self.provider = f"TensorRT {trt.__version__} on {gpu_name()}"
+
+    @classmethod
+    def from_engines(cls, engines: EngineFolder) -> "TensorRTBackend":
+        import tensorrt as trt
+
+        plans = engines.files(Artifact.PLAN.value)
+        cls.check_identity(engines.tensorrt, engines.path, trt.__version__, gpu_name())
+        return cls(plans, engines.manifest.get("precision", "fp16"))
 
     @staticmethod
-    def _check_identity(manifest: dict, folder: Path, version: str, here_gpu: str) -> None:
-        built = manifest["tensorrt"]
+    def check_identity(built: dict, folder: Path, version: str, here_gpu: str) -> None:
+        """Plans are tied to the GPU and TensorRT version that built them: refuse a mismatch."""
         if built.get("tensorrt") != version or built.get("gpu") != here_gpu:
             raise ManifestError(
                 f"plans in {folder} were built for {built.get('gpu')} with TensorRT {built.get('tensorrt')}, "

@@ -10,26 +10,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import read_manifest
 from .base import Backend, conform
 
 
 class TorchBackend(Backend):
+    """A CMMSF model (FP32, eager) behind the backend interface: parity's reference, bench's baseline."""
+
     name = "torch"
 
-    def __init__(self, folder: str | Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, model, device: str = "auto", threads: int | None = None):
         import torch
 
-        from cmmsf.checkpoint import load_checkpoint
-
-        manifest = read_manifest(folder)
         self.torch = torch
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if device == "auto" else device))
-        self.model = load_checkpoint(manifest["model"]["checkpoint"]).to(self.device).eval()
+        self.model = model.to(self.device).eval()
         self.provider = f"torch-eager-{self.device.type}"
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, device: str = "auto", threads: int | None = None) -> "TorchBackend":
+        from cmmsf.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(folder), device, threads)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch

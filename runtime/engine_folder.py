@@ -1,0 +1,238 @@
+"""An engine folder and its manifest.json: read once, checked once, resolved relative to the folder.
+
+The exporter writes the manifest (atomically, last, and only when parity passed). Everything else
+reads a folder through `EngineFolder.open`, which validates the manifest's shape, refuses a manifest
+edited after the build (its `content_sha256` seals the fields that change results), and verifies each
+artifact kind's sha256 once, on first use. Paths are relative to the folder, so a folder copied to
+another machine (the usual way onto a Jetson) still works; the checkpoint reference is optional and
+only the torch backend and `cmmsf-export check` need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
+from cmmsf.contracts import STAGE_ORDER
+from inputs.errors import CmmsfError
+from inputs.hashing import sha256_file
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 2
+"""2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256."""
+
+SEALED_FIELDS = ("format", "model", "opset", "precision", "profile", "stages", "tensorrt")
+"""The manifest fields that change what the engines compute or which files they are."""
+
+DEFAULT_CHECKPOINT_REF = "default"
+
+
+class Artifact(str, Enum):
+    """The kinds of file a stage can have: FP32 ONNX, FP16 ONNX, TensorRT plan."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    PLAN = "plan"
+
+
+ONNX_PRECISIONS = (Artifact.FP32.value, Artifact.FP16.value)
+
+
+class ManifestError(CmmsfError, RuntimeError):
+    """An engine folder that cannot be trusted or used; the message says what to do."""
+
+
+def content_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the sealed fields, serialised canonically (sorted keys, no whitespace)."""
+    sealed = {k: manifest.get(k) for k in SEALED_FIELDS}
+    return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Seal and write via a temporary file and an atomic rename: a reader never sees half a manifest."""
+    manifest = {**manifest, "format": FORMAT_VERSION}
+    manifest["content_sha256"] = content_sha256(manifest)
+    path = folder / MANIFEST
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def artifact_record(path: Path) -> dict[str, Any]:
+    """The manifest entry of one file: name relative to the folder, sha256, size."""
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def checkpoint_reference(checkpoint: Path, engines: Path) -> str:
+    """`default` for the shipped checkpoint, else its path relative to the engine folder."""
+    if checkpoint.resolve() == DEFAULT_CHECKPOINT.resolve():
+        return DEFAULT_CHECKPOINT_REF
+    return os.path.relpath(checkpoint.resolve(), engines.resolve())
+
+
+def _shape_problem(manifest: Any) -> str | None:
+    """What is structurally wrong with a parsed manifest, or None."""
+    if not isinstance(manifest, dict):
+        return f"it holds a {type(manifest).__name__}, not an object"
+    missing = [k for k in (*SEALED_FIELDS, "content_sha256") if k not in manifest]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    model, stages = manifest["model"], manifest["stages"]
+    if not isinstance(model, dict) or not isinstance(model.get("config"), dict):
+        return "model.config is not an object"
+    if not isinstance(stages, dict) or set(stages) != set(STAGE_ORDER):
+        return f"stages must be exactly {', '.join(STAGE_ORDER)}"
+    for stage, entry in stages.items():
+        artifacts = entry.get("artifacts") if isinstance(entry, dict) else None
+        if not isinstance(artifacts, dict) or not set(ONNX_PRECISIONS) <= set(artifacts):
+            return f"stage {stage} lacks its fp32/fp16 artifacts"
+        for kind, record in artifacts.items():
+            if not isinstance(record, dict) or not {"file", "sha256", "bytes"} <= set(record):
+                return f"stage {stage} {kind} artifact lacks file/sha256/bytes"
+            if Path(record["file"]).name != record["file"]:
+                return f"stage {stage} {kind} names {record['file']!r}, not a file inside the folder"
+    profile = manifest["profile"]
+    if not isinstance(profile, dict) or not isinstance(profile.get("max_len"), dict):
+        return "profile.max_len is not an object"
+    if not isinstance(manifest["tensorrt"], dict):
+        return "tensorrt is not an object"
+    return None
+
+
+class EngineFolder:
+    """One built engine folder. Create with `EngineFolder.open(path)`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+        self._verified: set[str] = set()
+
+    @classmethod
+    def open(cls, path: str | Path) -> "EngineFolder":
+        """Read and validate `path/manifest.json`; raises ManifestError with what to do."""
+        path = Path(path)
+        file = path / MANIFEST
+        rebuild = f"rebuild with `cmmsf-export build --out {path} --force`"
+        if not file.is_file():
+            raise ManifestError(f"{path} has no {MANIFEST}: build it with `cmmsf-export build --out {path}`")
+        try:
+            manifest = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ManifestError(f"{file} is not valid JSON ({err}); {rebuild}") from None
+        if isinstance(manifest, dict) and manifest.get("format") != FORMAT_VERSION:
+            raise ManifestError(f"{file} has format {manifest.get('format')!r}, this runtime reads "
+                                f"{FORMAT_VERSION}; {rebuild}")
+        problem = _shape_problem(manifest)
+        if problem:
+            raise ManifestError(f"{file} is not a CM-MSF manifest: {problem}; {rebuild}")
+        if manifest["content_sha256"] != content_sha256(manifest):
+            raise ManifestError(f"{file} was edited after the build (its content no longer matches its "
+                                f"content_sha256); {rebuild}")
+        folder = cls(path, manifest)
+        try:
+            folder.config  # noqa: B018 - parse once now, so a bad config is a manifest error here
+        except (TypeError, ValueError) as err:
+            raise ManifestError(f"{file} holds an unusable model config ({err}); {rebuild}") from None
+        return folder
+
+    # ------------------------------------------------------------------ typed access
+
+    @cached_property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.manifest["model"]["config"])
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """{"batch": [min, opt, max], "max_len": {modality: steps}}."""
+        return self.manifest["profile"]
+
+    @property
+    def typical_lengths(self) -> dict[str, int]:
+        """The profile's opt length per modality (half the max): what benchmarks feed."""
+        return {m: max(1, int(top) // 2) for m, top in self.profile["max_len"].items()}
+
+    @property
+    def tensorrt(self) -> dict[str, Any]:
+        return self.manifest["tensorrt"]
+
+    @property
+    def has_plans(self) -> bool:
+        return self.tensorrt.get("status") == "built" and all(
+            Artifact.PLAN.value in self.manifest["stages"][s]["artifacts"] for s in STAGE_ORDER)
+
+    def record(self, stage: str, kind: str) -> dict[str, Any]:
+        return self.manifest["stages"][stage]["artifacts"][kind]
+
+    def kinds(self) -> list[str]:
+        """Artifact kinds every stage has: fp32, fp16 and, where built, plan."""
+        return [k.value for k in Artifact if all(k.value in self.manifest["stages"][s]["artifacts"]
+                                                 for s in STAGE_ORDER)]
+
+    # ------------------------------------------------------------------ verification
+
+    def problems(self, kinds: list[str] | tuple[str, ...] | None = None) -> list[str]:
+        """Re-hash artifacts of `kinds` (all by default); one line per missing or changed file."""
+        out = []
+        for stage in STAGE_ORDER:
+            for kind, record in self.manifest["stages"][stage]["artifacts"].items():
+                if kinds is not None and kind not in kinds:
+                    continue
+                path = self.path / record["file"]
+                if not path.is_file():
+                    out.append(f"{stage} {kind}: {record['file']} is missing")
+                elif path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+                    out.append(f"{stage} {kind}: {record['file']} does not match its sha256 in {MANIFEST}")
+        return out
+
+    def files(self, kind: str) -> dict[str, Path]:
+        """Stage → verified path of one artifact kind; hashes are checked once per kind and folder."""
+        if kind not in self.kinds():
+            if kind == Artifact.PLAN.value:
+                raise ManifestError(f"{self.path} has no TensorRT plans ({self.tensorrt.get('reason')}); "
+                                    "build them on this GPU with `cmmsf-export build --tensorrt on`")
+            raise ManifestError(f"{self.path} has no {kind!r} artifacts; kinds here: {', '.join(self.kinds())}")
+        if kind not in self._verified:
+            problems = self.problems((kind,))
+            if problems:
+                raise ManifestError("refusing to load tampered or incomplete artifacts: " + "; ".join(problems)
+                                    + f". Rebuild with `cmmsf-export build --out {self.path} --force`")
+            self._verified.add(kind)
+        return {s: self.path / self.record(s, kind)["file"] for s in STAGE_ORDER}
+
+    # ------------------------------------------------------------------ the checkpoint it came from
+
+    @property
+    def checkpoint_ref(self) -> str:
+        return str(self.manifest["model"].get("checkpoint", ""))
+
+    def checkpoint_dir(self) -> Path | None:
+        """The checkpoint folder the engines were built from, if it is here and unchanged, else None."""
+        ref = self.checkpoint_ref
+        if not ref:
+            return None
+        folder = DEFAULT_CHECKPOINT if ref == DEFAULT_CHECKPOINT_REF else (self.path / ref)
+        return folder if self.built_from(folder) else None
+
+    def checkpoint_problem(self) -> str | None:
+        """Why `checkpoint_dir()` is None, in one line (None when the checkpoint is usable)."""
+        if self.checkpoint_dir() is not None:
+            return None
+        ref = self.checkpoint_ref or "(none recorded)"
+        return (f"the checkpoint these engines were built from ({ref}, relative to {self.path}) is not here "
+                "or has changed since the build")
+
+    def built_from(self, checkpoint: Path) -> bool:
+        """True when `checkpoint` holds exactly the files (by sha256) these engines were built from."""
+        recorded = self.manifest["model"].get("checkpoint_sha256") or {}
+        return bool(recorded) and all((checkpoint / name).is_file() and sha256_file(checkpoint / name) == digest
+                                      for name, digest in recorded.items())
