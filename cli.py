@@ -206,27 +206,27 @@ def train_fit(
     data: Path = typer.Option(..., help="transcript CSV, MMSA pickle, or clip folder"),
     out: Path = typer.Option(Path("runs/fit"), help="run folder"),
     preset: str = typer.Option("edge", help="paper, edge or tiny"),
+    variant: str = typer.Option("full", help="full, no-bilstm, no-mgf, cm-msf-i, cm-msf-ii, text-bert, text-lstm"),
     config: Optional[Path] = typer.Option(None, help="a config JSON instead of a preset"),
+    recipe: str = typer.Option("edge", help="training recipe: edge, paper, or a JSON file (cmmsf/recipes/)"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    epochs: int = typer.Option(20, min=1),
-    batch_size: int = typer.Option(32, min=1),
-    lr: float = typer.Option(5e-4),
-    loss: str = typer.Option("l1", help="l1 or mse"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="[default: the recipe's]"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="[default: the recipe's]"),
+    lr: Optional[float] = typer.Option(None, help="[default: the recipe's]"),
+    loss: Optional[str] = typer.Option(None, help="l1 or mse [default: the recipe's]"),
     seed: int = typer.Option(0),
     seeds: int = typer.Option(1, min=1, help="train this many seeds and report mean ± std"),
-    modality_dropout: float = typer.Option(0.15, help="probability of masking a whole modality"),
-    patience: int = typer.Option(5, help="early stop after this many epochs without a better valid MAE"),
+    modality_dropout: Optional[float] = typer.Option(None, help="probability of masking a whole modality"),
+    patience: Optional[int] = typer.Option(None, help="early stop after this many stale epochs (0 = never)"),
 ) -> None:
     """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
-    from cmmsf.config import ModelConfig, preset as make_preset
+    from cmmsf.config import ModelConfig, preset as make_preset, with_variant
     from cmmsf.train import TrainOptions, fit
     from runtime.report import metrics_table
 
-    if loss not in ("l1", "mse"):
-        raise ValueError(f"--loss must be l1 or mse, got {loss!r}")
-    model_config = ModelConfig.load(config) if config else make_preset(preset)
-    opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
-                        modality_dropout=modality_dropout, patience=patience)
+    model_config = with_variant(ModelConfig.load(config) if config else make_preset(preset), variant)
+    opts = TrainOptions.from_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
+                                    modality_dropout=modality_dropout, patience=patience)
     summary = fit(model_config, data, out, opts, seeds, labels, console)
     means = {split: {k: v["mean"] for k, v in m.items()} for split, m in summary["summary"].items()}
     stds = {split: {k: v["std"] for k, v in m.items() if k != "n"} for split, m in summary["summary"].items()}

@@ -127,10 +127,20 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
 
 
 def _feature_rows(array: np.ndarray, lengths, i: int) -> np.ndarray | None:
-    """Unaligned pickles give true lengths; aligned ones are padded to the text length (use all)."""
-    rows = np.nan_to_num(np.asarray(array, dtype=np.float32))
+    """One clip's real feature rows, cleaned the way MMSA cleans them.
+
+    Non-finite values (COVAREP writes -inf for silence) become 0, as MMSA's loader does; `nan_to_num`
+    would make them ±3.4e38. Unaligned pickles give true lengths (`*_lengths`). Aligned pickles have
+    none and zero-pad every clip to one length: an all-zero row is padding there, not a step, so only
+    the rows from the first to the last non-zero one are kept.
+    """
+    rows = np.asarray(array, dtype=np.float32)
+    rows = np.where(np.isfinite(rows), rows, np.float32(0.0))
     if lengths is not None:
         rows = rows[: int(lengths[i])]
+    else:
+        real = np.flatnonzero(np.abs(rows).reshape(len(rows), -1).sum(axis=1) > 0)
+        rows = rows[real[0]: real[-1] + 1] if len(real) else rows[:0]
     return rows if len(rows) else None
 
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .backbone import build_text_backbone
-from .config import EncoderMode, ModelConfig
-from .layers import MaskedBiRNN, MaskedMultiheadAttention, TransformerEncoder, zero_padding
+from .config import ModelConfig, branch_mode
+from .layers import MaskedBiRNN, MaskedMultiheadAttention, SinusoidalPositions, TransformerEncoder, zero_padding
 from .resnet import ResNet
 
 
@@ -24,8 +24,7 @@ class DualFusion(nn.Module):
     projected, and the cross attention is not built at all.
     """
 
-    def __init__(self, d_a: int, d_b: int, d_model: int, num_heads: int, dropout: float,
-                 mode: EncoderMode = "dual"):
+    def __init__(self, d_a: int, d_b: int, d_model: int, num_heads: int, dropout: float, mode: str = "dual"):
         super().__init__()
         self.mode = mode
         if mode == "dual":
@@ -52,12 +51,13 @@ class TextEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         tc = config.text
-        self.mode = config.encoders
+        self.mode = branch_mode("text", tc.encoder)
         self.bert = build_text_backbone(tc)
         hidden = self.bert.config.hidden_size
-        self.lstm = nn.LSTM(hidden, tc.lstm_hidden, batch_first=True)
-        self.fusion = DualFusion(hidden, tc.lstm_hidden, config.d_model, config.num_heads,
-                                 config.dropout, config.encoders)
+        # BERT is built in every mode: branch B's LSTM reads BERT's own token embeddings.
+        self.lstm = nn.LSTM(hidden, tc.lstm_hidden, batch_first=True) if self.mode != "first" else None
+        self.fusion = DualFusion(hidden, tc.lstm_hidden, config.d_model, config.cross_heads,
+                                 config.dropout, self.mode)
         self.freeze_backbone(tc.trainable_layers)
 
     def freeze_backbone(self, trainable_layers: int) -> None:
@@ -76,30 +76,41 @@ class TextEncoder(nn.Module):
             a = self.bert(input_ids=ids, attention_mask=text_mask.long()).last_hidden_state
         if self.mode != "first":
             b, _ = self.lstm(self.bert.embeddings.word_embeddings(ids))
+            b = zero_padding(b, text_mask)  # real rows unchanged; keeps text_mask an input of every variant
         return {"u_text": self.fusion(a, b, text_mask)}
 
 
+def positions(config: ModelConfig, max_len: int) -> nn.Module:
+    """The Transformer branches' position encoding (config.positional_encoding)."""
+    if config.positional_encoding == "sinusoidal":
+        return SinusoidalPositions(config.d_model, max(max_len, 1024))
+    return nn.Identity()
+
+
 class AudioEncoder(nn.Module):
-    """§3.2.2: Transformer (A) ∥ BiGRU (B) over log-mel frames or COVAREP vectors."""
+    """§3.2.2: Transformer (A, with positions) ∥ BiGRU (B) over log-mel frames or COVAREP vectors."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         ac, d = config.audio, config.d_model
-        self.mode = config.encoders
+        self.mode = branch_mode("audio", ac.encoder)
         self.input = nn.Sequential(nn.LayerNorm(ac.feature_dim), nn.Linear(ac.feature_dim, d))
-        self.transformer = TransformerEncoder(d, config.num_heads, ac.transformer_layers, config.dropout)
-        self.bigru = MaskedBiRNN("gru", d, ac.gru_hidden)
-        self.fusion = DualFusion(d, self.bigru.out_dim, d, config.num_heads, config.dropout, config.encoders)
+        if self.mode != "second":
+            self.positions = positions(config, ac.max_len)
+            self.transformer = TransformerEncoder(d, config.num_heads, ac.transformer_layers, config.dropout)
+        if self.mode != "first":
+            self.bigru = MaskedBiRNN("gru", d, ac.gru_hidden)
+        self.fusion = DualFusion(d, 2 * ac.gru_hidden, d, config.cross_heads, config.dropout, self.mode)
 
     def forward(self, audio: torch.Tensor, audio_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.input(audio)
-        a = self.transformer(x, audio_mask) if self.mode != "second" else None
+        a = self.transformer(self.positions(x), audio_mask) if self.mode != "second" else None
         b = self.bigru(x, audio_mask) if self.mode != "first" else None
         return {"u_audio": self.fusion(a, b, audio_mask)}
 
 
 class VideoEncoder(nn.Module):
-    """§3.2.3: per-frame ResNet (A) ∥ Transformer over frame tokens (B).
+    """§3.2.3: per-frame ResNet (A) ∥ Transformer over frame tokens with positions (B).
 
     Branch B embeds each frame from a small average-pooled thumbnail, so the two branches really run in
     parallel on the pixels rather than B re-reading A. With the `features` front-end (FACET vectors)
@@ -109,32 +120,43 @@ class VideoEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         vc, d = config.video, config.d_model
-        self.mode = config.encoders
+        self.mode = branch_mode("video", vc.encoder)
         self.frontend = vc.frontend
+        uses_a, uses_b = self.mode != "second", self.mode != "first"
         if vc.frontend == "frames":
-            self.cnn = ResNet(vc.resnet_depth, vc.resnet_width, d)
-            if vc.image_size % vc.token_grid:
-                raise ValueError(f"video.image_size {vc.image_size} must be a multiple of token_grid {vc.token_grid}")
-            self.token_pool = nn.AvgPool2d(vc.image_size // vc.token_grid)  # fixed kernel: exports anywhere
-            self.token_embed = nn.Linear(3 * vc.token_grid**2, d)
+            if uses_a:
+                self.cnn = ResNet(vc.resnet_depth, vc.resnet_width, d)
+            if uses_b:
+                if vc.image_size % vc.token_grid:
+                    raise ValueError(f"video.image_size {vc.image_size} must be a multiple of token_grid {vc.token_grid}")
+                self.token_pool = nn.AvgPool2d(vc.image_size // vc.token_grid)  # fixed kernel: exports anywhere
+                self.token_embed = nn.Linear(3 * vc.token_grid**2, d)
         else:
             self.feature_in = nn.Sequential(nn.LayerNorm(vc.feature_dim), nn.Linear(vc.feature_dim, d))
-            self.temporal_conv = nn.Conv1d(d, d, config.conv_kernel, padding=config.conv_kernel // 2)
-        self.transformer = TransformerEncoder(d, config.num_heads, vc.transformer_layers, config.dropout)
-        self.fusion = DualFusion(d, d, d, config.num_heads, config.dropout, config.encoders)
+            if uses_a:
+                self.temporal_conv = nn.Conv1d(d, d, config.conv_kernel, padding=config.conv_kernel // 2)
+        if uses_b:
+            self.positions = positions(config, vc.max_len)
+            self.transformer = TransformerEncoder(d, config.num_heads, vc.transformer_layers, config.dropout)
+        self.fusion = DualFusion(d, d, d, config.cross_heads, config.dropout, self.mode)
 
-    def _branches(self, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _branches(self, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Branch A's output and branch B's input tokens (None for a branch this mode does not use)."""
+        a = tokens = None
         if self.frontend == "frames":
             b, length = video.shape[0], video.shape[1]
             flat = video.flatten(0, 1)  # [B*Lv, 3, H, W]: the backbone sees frames one by one
-            a = self.cnn(flat).reshape(b, length, -1) if self.mode != "second" else None
-            tokens = self.token_pool(flat).flatten(1).reshape(b, length, -1)
-            return a, self.token_embed(tokens)
+            if self.mode != "second":  # padding zeroed: real rows unchanged, video_mask stays a graph input
+                a = zero_padding(self.cnn(flat).reshape(b, length, -1), mask)
+            if self.mode != "first":
+                tokens = self.token_embed(self.token_pool(flat).flatten(1).reshape(b, length, -1))
+            return a, tokens
         x = zero_padding(self.feature_in(video), mask)
-        a = torch.relu(self.temporal_conv(x.transpose(1, 2))).transpose(1, 2) + x
+        if self.mode != "second":
+            a = torch.relu(self.temporal_conv(x.transpose(1, 2))).transpose(1, 2) + x
         return a, x
 
     def forward(self, video: torch.Tensor, video_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         a, tokens = self._branches(video, video_mask)
-        b = self.transformer(tokens, video_mask) if self.mode != "first" else None
+        b = self.transformer(self.positions(tokens), video_mask) if self.mode != "first" else None
         return {"u_video": self.fusion(a, b, video_mask)}

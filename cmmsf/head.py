@@ -2,11 +2,13 @@
 
 Per modality: a binary mask vector M (padding × presence × the adaptive threshold below), a sigmoid
 gate G = σ(W_g U + b_g) (eq 13), the gated features F = U ⊙ G ⊙ M (eq 14), a GRU over F (eq 15-18) and
-the residual H = Ĥ + F (eq 19). The paper leaves pooling open; we take the masked mean over real steps
-(an absent modality pools to zeros, so the fusion MLP sees "nothing" rather than noise). The MLP of
-eq 20-21 gives a regression score squashed to [-3, 3] by 3·tanh and, from the same fused vector, the
-7-class logits of eq 22. `gates` reports each modality's mean gate over its real steps (0 if absent):
-the per-modality explanation the paper promises.
+the residual H = Ĥ + F (eq 19). Masked steps enter the GRU as zero vectors (the GRU still steps over
+them and its state decays through them); it runs over the whole padded sequence. Each H is pooled over
+its real steps to one vector, by max as §3.2.4 says (`pooling: max`, paper preset) or by the mean
+(`pooling: mean`, edge); an absent modality pools to zeros, so the fusion MLP sees "nothing" rather
+than noise. The MLP of eq 20-21 gives a regression score squashed to [-3, 3] by 3·tanh and, from the
+same fused vector, the 7-class logits of eq 22. `gates` reports each modality's mean gate over its
+real steps (0 if absent): the per-modality explanation the paper promises.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from torch import nn
 
 from .config import ModelConfig
 from .contracts import MODALITIES
-from .layers import masked_mean
+from .layers import POOLING, masked_mean
 
 
 def adaptive_mask(x: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
     """§3.5 step 1 for audio and video: keep steps whose feature norm reaches ratio × the clip's mean.
 
-    Near-silent audio windows and blank frames carry no signal; masking them keeps the GRU's state
-    for the informative steps. A row keeps at least its strongest step, so a present modality is never
-    masked away entirely.
+    Near-silent audio windows and blank frames carry no signal; masking them zeroes their features
+    before the GRU and leaves them out of the pooling. A row keeps at least its strongest step, so a
+    present modality is never masked away entirely. The norm is computed in FP32 even in FP16 graphs
+    (export/fp16.py keeps ReduceL2 in FP32): its sum of squares overflows FP16 above a norm of 256.
     """
     if ratio <= 0:
         return mask
@@ -42,6 +45,7 @@ class MaskGatedFusionHead(nn.Module):
         d = config.d_model
         self.use_mgf = config.use_mgf
         self.ratio = config.adaptive_mask_ratio
+        self.pool = POOLING[config.pooling]
         if self.use_mgf:
             self.gate = nn.ModuleDict({m: nn.Linear(d, d) for m in MODALITIES})
             self.gru = nn.ModuleDict({m: nn.GRU(d, d, batch_first=True) for m in MODALITIES})
@@ -54,11 +58,11 @@ class MaskGatedFusionHead(nn.Module):
             mask = adaptive_mask(u, mask, self.ratio)
         keep = mask.to(u.dtype).unsqueeze(-1)
         if not self.use_mgf:
-            return masked_mean(u, mask), (keep.sum(dim=(1, 2)) > 0).to(u.dtype)
+            return self.pool(u, mask), (keep.sum(dim=(1, 2)) > 0).to(u.dtype)
         gate = torch.sigmoid(self.gate[name](u))
         features = u * gate * keep
         hidden, _ = self.gru[name](features)
-        pooled = masked_mean(hidden + features, mask)
+        pooled = self.pool(hidden + features, mask)
         return pooled, masked_mean(gate.mean(dim=-1, keepdim=True), mask).squeeze(-1)
 
     def forward(self, h_text: torch.Tensor, h_audio: torch.Tensor, h_video: torch.Tensor,

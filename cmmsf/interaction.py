@@ -47,7 +47,7 @@ class PairEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         d = config.d_model
-        self.layers = nn.ModuleList(CascadeLayer(d, config.num_heads, config.conv_kernel, config.dropout)
+        self.layers = nn.ModuleList(CascadeLayer(d, config.cross_heads, config.conv_kernel, config.dropout)
                                     for _ in range(config.interaction_layers))
         self.bilstm = (MaskedBiRNN("lstm", d, config.interaction_lstm_hidden, merge="sum")
                        if config.use_cascade_bilstm else None)

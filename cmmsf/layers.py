@@ -84,6 +84,27 @@ class TransformerEncoder(nn.Module):
         return self.norm(x)
 
 
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sine/cosine position table of Vaswani et al. to a sequence [B, L, d].
+
+    A table precomputed in FP32 and sliced to the sequence's length (no weights, nothing to train):
+    computing angles in the graph would put them in FP16 in the FP16 engines, where position × frequency
+    loses most of its digits. Sequences up to `max_len` steps.
+    """
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        positions = torch.arange(max_len, dtype=torch.float64)[:, None]
+        frequencies = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+        table = torch.zeros(max_len, d_model, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(positions * frequencies)
+        table[:, 1::2] = torch.cos(positions * frequencies[: d_model // 2])
+        self.register_buffer("table", table.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[: x.shape[1]].unsqueeze(0)
+
+
 def reverse_within_length(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence's real steps in place, leaving its padding where it is.
 
@@ -124,6 +145,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real steps; an all-padding row gives zeros, not NaN."""
     weights = mask.to(x.dtype).unsqueeze(-1)
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over real steps (§3.2.4's max pooling); an all-padding row gives zeros, not MASK_FILL."""
+    pooled = x.masked_fill(~mask.unsqueeze(-1), MASK_FILL).max(dim=1).values
+    return pooled * (mask.sum(dim=1, keepdim=True) > 0).to(x.dtype)
+
+
+POOLING = {"mean": masked_mean, "max": masked_max}
 
 
 def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ class CMMSF(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
+        self.config = config.validate()
         self.text_encoder = TextEncoder(config)
         self.audio_encoder = AudioEncoder(config)
         self.video_encoder = VideoEncoder(config)

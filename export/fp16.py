@@ -1,7 +1,7 @@
 """FP32 ONNX → FP16 ONNX for strongly typed TensorRT builds (TensorRT ≥ 9, required by 11).
 
 Converted with `onnxconverter-common`, keeping in FP32 what overflows or loses too much in half
-precision: LayerNormalization, Softmax, reductions, the cumulative sums of the mask arithmetic, the
+precision: LayerNormalization, Softmax, norms and all reductions, the cumulative sums of the mask arithmetic, the
 recurrent cells (their state accumulates over time) and the graph's inputs and outputs.
 Two repairs make the converter's output valid, both for patterns the TorchScript exporter emits:
 Identity nodes that alias an initializer (shared weights) are turned into real initializers first,
@@ -16,8 +16,11 @@ from pathlib import Path
 import onnx
 from onnxconverter_common import float16
 
-KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "ReduceMax", "CumSum",
+KEEP_FP32_OPS = ["LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin",
+                 "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "CumSum",
                  "LSTM", "GRU", "Range"]
+"""Norms and every other reduction accumulate in FP32: the adaptive mask's ReduceL2 sums squares that
+overflow FP16 (max 65504) as soon as a feature vector's norm passes 256."""
 
 
 def _materialise_identity_initializers(model: onnx.ModelProto) -> None:

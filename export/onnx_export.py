@@ -51,6 +51,10 @@ def export_stage(model: CMMSF, stage: str, example: dict[str, torch.Tensor], pat
                           output_names=spec.output_names, dynamic_axes=axes, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
     graph = onnx.load(str(path))
+    exported = [value.name for value in graph.graph.input]
+    if exported != spec.input_names:  # an input the stage ignores is dropped by the exporter
+        raise ValueError(f"stage {stage} exported with inputs {exported}, its contract says {spec.input_names}: "
+                         "every contract input must reach the graph")
     stamp_symbolic_axes(graph, axes)
     graph.doc_string = f"CM-MSF stage {stage} ({config.name} preset)"
     onnx.save(graph, str(path))

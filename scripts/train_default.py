@@ -2,7 +2,7 @@
 
     python scripts/train_default.py --data ../shared/data/mosi/label.csv   # 3 seeds, best on dev installed
 
-Trains the `edge` preset on the real CMU-MOSI transcripts (train split, model selection on dev, text
+Trains the `edge` preset with the `edge` recipe (cmmsf/recipes/edge.json) on the real CMU-MOSI transcripts (train split, model selection on dev, text
 only: audio and video of MOSI are not in the repository), then copies the best checkpoint to
 cmmsf/checkpoints/default/ and prints the test metrics.
 """
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the best seed's checkpoint to cmmsf/checkpoints/default")
     args = parser.parse_args()
-    summary = fit(default_config(), args.data, args.out, TrainOptions(epochs=args.epochs, patience=5, seed=args.seed),
+    summary = fit(default_config(), args.data, args.out, TrainOptions.from_recipe("edge", epochs=args.epochs, seed=args.seed),
                   seeds=args.seeds)
     print(json.dumps(summary["summary"], indent=1))
     if args.install:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -16,8 +20,19 @@ def minilm():
     return build_text_backbone(preset("edge").text).eval()
 
 
-def test_minilm_loads_offline_and_separates_sentences(minilm, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_minilm_loads_with_no_network_at_all(tmp_path):
+    """In a fresh process whose hub address is unreachable and whose cache is empty, MiniLM still loads."""
+    code = ("from cmmsf.backbone import build_text_backbone; from cmmsf.config import preset;"
+            "m = build_text_backbone(preset('edge').text); print(m.config.hidden_size, m.config.num_hidden_layers)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
+           "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["384", "6"]
+    assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
+
+
+def test_minilm_separates_sentences(minilm):
     ids, mask = encode(["i loved this movie so much", "the plot was a boring mess"], "minilm", 64)
     assert ids.dtype.name == "int32" and mask.dtype == bool
     assert ids[0, 0] == 101  # [CLS] from the real vocabulary

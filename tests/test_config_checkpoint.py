@@ -13,7 +13,7 @@ from cmmsf.config import ModelConfig, preset
 
 
 def test_config_json_round_trip(tmp_path):
-    cfg = preset("edge").replace(encoders="first", use_mgf=False)
+    cfg = preset("edge", "cm-msf-ii").replace(use_mgf=False, pooling="max", fusion_heads=4)
     cfg.save(tmp_path / "c.json")
     assert ModelConfig.load(tmp_path / "c.json") == cfg
 

@@ -67,20 +67,21 @@ def test_absent_modality_gives_finite_output_and_zero_gate(tiny_model):
     assert (out["gates"][:, 2] == 0).all() and (out["gates"][:, 0] > 0).all()
 
 
-@pytest.mark.parametrize("change,missing", [
-    ({"use_cascade_bilstm": False}, "bilstm"),
-    ({"use_mgf": False}, "mgf_head.gru"),
-    ({"encoders": "first"}, "a_to_b"),
-    ({"encoders": "second"}, "a_to_b"),
+@pytest.mark.parametrize("variant,missing", [
+    ("no-bilstm", "bilstm"),
+    ("no-mgf", "mgf_head.gru"),
+    ("cm-msf-i", "a_to_b"),
+    ("cm-msf-ii", "a_to_b"),
+    ("text-bert", "text_encoder.lstm"),
+    ("text-lstm", "text_encoder.fusion.a_to_b"),
 ])
-def test_each_ablation_switch_changes_the_graph(change, missing):
+def test_each_variant_changes_the_graph(variant, missing):
     torch.manual_seed(0)
     full = build_model(preset("tiny"))
     torch.manual_seed(0)
-    ablated = build_model(preset("tiny").replace(**change))
-    full_keys, ablated_keys = set(full.state_dict()), set(ablated.state_dict())
-    assert any(missing in k for k in full_keys)
-    assert not any(missing in k for k in ablated_keys)
+    ablated = build_model(preset("tiny", variant))
+    assert any(missing in k for k in full.state_dict())
+    assert not any(missing in k for k in ablated.state_dict())  # not built at all: no dead weights
     assert parameter_count(ablated) < parameter_count(full)
     inputs = make_inputs(preset("tiny"), batch=2, seed=2)
     with torch.no_grad():
@@ -88,17 +89,88 @@ def test_each_ablation_switch_changes_the_graph(change, missing):
     assert not torch.allclose(a, b)
 
 
-def test_single_encoder_modes_keep_the_contract():
-    for mode in ("first", "second"):
-        model = build_model(preset("tiny").replace(encoders=mode))
-        out = run_all_stages(model, make_inputs(model.config, 2, 4, 5, 3))
-        assert out["u_text"].shape == (2, 4, model.config.d_model)
+@pytest.mark.parametrize("variant,branches", [
+    ("cm-msf-i", {"text": "first", "audio": "first", "video": "second"}),
+    ("cm-msf-ii", {"text": "second", "audio": "second", "video": "first"}),
+    ("text-lstm", {"text": "second", "audio": "dual", "video": "dual"}),
+])
+def test_single_encoder_variants_keep_the_contract_and_use_only_their_branch(variant, branches):
+    """CM-MSF(I) = BERT / audio Transformer / video Transformer; (II) = LSTM / BiGRU / ResNet (Fig. 11)."""
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", variant))
+    encoders = {"text": model.text_encoder, "audio": model.audio_encoder, "video": model.video_encoder}
+    assert {m: e.mode for m, e in encoders.items()} == branches
+    inputs = make_inputs(model.config, 2, 4, 5, 3)
+    out = run_all_stages(model, inputs)
+    d = model.config.d_model
+    for name, shape in (("u_text", (2, 4, d)), ("u_audio", (2, 5, d)), ("u_video", (2, 3, d)),
+                        ("h_text", (2, 4, d)), ("h_audio", (2, 5, d)), ("h_video", (2, 3, d)),
+                        ("score", (2,)), ("logits", (2, 7)), ("gates", (2, 3))):
+        assert tuple(out[name].shape) == shape and torch.isfinite(out[name]).all(), name
+    dropped = {"first": "second", "second": "first"}
+    branch_modules = {"text": {"second": "lstm"}, "audio": {"first": "transformer", "second": "bigru"},
+                      "video": {"first": "cnn", "second": "transformer"}}
+    for modality, mode in branches.items():
+        if mode == "dual":
+            continue
+        gone = branch_modules[modality].get(dropped[mode])
+        if gone:  # the branch a variant drops is not built: no weights, no compute
+            assert getattr(encoders[modality], gone, None) is None, (modality, gone)
 
 
-def test_paper_preset_builds_resnet101_and_bert_base_sizes():
+def test_paper_preset_is_the_paper_architecture():
+    """§4.2/§4.3.3: ResNet-101, BERT-base sizes, 5 Transformer layers with 8 heads, N = 8 cascade encoders,
+    5 heads in the cross attentions, max pooling, positional encodings (built on the meta device)."""
     cfg = preset("paper")
-    assert cfg.video.resnet_depth == 101 and cfg.text.hidden_size == 768
-    assert cfg.audio.transformer_layers == 5 and cfg.num_heads == 8 and cfg.dropout == 0.3
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert len(model.interaction.pairs["text_to_audio"].layers) == 8
+    assert model.interaction.pairs["text_to_audio"].layers[0].attn.num_heads == 5
+    assert model.text_encoder.fusion.a_to_b.num_heads == 5
+    assert len(model.audio_encoder.transformer.layers) == 5
+    assert model.audio_encoder.transformer.layers[0].attn.num_heads == 8
+    assert type(model.audio_encoder.positions).__name__ == "SinusoidalPositions"
+    assert type(model.video_encoder.positions).__name__ == "SinusoidalPositions"
+    blocks = model.video_encoder.cnn.blocks
+    assert len(blocks) == 33 and len(blocks[0].body) == 5  # 3+4+23+3 bottlenecks
+    assert model.text_encoder.bert.config.hidden_size == 768 and model.text_encoder.bert.config.num_hidden_layers == 12
+    assert model.mgf_head.pool.__name__ == "masked_max"
+    assert 150e6 < parameter_count(model) < 400e6
+
+
+def test_positions_make_the_audio_transformer_order_aware():
+    torch.manual_seed(0)
+    with_pe = build_model(preset("tiny", "cm-msf-i"))  # audio: Transformer branch alone
+    torch.manual_seed(0)
+    without = build_model(preset("tiny", "cm-msf-i").replace(positional_encoding="none"))
+    audio = torch.randn(1, 6, with_pe.config.audio.feature_dim)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    flipped = audio.flip(1)
+    with torch.no_grad():
+        plain = [without.audio_encoder(x, mask)["u_audio"] for x in (audio, flipped)]
+        ordered = [with_pe.audio_encoder(x, mask)["u_audio"] for x in (audio, flipped)]
+    # without positions, reversing the steps only reverses the output (self-attention is order-blind)
+    torch.testing.assert_close(plain[0], plain[1].flip(1), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ordered[0], ordered[1].flip(1), atol=1e-3)
+
+
+def test_max_pooling_ignores_padding_and_absent_rows():
+    from cmmsf.layers import masked_max
+
+    x = torch.tensor([[[1.0, -2.0], [3.0, -1.0], [99.0, 99.0]], [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    assert masked_max(x, mask).tolist() == [[3.0, -1.0], [0.0, 0.0]]
+
+
+def test_legacy_global_encoders_switch_still_loads():
+    from cmmsf.config import ModelConfig
+
+    data = preset("tiny").to_dict()
+    for modality in ("text", "audio", "video"):
+        del data[modality]["encoder"]
+    data["encoders"] = "second"
+    config = ModelConfig.from_dict(data)
+    assert (config.text.encoder, config.audio.encoder, config.video.encoder) == ("lstm", "bigru", "transformer")
 
 
 def test_unknown_preset_and_bad_depth_have_clear_errors():
@@ -108,6 +180,12 @@ def test_unknown_preset_and_bad_depth_have_clear_errors():
     cfg.video.resnet_depth = 7
     with pytest.raises(ValueError, match="ResNet depth 7"):
         build_model(cfg)
+    with pytest.raises(ValueError, match="unknown variant"):
+        preset("tiny", "no-text")
+    with pytest.raises(ValueError, match="audio.encoder 'lstm' is not one of"):
+        build_model(preset("tiny").replace(audio=preset("tiny").audio.__class__(encoder="lstm")))
+    with pytest.raises(ValueError, match="not divisible by fusion_heads 5"):
+        build_model(preset("tiny").replace(fusion_heads=5))
 
 
 def test_adaptive_mask_drops_silent_steps_but_keeps_one():

@@ -16,7 +16,7 @@ from cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
 from cmmsf.data import load_dataset, load_mmsa_pickle, load_transcript_csv
-from cmmsf.train import TrainOptions, drop_modalities, fit
+from cmmsf.train import TrainOptions, drop_modalities, evaluate, fit
 
 from .media import write_video, write_wav
 
@@ -61,11 +61,30 @@ def test_mmsa_pickle_trains_end_to_end(tmp_path):
     items, skipped = load_mmsa_pickle(data, "train", features_config())
     assert len(items) == 11 and skipped.count == 1 and "train_0" in skipped.reasons[0]
     assert items[0].inputs.arrays["audio"].shape[1] == 5
-    summary = fit(features_config(), data, tmp_path / "run", QUICK)
+    fit(features_config(), data, tmp_path / "run", QUICK)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["seeds"][0]["test"]["n"] == 5 and np.isfinite(metrics["seeds"][0]["test"]["mae"])
-    assert summary["summary"]["dev"]["mae"]["std"] == 0.0
-    assert load_checkpoint(tmp_path / "run" / "checkpoint").config.audio.frontend == "features"
+    model = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert model.config.audio.frontend == "features"
+    test_items, _ = load_mmsa_pickle(data, "test", model.config)
+    assert evaluate(model, test_items) == metrics["seeds"][0]["test"]  # the saved checkpoint is the one measured
+
+
+def test_mmsa_features_are_cleaned_the_way_mmsa_cleans_them(tmp_path):
+    """COVAREP's -inf becomes 0 (not -3.4e38); aligned pickles without lengths drop their zero padding."""
+    data = pickle.loads(write_mmsa_pickle(tmp_path / "a.pkl").read_bytes())
+    part = data["train"]
+    part["audio"][1, 2, 0] = -np.inf
+    part["audio"][1, 3, 1] = np.nan
+    del part["audio_lengths"], part["vision_lengths"]
+    part["vision"][1, :4] = 0.0  # aligned data: padding before the words ...
+    part["vision"][1, 12:] = 0.0  # ... and after them
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps(data))
+    items, _ = load_mmsa_pickle(tmp_path / "a.pkl", "train", features_config())
+    row = next(it for it in items if it.inputs.id == "train_1").inputs.arrays
+    assert np.isfinite(row["audio"]).all() and row["audio"][2, 0] == 0.0 and row["audio"][3, 1] == 0.0
+    assert len(row["audio"]) == 20 and len(row["video"]) == 8  # rows 4..11 of vision are real
+    np.testing.assert_array_equal(row["video"], part["vision"][1, 4:12])
 
 
 def test_mmsa_loader_refuses_pickled_objects(tmp_path):
@@ -151,7 +170,11 @@ def test_fit_cli_reports_mean_and_std_over_seeds(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [s["seed"] for s in summary["seeds"]] == [0, 1]
-    assert summary["summary"]["test"]["mae"]["std"] >= 0 and "±" in result.output
+    maes = [s["test"]["mae"] for s in summary["seeds"]]
+    assert maes[0] != maes[1]  # two seeds really are two different runs
+    assert summary["summary"]["test"]["mae"]["mean"] == pytest.approx(np.mean(maes))
+    assert summary["summary"]["test"]["mae"]["std"] == pytest.approx(np.std(maes))
+    assert f"{np.mean(maes):.3f} ± {np.std(maes):.3f}" in result.output
     assert (tmp_path / "run" / "seed_1" / "checkpoint" / "model.safetensors").is_file()
 
 

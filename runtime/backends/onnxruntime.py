@@ -19,9 +19,13 @@ from .base import Backend, conform
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, precision: str = "fp32") -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime 1.32's level-3 (layout) optimisations crash the process while creating a session for
+    # some FP16 graphs (seen: the LSTM-only text encoder of CM-MSF(II)). FP16 graphs stop at the
+    # extended level: level 3 only adds layout transforms for FP32 convolutions on the CPU.
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if precision == "fp32"
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
@@ -48,9 +52,10 @@ def provider_options(provider: str, folder: Path, precision: str) -> dict[str, s
 class OrtSession:
     """One ONNX graph in one session; `provider` is the provider the session actually bound."""
 
-    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
+                 precision: str = "fp32"):
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, precision),
                                             providers=providers or ["CPUExecutionProvider"])
         self.provider = self.session.get_providers()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -69,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
         providers = providers or available_providers()
         cache_dir = cache_dir or next(iter(graphs.values())).parent
         configured = [(p, provider_options(p, cache_dir, precision)) for p in providers]
-        self.sessions = {stage: OrtSession(path, configured, threads) for stage, path in graphs.items()}
+        self.sessions = {stage: OrtSession(path, configured, threads, precision) for stage, path in graphs.items()}
         self.provider = "+".join(sorted({s.provider for s in self.sessions.values()}))
         self.precision = precision
         self.requested = providers
