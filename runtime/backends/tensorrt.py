@@ -9,6 +9,7 @@ Not exercised on CI (no GPU there); its tests skip where TensorRT or a GPU is ab
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from ..engine_folder import Artifact, EngineFolder, ManifestError
 from .base import Backend, conform
 
 
+@lru_cache(maxsize=1)
 def unavailable_reason() -> str | None:
-    """None when TensorRT, CUDA bindings and a GPU are all here, else what is missing."""
+    """None when TensorRT, CUDA bindings and a GPU are all here, else what is missing (asked once a process)."""
     try:
         import tensorrt  # noqa: F401
     except ImportError:
