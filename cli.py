@@ -1,7 +1,11 @@
 """The three Typer apps: `cmmsf-export`, `cmmsf-run` and `cmmsf-train`. Thin: parse, call, print.
 
 Heavy imports happen inside each command, so `--help` is instant and `cmmsf-run` never loads torch
-unless the torch backend is asked for. Known failures print one red line and exit 1, never a traceback.
+unless the torch backend is asked for. Known failures print one red line, never a traceback.
+
+Exit codes: 0 done (every clip scored); 1 the command failed (bad option, input, engines, output or
+disk: the red line says which); 2 `infer` finished but some clips failed (their error lines are in the
+results); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ def friendly(command: Callable) -> Callable:
         except Exception as err:  # noqa: BLE001
             from inputs.errors import CmmsfError
 
-            if isinstance(err, (CmmsfError, FileNotFoundError, ValueError)):
-                err_console.print(f"[red]error:[/] {err}")
+            if isinstance(err, (CmmsfError, OSError, ValueError)):
+                message = str(err) if isinstance(err, (CmmsfError, ValueError)) or not err.strerror else (
+                    f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}")
+                err_console.print(f"[red]error:[/] {message}", highlight=False)
                 raise typer.Exit(1) from None
             raise
 
@@ -101,13 +107,13 @@ BACKEND_HELP = "auto, tensorrt, onnxruntime or torch"
 PRECISION_HELP = "which ONNX graphs ONNX Runtime loads: fp32 or fp16 (TensorRT runs its plans, torch FP32)"
 
 
-def _engines_or_default(engines: Optional[Path]) -> Path:
+def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path:
     """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
     if engines is not None:
         return engines
     from export.default_engines import ensure_default_engines
 
-    return ensure_default_engines(console)
+    return ensure_default_engines(out)
 
 
 def _split(text: str) -> list[str]:
@@ -119,18 +125,22 @@ def _split(text: str) -> list[str]:
 def run_infer(
     paths: list[Path] = typer.Argument(..., help="clip files and/or folders (files grouped by stem)"),
     engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
-    out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip"),
+    out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip (`-` = standard output)"),
     batch: int = typer.Option(1, min=1, help="clips per micro-batch"),
     resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
 ) -> None:
-    """Batch inference over clips → results.jsonl and a summary table."""
+    """Batch inference over clips → results.jsonl and a summary table. Exit 2 when some clips failed."""
     from runtime.infer import InferOptions, run_infer as infer
+    from runtime.results import writes_to_stdout
 
-    infer(InferOptions(paths, _engines_or_default(engines), out, batch, resume, backend, precision, face_crop),
-          console)
+    human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
+    records = infer(InferOptions(paths, _engines_or_default(engines, human), out, batch, resume, backend, precision,
+                                 face_crop), human)
+    if any("error" in r for r in records):
+        raise typer.Exit(2)
 
 
 @run_app.command("stream")
@@ -146,12 +156,16 @@ def run_stream(
     plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),
+    read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
 ) -> None:
-    """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window."""
+    """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
+
+    A network or camera source that stops sending ends the stream after --read-timeout (no reconnect)."""
     from runtime.stream import StreamOptions, run_stream as stream
 
     stream(StreamOptions(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot,
-                         backend, precision), console)
+                         backend, precision, connect_timeout, read_timeout), err_console)
 
 
 @run_app.command("bench")

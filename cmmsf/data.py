@@ -20,9 +20,15 @@ from inputs.clips import find_clips
 from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 from inputs.text import encode
 
+from inputs.errors import CmmsfError
+
 from .config import ModelConfig
 
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test"}
+
+
+class DataError(CmmsfError, ValueError):
+    """A data file that cannot be used (refused pickle, wrong layout); the message names it."""
 
 
 @dataclass
@@ -101,7 +107,12 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
     """MMSA's `{train, valid, test: {text_bert, audio, vision, *_lengths, regression_labels, id}}`."""
     key = {"train": "train", "dev": "valid", "test": "test"}[normalise_split(split)]
     with open(path, "rb") as handle:
-        data = _ArraysOnly(io.BytesIO(handle.read())).load()
+        try:
+            data = _ArraysOnly(io.BytesIO(handle.read())).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+            raise DataError(f"{path} refused: {err}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not an MMSA pickle (it holds a {type(data).__name__}, not a dict of splits)")
     if key not in data:
         raise ValueError(f"{path} has no '{key}' split (has {sorted(data)})")
     part, skipped, items = data[key], Skipped(), []

@@ -82,6 +82,7 @@ class StreamingLogMel:
         self.frames_done = 0
         self.pending = np.zeros((0, n_mels), dtype=np.float32)
         self.steps: list[np.ndarray] = []
+        self.steps_dropped = 0
 
     def push(self, chunk: np.ndarray) -> None:
         self.wave = np.concatenate([self.wave, chunk.astype(np.float32, copy=False)])
@@ -96,6 +97,19 @@ class StreamingLogMel:
         if drop > 0:
             self.wave, self.offset = self.wave[drop:], self.offset + drop
 
+    @property
+    def seconds(self) -> float:
+        """Media time covered by the steps made so far (forgotten ones included)."""
+        return (self.steps_dropped + len(self.steps)) / self.rate
+
     def window(self, start_s: float, end_s: float) -> np.ndarray | None:
-        first, last = int(start_s * self.rate), min(int(end_s * self.rate), len(self.steps))
+        first = int(start_s * self.rate) - self.steps_dropped
+        last = min(int(end_s * self.rate) - self.steps_dropped, len(self.steps))
+        first = max(first, 0)
         return normalise(np.stack(self.steps[first:last])) if last > first else None
+
+    def forget_before(self, start_s: float) -> None:
+        """Drop the steps before `start_s`: no later window reads them, so memory stays flat."""
+        drop = min(max(0, int(start_s * self.rate) - self.steps_dropped), len(self.steps))
+        del self.steps[:drop]
+        self.steps_dropped += drop

@@ -1,4 +1,15 @@
-"""Finding clips: files grouped by stem, so `a.mp4` + `a.txt` (or `a.wav` + `a.srt`) make one clip."""
+"""Finding clips: media and transcript files of one stem in one folder make one clip.
+
+Rules (README, "Clip ids"):
+- A clip's id is its path relative to the folder given on the command line, without the suffix, with
+  `/` between folders: `vidA/1.mp4` → `vidA/1`, so MMSA's `Raw/<video>/<n>.mp4` layout keeps every
+  clip. A file given by name has its stem as id. Where two roots give the same id, the root's own
+  name goes in front (`a/x`, `b/x`).
+- A transcript (`.txt`, `.srt`, `.vtt`) pairs only with media of the same stem in the same folder.
+- Several media of one stem in one folder (`clip.mp4` and `clip.wav`) are each a clip of their own,
+  with the suffix in the id (`clip.mp4`, `clip.wav`), sharing the transcript: nothing is dropped.
+- A transcript without media is a text-only clip.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ from pathlib import Path
 from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
 TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
 
 
 @dataclass
@@ -18,35 +30,65 @@ class Clip:
     transcript: Path | None = None
 
 
-def _media_rank(path: Path) -> int:
-    return 0 if path.suffix.lower() in VIDEO_SUFFIXES else 1
+@dataclass
+class _Group:
+    """The files of one stem in one folder under one root."""
+
+    root: Path
+    base: str
+    """Relative path without suffix, `/`-separated."""
+    media: list[Path]
+    transcript: Path | None = None
+
+
+def _files(path: Path) -> tuple[Path, list[Path]]:
+    """(root the ids are relative to, files) for one command-line path."""
+    if path.is_dir():
+        return path, sorted(p for p in path.rglob("*") if p.is_file())
+    if path.is_file():
+        sidecars = [path.with_suffix(s) for s in TRANSCRIPT_SUFFIXES]
+        return path.parent, [path, *(s for s in sidecars if s != path and s.is_file())]
+    raise FileNotFoundError(f"no such file or folder: {path}")
+
+
+def _groups(paths: list[Path]) -> list[_Group]:
+    groups: dict[tuple[Path, str], _Group] = {}
+    for path in paths:
+        root, files = _files(Path(path))
+        for f in files:
+            suffix = f.suffix.lower()
+            if suffix not in MEDIA_SUFFIXES and suffix not in TRANSCRIPT_SUFFIXES:
+                continue
+            base = f.relative_to(root).with_suffix("").as_posix()
+            group = groups.setdefault((root.resolve(), base), _Group(root, base, []))
+            if suffix in TRANSCRIPT_SUFFIXES:
+                # one transcript per stem: .txt over .srt over .vtt, as TRANSCRIPT_SUFFIXES orders them
+                if group.transcript is None or (TRANSCRIPT_SUFFIXES.index(suffix)
+                                                < TRANSCRIPT_SUFFIXES.index(group.transcript.suffix.lower())):
+                    group.transcript = f
+            elif f not in group.media:
+                group.media.append(f)
+    return list(groups.values())
 
 
 def find_clips(paths: list[Path]) -> list[Clip]:
-    """Every clip under the given files and folders, sorted by id. Unknown file types are ignored.
-
-    A stem with several media files takes the video over the audio-only file.
-    """
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file())
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    clips: dict[str, Clip] = {}
-    for f in files:
-        suffix = f.suffix.lower()
-        if suffix not in VIDEO_SUFFIXES | AUDIO_SUFFIXES and suffix not in TRANSCRIPT_SUFFIXES:
-            continue
-        clip = clips.setdefault(f.stem, Clip(f.stem))
-        if suffix in TRANSCRIPT_SUFFIXES:
-            clip.transcript = clip.transcript or f
-        elif clip.media is None or _media_rank(f) < _media_rank(clip.media):
-            clip.media = f
-    for f in files:  # a transcript of the same stem beside a media file given by name
-        sidecars = [f.with_suffix(s) for s in TRANSCRIPT_SUFFIXES]
-        if f.stem in clips and clips[f.stem].transcript is None:
-            clips[f.stem].transcript = next((s for s in sidecars if s.is_file()), None)
-    return [clips[k] for k in sorted(clips)]
+    """Every clip under the given files and folders, sorted by id. Unknown file types are ignored."""
+    clips: list[tuple[Path, Clip]] = []
+    for group in _groups(paths):
+        if not group.media:
+            clips.append((group.root, Clip(group.base, None, group.transcript)))
+        for media in group.media:
+            ident = group.base if len(group.media) == 1 else f"{group.base}{media.suffix.lower()}"
+            clips.append((group.root, Clip(ident, media, group.transcript)))
+    counts: dict[str, int] = {}
+    for _, clip in clips:
+        counts[clip.id] = counts.get(clip.id, 0) + 1
+    for root, clip in clips:  # the same id under two roots: the root's name tells them apart
+        if counts[clip.id] > 1:
+            clip.id = f"{root.resolve().name}/{clip.id}"
+    seen: set[str] = set()
+    for _, clip in clips:
+        if clip.id in seen:
+            raise ValueError(f"two inputs give the clip id {clip.id!r}; pass folders with different names")
+        seen.add(clip.id)
+    return sorted((clip for _, clip in clips), key=lambda c: c.id)

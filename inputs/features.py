@@ -2,25 +2,37 @@
 
 The one preprocessing implementation: the trainer's clip-folder dataset and the runtime call the same
 `Preprocessor`, so deployed inputs equal training inputs. Rules users must know:
-- a modality with no data (no transcript, no audio track, no video stream) is *absent*: its mask is all
-  zero and the model's gate for it reads 0;
-- a modality the checkpoint never learned is masked too, and the result says so;
-- a clip longer than the config's maximum is truncated to its first `max_len` steps (12 s by default)
-  and the result lists the truncated modalities: never silent.
+- a modality with no data (no or empty transcript, a transcript of no known words or of binary data,
+  no audio track or silent audio, no video stream) is *absent*: its mask is all zero, the model's gate
+  for it reads 0, and `absent` says why;
+- a modality the checkpoint never learned is masked too, and the result says so (`masked`);
+- a clip left with no usable modality is an error (`no usable input: …`), never a confident score;
+- only what the model uses is decoded: the first `max_len` steps (12 s by default) and one more, so a
+  longer clip is cut to its first part and listed in `truncated` (text included), never silently;
+- non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .audio import log_mel
+from .audio import WIN, log_mel
 from .clips import Clip
-from .media import MediaError, decode_audio, decode_video
+from .errors import CmmsfError
+from .media import MediaError, decode_audio, decode_video, media_duration
 from .spec import DATA_KEY, MODALITIES, InputSpec
-from .text import encode, read_transcript
+from .text import has_words, read_transcript, tokenize, truncate_ids
 from .video import frames_to_input
+
+SILENCE_PEAK = 1e-4
+"""Audio whose loudest sample stays below this (-80 dBFS) carries nothing to hear: absent."""
+
+
+class NoUsableInput(CmmsfError, ValueError):
+    """A clip or window with no modality the model can use; the message names each one's reason."""
 
 
 @dataclass
@@ -32,6 +44,10 @@ class ClipInputs:
     truncated: list[str] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     duration_s: float | None = None
+    absent: dict[str, str] = field(default_factory=dict)
+    """Why a modality has no data (`no transcript`, `silent`, …), for the ones that have none."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Facts the record must state: `transcript_decoding`, `audio_nonfinite_samples`."""
 
     @property
     def present(self) -> dict[str, bool]:
@@ -42,6 +58,13 @@ class ClipInputs:
         array = self.arrays.get(modality)
         return 0 if array is None else len(array)
 
+    def require_usable(self) -> "ClipInputs":
+        """Raise NoUsableInput unless some modality has data the model uses."""
+        if all(self.arrays.get(m) is None for m in MODALITIES):
+            reasons = {**self.absent, **{m: "the checkpoint never learned it" for m in self.masked}}
+            raise NoUsableInput("no usable input: " + "; ".join(f"{m}: {reasons.get(m, 'none')}" for m in MODALITIES))
+        return self
+
 
 class Preprocessor:
     """Turns clips into ClipInputs for one model's InputSpec."""
@@ -51,14 +74,22 @@ class Preprocessor:
         self.face_crop = face_crop
 
     def text(self, transcript: str) -> np.ndarray | None:
+        """All token ids of a transcript (truncation is truncate_to_limits' job), None without words."""
         if not transcript.strip():
             return None
-        ids, _ = encode([transcript], self.spec.text_backbone, self.spec.text_max_len)
-        return ids[0]
+        ids = tokenize(transcript, self.spec.text_backbone)
+        return ids if has_words(ids, self.spec.text_backbone) else None
 
-    def audio(self, wave: np.ndarray | None) -> np.ndarray | None:
+    def audio(self, wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:
         spec = self.spec
         if wave is None or len(wave) < spec.sample_rate // 50:  # under 20 ms: nothing to hear
+            return None
+        finite = np.isfinite(wave)
+        if not finite.all():
+            if notes is not None:
+                notes["audio_nonfinite_samples"] = int((~finite).sum())
+            wave = np.where(finite, wave, np.float32(0.0))
+        if float(np.max(np.abs(wave))) < SILENCE_PEAK:
             return None
         return log_mel(wave, spec.sample_rate, spec.audio_feature_dim, spec.audio_frame_rate_hz)
 
@@ -67,25 +98,43 @@ class Preprocessor:
             return None
         return frames_to_input(frames, self.spec.image_size, self.face_crop)
 
+    def audio_samples_needed(self) -> int:
+        """Samples that give the model's max_len steps and one more (so a longer clip shows as cut)."""
+        spec = self.spec
+        return int(np.ceil((spec.audio_max_len + 1) * spec.sample_rate / spec.audio_frame_rate_hz)) + WIN
+
     def from_clip(self, clip: Clip) -> ClipInputs:
-        """Decode and featurise one clip. Raises MediaError / ValueError with a one-line reason."""
+        """Decode and featurise one clip. Raises MediaError / NoUsableInput with a one-line reason."""
         spec = self.spec
         if not spec.takes_media:
             raise ValueError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
                              "use a checkpoint trained with the mel/frames front-ends")
-        text = read_transcript(clip.transcript) if clip.transcript else ""
+        absent: dict[str, str] = {}
+        notes: dict[str, Any] = {}
+        transcript = read_transcript(clip.transcript) if clip.transcript else None
+        if transcript is not None and transcript.decoding != "utf-8":
+            notes["transcript_decoding"] = transcript.decoding
         wave, frames, duration = None, None, None
         if clip.media is not None:
-            wave = decode_audio(clip.media, spec.sample_rate)
-            decoded = decode_video(clip.media, spec.fps)
+            wave = decode_audio(clip.media, spec.sample_rate, max_samples=self.audio_samples_needed())
+            decoded = decode_video(clip.media, spec.fps, max_frames=spec.video_max_len + 1)
             if decoded is not None:
                 frames, duration = decoded
             if wave is not None:
                 duration = max(duration or 0.0, len(wave) / spec.sample_rate)
-        arrays = {"text": self.text(text), "audio": self.audio(wave), "video": self.video(frames)}
-        if all(a is None for a in arrays.values()):
-            raise MediaError(f"clip {clip.id}: no transcript, no audio and no video to use")
-        return self.limit(ClipInputs(clip.id, arrays, duration_s=duration))
+            duration = media_duration(clip.media) or duration
+        arrays = {"text": self.text(transcript.text) if transcript else None,
+                  "audio": self.audio(wave, notes), "video": self.video(frames)}
+        if arrays["text"] is None:
+            absent["text"] = ("no transcript" if transcript is None else transcript.problem
+                              or ("empty transcript" if not transcript.text.strip() else "no known words in the transcript"))
+        if arrays["audio"] is None:
+            absent["audio"] = "no audio track" if wave is None else ("silent" if len(wave) >= spec.sample_rate // 50
+                                                                       else "under 20 ms")
+        if arrays["video"] is None:
+            absent["video"] = "no video stream"
+        item = ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes)
+        return self.limit(item).require_usable()
 
     def limit(self, item: ClipInputs) -> ClipInputs:
         """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
@@ -102,12 +151,14 @@ def mask_untrained(item: ClipInputs, spec: InputSpec) -> ClipInputs:
 
 
 def truncate_to_limits(item: ClipInputs, spec: InputSpec) -> ClipInputs:
-    """Keep the first max_len steps of each modality, listing the cut ones in `truncated`."""
+    """Keep the first max_len steps of each modality (text: and its closing [SEP]), listing the cut ones
+    in `truncated`."""
     for m in MODALITIES:
         top, array = spec.max_len(m), item.arrays.get(m)
         if array is not None and len(array) > top:
-            item.arrays[m] = array[:top]
-            item.truncated.append(m)
+            item.arrays[m] = truncate_ids(array, top) if m == "text" else array[:top]
+            if m not in item.truncated:
+                item.truncated.append(m)
     return item
 
 

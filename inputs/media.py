@@ -29,12 +29,28 @@ def _open(source: str | Path):
         raise MediaError(f"cannot open {source}: {err}") from None
 
 
-def decode_audio(source: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
-    """Mono float32 samples in [-1, 1] at `sample_rate`; None when the file has no audio track."""
+def decode_audio(source: str | Path, sample_rate: int = 16000, max_samples: int | None = None) -> np.ndarray | None:
+    """Mono float32 samples at `sample_rate`; None when the file has no audio track.
+
+    With `max_samples`, decoding stops as soon as more than that many samples are held (memory stays
+    bounded whatever the clip's length; a result longer than max_samples tells the caller it was cut).
+    """
     with _open(source) as container:
         if not container.streams.audio:
             return None
-        return np.concatenate(list(iter_audio(container, sample_rate)) or [np.zeros(0, np.float32)])
+        chunks, total = [], 0
+        for chunk in iter_audio(container, sample_rate):
+            chunks.append(chunk)
+            total += len(chunk)
+            if max_samples is not None and total > max_samples:
+                break
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def media_duration(source: str | Path) -> float | None:
+    """The container's stated duration in seconds (header only, nothing decoded), or None."""
+    with _open(source) as container:
+        return container.duration / av.time_base if container.duration else None
 
 
 class MonoResampler:
@@ -72,9 +88,10 @@ def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
 
 
 def decode_video(source: str | Path, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
-    """RGB uint8 frames [T, H, W, 3] sampled at `fps`, and the clip's duration in seconds.
+    """RGB uint8 frames [T, H, W, 3] sampled at `fps`, and the time after the last frame kept.
 
-    None when the file has no video stream. Frames are chosen by FrameSampler.
+    None when the file has no video stream. Frames are chosen by FrameSampler; with `max_frames`,
+    decoding stops once that many are kept (memory bounded whatever the clip's length).
     """
     with _open(source) as container:
         if not container.streams.video:

@@ -1,8 +1,15 @@
-"""Transcripts → token ids, with the backbone's own `tokenizer.json` through `tokenizers` (no torch)."""
+"""Transcripts → token ids, with the backbone's own `tokenizer.json` through `tokenizers` (no torch).
+
+Reading a transcript never guesses silently: UTF-8 (with or without BOM) is read as is; other bytes are
+decoded as Latin-1 and the record says so (`transcript_decoding: latin-1`); a file that is binary data
+(NUL bytes or mostly control characters) gives no text, with the reason.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,15 +30,29 @@ def load_tokenizer(backbone: str) -> Tokenizer:
     return tokenizer
 
 
-def encode(texts: list[str], backbone: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids [B, L] int32 and mask [B, L] bool, padded to the longest row (≤ max_len).
+def truncate_ids(ids: np.ndarray | list[int], max_len: int):
+    """The first max_len - 1 tokens plus the closing [SEP]: sentiment is usually stated early, and the
+    rule is documented rather than silent (records list `text` in `truncated`)."""
+    return ids if len(ids) <= max_len else (list(ids[: max_len - 1]) + list(ids[-1:]) if isinstance(ids, list)
+                                             else np.concatenate([ids[: max_len - 1], ids[-1:]]))
 
-    Longer transcripts keep their first max_len - 1 tokens plus the closing [SEP]: sentiment is
-    usually stated early, and the rule is documented rather than silent (the CLI reports truncation).
-    """
+
+def tokenize(text: str, backbone: str) -> np.ndarray:
+    """All token ids of one text, [CLS] … [SEP], int32, not truncated."""
+    return np.asarray(load_tokenizer(backbone).encode(text.strip().lower()).ids, dtype=np.int32)
+
+
+def has_words(ids: np.ndarray, backbone: str) -> bool:
+    """True when the ids hold at least one real word piece (not only [CLS], [SEP], [UNK], [PAD])."""
     tokenizer = load_tokenizer(backbone)
-    rows = [tokenizer.encode(t.strip().lower()).ids for t in texts]
-    rows = [r if len(r) <= max_len else r[: max_len - 1] + r[-1:] for r in rows]
+    special = {tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]")}
+    return any(int(i) not in special for i in ids)
+
+
+def encode(texts: list[str], backbone: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids [B, L] int32 and mask [B, L] bool, padded to the longest row (≤ max_len, truncate_ids)."""
+    tokenizer = load_tokenizer(backbone)
+    rows = [truncate_ids(tokenizer.encode(t.strip().lower()).ids, max_len) for t in texts]
     length = max(len(r) for r in rows)
     ids = np.zeros((len(rows), length), dtype=np.int32)
     mask = np.zeros((len(rows), length), dtype=bool)
@@ -41,10 +62,32 @@ def encode(texts: list[str], backbone: str, max_len: int) -> tuple[np.ndarray, n
     return ids, mask
 
 
-def read_transcript(path: Path) -> str:
+@dataclass
+class Transcript:
+    text: str
+    decoding: str = "utf-8"
+    """`utf-8`, or `latin-1` when the bytes were not UTF-8 (a lossy guess, stated in the record)."""
+    problem: str | None = None
+    """Why there is no text although a file was given (binary data), else None."""
+
+
+def _is_binary(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
+    return controls > 0.1 * max(len(text), 1)
+
+
+def read_transcript(path: Path) -> Transcript:
     """Plain `.txt`, or the spoken lines of an `.srt` / `.vtt` subtitle file joined with spaces."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix.lower() not in (".srt", ".vtt"):
-        return " ".join(text.split())
-    lines = [ln for ln in text.splitlines() if ln.strip() and not _SUBTITLE_TIMING.match(ln)]
-    return " ".join(re.sub(r"<[^>]+>", "", ln).strip() for ln in lines)
+    raw = path.read_bytes()
+    try:
+        text, decoding = raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        text, decoding = raw.decode("latin-1"), "latin-1"
+    if _is_binary(text):
+        return Transcript("", decoding, f"{path.name} is binary data, not text")
+    if path.suffix.lower() in (".srt", ".vtt"):
+        lines = [ln for ln in text.splitlines() if ln.strip() and not _SUBTITLE_TIMING.match(ln)]
+        text = " ".join(re.sub(r"<[^>]+>", "", ln).strip() for ln in lines)
+    return Transcript(" ".join(text.split()), decoding)

@@ -29,12 +29,20 @@ class InferOptions:
 
 
 def run_infer(opts: InferOptions, console: Console) -> list[dict]:
-    """Score every clip under `opts.paths`, writing each record to `opts.out` as soon as its batch is done."""
+    """Score every clip under `opts.paths`, writing each record to `opts.out` as soon as its batch is done.
+
+    Returns the records of this run; error records (`id, error`) are among them: the caller turns
+    them into the exit code (README: 0 all scored, 2 some clips failed).
+    """
     clips = find_clips(opts.paths)
     if not clips:
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}")
     pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop)
-    writer = ResultWriter(opts.out, opts.resume)
+    try:
+        writer = ResultWriter(opts.out, opts.resume)
+    except BaseException:
+        pipeline.close()
+        raise
     todo = order_by_size([c for c in clips if c.id not in writer.done])
     if writer.done:
         console.print(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already in {opts.out}")
@@ -50,8 +58,8 @@ def run_infer(opts: InferOptions, console: Console) -> list[dict]:
                 records.append(record)
                 progress.update(task, advance=1, last=record["id"])
     finally:
-        writer.close()
         pipeline.close()
+        writer.close()
     console.print(infer_summary(records, time.perf_counter() - start))
     console.print(f"results: {opts.out}")
     return records

@@ -2,41 +2,43 @@
 
 Work done once as data arrives: every sampled frame is cropped, resized and normalised once, and every
 10 ms of audio becomes log-mel once (StreamingLogMel). The engines are stateless, so each window runs
-the five stages on its own span; windows overlap by `window - hop` seconds. A transcript (sidecar of a
-file, or --transcript) has no word timing, so every window sees the whole transcript.
+the five stages on its own span; windows overlap by `window - hop` seconds, and what no later window
+needs is forgotten (memory stays flat however long the stream runs). A transcript (sidecar of a file,
+or --transcript) has no word timing, so every window sees the whole transcript.
+
+The source is opened and decoded in a background thread (inputs/live.py), so Ctrl-C ends the command
+at once even while FFmpeg waits on a network. Network and camera sources get a connect timeout and a
+read timeout: a source that accepts and then sends nothing, or stalls mid-stream, ends the command with
+one error line after `read_timeout` seconds. There is no automatic reconnect: a dropped source ends the
+stream (rerun the command, or put a restarting supervisor around it).
+A window with no usable modality is an error line (`no usable input: …`), as a clip is in `infer`.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 from rich.console import Console
 
 from inputs.audio import StreamingLogMel
 from inputs.clips import TRANSCRIPT_SUFFIXES
-from inputs.features import ClipInputs
-from inputs.media import FrameSampler, MediaError, MonoResampler
-from inputs.text import read_transcript
+from inputs.features import ClipInputs, NoUsableInput
+from inputs.live import AudioChunk, is_live, read_source
+from inputs.text import Transcript, read_transcript
 from inputs.video import frames_to_input
 
 from .pipeline import Pipeline
 
 
-def open_source(source: str):
-    """A camera index (`0` → /dev/video0 through v4l2), a URL or a file path, through PyAV."""
-    try:
-        if source.isdigit():
-            return av.open(f"/dev/video{source}", format="v4l2")
-        if "://" not in source and not Path(source).is_file():
-            raise MediaError(f"no such file: {source}")
-        return av.open(source)
-    except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(f"cannot open {source}: {err}") from None
+def pace_until(deadline: float) -> None:
+    """Sleep until `deadline` (perf_counter) in short naps, so Ctrl-C is never held up."""
+    while (left := deadline - time.perf_counter()) > 0:
+        time.sleep(min(left, 0.2))
 
 
 @dataclass
@@ -52,76 +54,86 @@ class StreamState:
         picked = [f for t, f in zip(self.frame_times, self.frames) if start <= t < end]
         return np.stack(picked) if picked else None
 
+    def forget_before(self, start: float) -> None:
+        """Drop frames and log-mel steps that no window from `start` on can use."""
+        keep = next((i for i, t in enumerate(self.frame_times) if t >= start), len(self.frame_times))
+        del self.frame_times[:keep], self.frames[:keep]
+        self.mel.forget_before(start)
 
-def _sidecar_transcript(source: str, explicit: Path | None) -> str:
+
+def _sidecar_transcript(source: str, explicit: Path | None) -> Transcript | None:
     if explicit is not None:
         return read_transcript(explicit)
     path = Path(source)
     for suffix in TRANSCRIPT_SUFFIXES:
-        if path.with_suffix(suffix).is_file():
+        if not is_live(source) and path.with_suffix(suffix).is_file():
             return read_transcript(path.with_suffix(suffix))
-    return ""
+    return None
 
 
-def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, transcript: str = "",
-                 realtime: bool = False):
-    """Yield one record per window as soon as the media for it has arrived."""
+def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, transcript: Transcript | None = None,
+                 realtime: bool = False, connect_timeout: float = 10.0, read_timeout: float = 10.0,
+                 inspect: Callable[[tuple[int, int]], None] | None = None):
+    """Yield (record, busy seconds so far) per window as soon as the media for it has arrived.
+
+    `inspect`, if given, is called after each window with (frames held, log-mel steps held): what the
+    stream keeps in memory, which stays flat however long it runs."""
     if window <= 0 or hop <= 0:
         raise ValueError("--window and --hop must be positive seconds")
     config, pre = pipeline.config, pipeline.preprocessor
-    text_ids = pre.text(transcript) if transcript else None
+    text_ids = pre.text(transcript.text) if transcript else None
+    text_absent = ("no transcript" if transcript is None else transcript.problem or "no words in the transcript")
+    notes = {"transcript_decoding": transcript.decoding} if transcript and transcript.decoding != "utf-8" else {}
     state = StreamState(StreamingLogMel(config.audio.sample_rate, config.audio.feature_dim, config.audio.frame_rate_hz))
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
-    with open_source(source) as container:
-        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
-        if not streams:
-            raise MediaError(f"{source} has neither audio nor video")
-        resample, sampler = MonoResampler(config.audio.sample_rate), FrameSampler(config.video.fps)
-        try:
-            for frame in container.decode(*streams):
-                t = float(frame.time or 0.0)
-                if realtime:
-                    time.sleep(max(0.0, wall_start + t - time.perf_counter()))
-                work = time.perf_counter()
-                if isinstance(frame, av.AudioFrame):
-                    for chunk in resample(frame):
-                        state.mel.push(chunk)
-                elif sampler.keep(t):
-                    state.frame_times.append(t)
-                    state.frames.append(frames_to_input(frame.to_ndarray(format="rgb24")[None],
-                                                        config.video.image_size, pre.face_crop)[0])
-                state.media_time = max(state.media_time, t)
-                busy += time.perf_counter() - work
-                while state.media_time >= next_window * hop + window:
-                    record, spent = _run_window(pipeline, state, text_ids, next_window * hop, window)
-                    busy += spent
-                    next_window += 1
-                    yield record, busy
-            for chunk in resample(None):  # the resampler's buffered tail belongs to the last window
-                state.mel.push(chunk)
-        except av.error.FFmpegError as err:
-            raise MediaError(f"decoding {source} failed: {err}") from None
-    end = max(state.media_time, len(state.mel.steps) / config.audio.frame_rate_hz)
+
+    def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:
+        return _run_window(pipeline, state, text_ids, start, window, end_of_media, text_absent, notes)
+
+    for item in read_source(source, config.audio.sample_rate, config.video.fps, connect_timeout, read_timeout):
+        if realtime:
+            pace_until(wall_start + item.time_s)
+        work = time.perf_counter()
+        if isinstance(item, AudioChunk):
+            state.mel.push(item.samples)
+        else:
+            state.frame_times.append(item.time_s)
+            state.frames.append(frames_to_input(item.rgb[None], config.video.image_size, pre.face_crop)[0])
+        state.media_time = max(state.media_time, item.time_s)
+        busy += time.perf_counter() - work
+        while state.media_time >= next_window * hop + window:
+            record, spent = run(next_window * hop)
+            busy += spent
+            next_window += 1
+            state.forget_before(next_window * hop)
+            if inspect is not None:
+                inspect((len(state.frames), len(state.mel.steps)))
+            yield record, busy
+    end = max(state.media_time, state.mel.seconds)
     while next_window == 0 or (next_window - 1) * hop + window < end:  # until a window reaches the end
-        record, spent = _run_window(pipeline, state, text_ids, next_window * hop, window, end)
+        record, spent = run(next_window * hop, end)
         busy += spent
         next_window += 1
         yield record, busy
 
 
 def _run_window(pipeline: Pipeline, state: StreamState, text_ids, start: float, window: float,
-                end_of_media: float | None = None) -> tuple[dict, float]:
+                end_of_media: float | None, text_absent: str, notes: dict) -> tuple[dict, float]:
     began = time.perf_counter()
     end = start + window if end_of_media is None else min(start + window, end_of_media)
     arrays = {"text": text_ids, "audio": state.mel.window(start, end), "video": state.video_window(start, end)}
-    item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays))
-    if all(a is None for a in item.arrays.values()):
-        record = {"start_s": round(start, 3), "end_s": round(end, 3), "error": "no usable data in this window"}
+    absent = {m: reason for m, reason in (("text", text_absent), ("audio", "no audio in this window"),
+                                          ("video", "no frames in this window")) if arrays[m] is None}
+    item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays, absent=absent, notes=dict(notes)))
+    record: dict = {"start_s": round(start, 3), "end_s": round(end, 3)}
+    try:
+        result = pipeline.predict_inputs([item.require_usable()])[0]
+    except NoUsableInput as err:
+        record["error"] = str(err)
     else:
-        result = pipeline.predict_inputs([item])[0]
-        record = {"start_s": round(start, 3), "end_s": round(end, 3), "score": result["score"],
-                  "label7": result["label7"], "gates": result["gates"], "present": result["present"],
-                  "stage_ms": result["stage_ms"]}
+        record.update({k: result[k] for k in ("score", "label7", "gates", "present", "absent", "masked", "truncated",
+                                              "stage_ms")})
+        record.update(item.notes)
     spent = time.perf_counter() - began
     record["latency_ms"] = round(spent * 1e3, 2)
     return record, spent
@@ -159,6 +171,8 @@ class StreamOptions:
     plot: Path | None = None
     backend: str = "auto"
     precision: str = "fp32"
+    connect_timeout: float = 10.0
+    read_timeout: float = 10.0
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
@@ -168,7 +182,8 @@ def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
     records, busy, started = [], 0.0, time.perf_counter()
     try:
         transcript = _sidecar_transcript(opts.source, opts.transcript)
-        for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime):
+        for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime,
+                                         opts.connect_timeout, opts.read_timeout):
             line = json.dumps(record, separators=(",", ":"))
             print(line, flush=True)
             if sink:

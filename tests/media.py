@@ -55,13 +55,14 @@ def write_video(path: Path, seconds: float = 2.0, fps: int = 30, size: int = 96,
     return path
 
 
-def write_wav(path: Path, seconds: float = 1.5, rate: int = 44100, tone_hz: float = 300.0) -> Path:
-    """Stereo 16-bit PCM WAV at another rate than the model's, to exercise resampling."""
+def write_wav(path: Path, seconds: float = 1.5, rate: int = 44100, tone_hz: float = 300.0,
+              amplitude: float = 0.4) -> Path:
+    """Stereo 16-bit PCM WAV at another rate than the model's, to exercise resampling (amplitude 0: silence)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=rate)
         stream.layout = "stereo"
         t = np.arange(int(seconds * rate)) / rate
-        tone = (0.4 * np.sin(2 * np.pi * tone_hz * t) * 32767).astype(np.int16)
+        tone = (amplitude * np.sin(2 * np.pi * tone_hz * t) * 32767).astype(np.int16)
         interleaved = np.stack([tone, tone], axis=1).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
         frame.sample_rate = rate

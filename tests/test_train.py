@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.data import DataError, load_dataset, load_mmsa_pickle, load_transcript_csv
 from cmmsf.train import TrainOptions, drop_modalities, evaluate, fit
 
 from .media import write_video, write_wav
@@ -90,8 +90,10 @@ def test_mmsa_features_are_cleaned_the_way_mmsa_cleans_them(tmp_path):
 def test_mmsa_loader_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"train": Path("/etc/passwd")}))
-    with pytest.raises(pickle.UnpicklingError, match="only arrays are allowed"):
+    with pytest.raises(DataError, match="only arrays are allowed"):
         load_mmsa_pickle(path, "train", features_config())
+    result = runner.invoke(train_app, ["eval", "--data", str(path), "--checkpoint", "default"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "refused" in result.output
 
 
 def test_clip_folder_trains_end_to_end_with_bad_clips_skipped(tmp_path):
