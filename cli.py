@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -37,6 +38,13 @@ def friendly(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
+            live = sys.modules.get("inputs.live")
+            if live is not None and live.readers_still_running():
+                # a reader blocked inside FFmpeg would crash the interpreter's shutdown; every finally
+                # (results, sessions) has run by now, so flush and leave at once
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001
             from inputs.errors import CmmsfError

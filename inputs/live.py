@@ -24,6 +24,15 @@ from .media import FrameSampler, MediaError, MonoResampler
 
 POLL_S = 0.2
 QUEUE_ITEMS = 256
+_READERS: set[threading.Thread] = set()
+
+
+def readers_still_running() -> bool:
+    """True while a reader thread is alive, e.g. still blocked inside FFmpeg after Ctrl-C.
+
+    Such a thread must not outlive the interpreter (FFmpeg's interrupt callback takes the GIL during
+    shutdown and crashes it): the CLI then leaves with os._exit once its output is flushed."""
+    return any(thread.is_alive() for thread in _READERS)
 
 
 @dataclass
@@ -110,7 +119,9 @@ def read_source(source: str, sample_rate: int, fps: float, connect_timeout: floa
         finally:
             put(_END)
 
-    threading.Thread(target=decode, name=f"read {source}", daemon=True).start()
+    reader = threading.Thread(target=decode, name=f"read {source}", daemon=True)
+    _READERS.add(reader)
+    reader.start()
     try:
         while True:
             try:

@@ -255,8 +255,10 @@ def test_stream_memory_stays_flat(tiny_engines, tmp_path):
 # ------------------------------------------------------------------ network sources that stall
 
 @contextmanager
-def loopback_server(reply: bytes | None):
-    """Accepts on 127.0.0.1; sends `reply` (or nothing) after the request, then stalls; stops itself."""
+def loopback_server(reply: bytes | None, connected: threading.Event | None = None):
+    """Accepts on 127.0.0.1; sends `reply` (or nothing) after the request, then stalls; stops itself.
+
+    `connected` is set once a client has connected and sent its request."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", 0))
@@ -275,6 +277,8 @@ def loopback_server(reply: bytes | None):
             conn.settimeout(2)
             try:
                 conn.recv(65536)
+                if connected is not None:
+                    connected.set()
                 if reply:
                     conn.sendall(reply)
             except OSError:
@@ -325,12 +329,14 @@ def test_a_stalled_network_source_ends_with_one_line(tiny_engines, tmp_path, sta
 
 
 def test_ctrl_c_ends_a_stream_waiting_on_the_network_at_once(tiny_engines):
-    with loopback_server(None) as url:
+    connected = threading.Event()
+    with loopback_server(None, connected) as url:
         child = subprocess.Popen(
             [sys.executable, "-c", "from cli import run_app; run_app()", "stream", url, "--engines", str(tiny_engines),
              "--connect-timeout", "60", "--read-timeout", "60"], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        time.sleep(4)  # started, connected, waiting for bytes that never come
+        assert connected.wait(timeout=120), "the stream never connected"
+        time.sleep(0.5)  # connected and waiting for bytes that never come
         sent = time.time()
         child.send_signal(signal.SIGINT)
         output, _ = child.communicate(timeout=30)
