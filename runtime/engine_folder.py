@@ -25,11 +25,13 @@ from inputs.errors import CmmsfError
 from inputs.hashing import sha256_file
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2
-"""2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256."""
+FORMAT_VERSION = 3
+"""2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
+3: the speech recognition model's hash (`asr`) is sealed too."""
 
-SEALED_FIELDS = ("format", "model", "opset", "precision", "profile", "stages", "tensorrt")
-"""The manifest fields that change what the engines compute or which files they are."""
+SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt")
+"""The manifest fields that change what the engines compute or which files they are (`asr`, the speech
+recognition model's hash, is optional: builds without ASR installed have none)."""
 
 DEFAULT_CHECKPOINT_REF = "default"
 

@@ -26,6 +26,8 @@ class InferOptions:
     backend: str = "auto"
     precision: str = "fp32"
     face_crop: bool = False
+    asr: str = "auto"
+    """auto: speech recognition for clips without a transcript sidecar; always; off."""
 
 
 def run_infer(opts: InferOptions, console: Console) -> list[dict]:
@@ -37,7 +39,7 @@ def run_infer(opts: InferOptions, console: Console) -> list[dict]:
     clips = find_clips(opts.paths)
     if not clips:
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}")
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop)
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
     try:
         writer = ResultWriter(opts.out, opts.resume)
     except BaseException:

