@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from inputs.spec import MODALITIES
+from inputs.spec import MODALITIES  # noqa: F401 - re-exported: the stage contracts' modality order
+
 
 SENTIMENT_CLASSES: tuple[str, ...] = (
     "strongly negative", "negative", "weakly negative", "neutral",

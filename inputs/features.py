@@ -26,7 +26,7 @@ from .asr import ASR_MODES, SpeechRecognizer
 from .audio import WIN, log_mel
 from .clips import Clip
 from .errors import CmmsfError
-from .media import MediaError, decode_audio, decode_video, media_duration
+from .media import decode_audio, decode_video, media_duration
 from .spec import DATA_KEY, MODALITIES, InputSpec
 from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
 from .video import frames_to_input

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,6 +29,19 @@ def tiny_model():
 
     torch.manual_seed(0)
     return build_model(preset("tiny"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_output(code: str, timeout: float = 300, env: dict | None = None) -> str:
+    """Run `code` in a fresh interpreter at the repository root; its stdout (stderr shown if it fails).
+
+    A fresh process is how tests see what a command really imports, or its own peak memory."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def to_torch(arrays: dict[str, np.ndarray]):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cli import run_app
+from .conftest import python_output
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +111,4 @@ def test_speech_recognition_keeps_the_runtime_torch_free(bare_clips, asr_engines
             f"r = Pipeline.load({str(asr_engines)!r}, asr='auto').predict([{str(bare_clips)!r}]);"
             "assert all(x['transcript_source'] == 'asr' for x in r), r;"
             "print('torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "False"
+    assert python_output(code).strip() == "False"

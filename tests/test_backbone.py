@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from cmmsf.backbone import build_text_backbone
 from inputs.backbone_files import BackboneMissingError, resolve_backbone_dir
 from cmmsf.config import preset
 from inputs.text import encode
+from .conftest import python_output
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +25,7 @@ def test_minilm_loads_with_no_network_at_all(tmp_path):
             "m = build_text_backbone(preset('edge').text); print(m.config.hidden_size, m.config.num_hidden_layers)")
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
            "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["384", "6"]
+    assert python_output(code, timeout=120, env=env).split() == ["384", "6"]
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from inputs.audio import StreamingLogMel, log_mel
 from inputs.media import decode_audio, decode_video
 
 from .media import write_video, write_wav
+from .conftest import python_output
 
 runner = CliRunner()
 
@@ -110,9 +109,7 @@ def test_runtime_never_imports_torch(clip_folder, tiny_engines):
         "assert any('score' in x for x in r);"
         "print('torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert python_output(code).strip() == "False"
 
 
 def test_tampered_engine_is_refused_before_loading(tiny_engines, tmp_path):
