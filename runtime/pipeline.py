@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,10 @@ def polarity(score: float) -> str:
 class Pipeline:
     """Engines + backend + preprocessing for one engine folder."""
 
-    def __init__(self, backend: Backend, engines: EngineFolder, note: str = "", face_crop: bool = False,
-                 asr: str = "off"):
-        self.backend, self.engines, self.note, self.face_crop, self.asr = backend, engines, note, face_crop, asr
+    def __init__(self, backend: Backend, engines: EngineFolder, note: str = "",
+                 preprocessor: Preprocessor | None = None):
+        self.backend, self.engines, self.note = backend, engines, note
+        self.preprocessor = preprocessor or Preprocessor(engines.config.input_spec())
 
     @classmethod
     def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
@@ -46,21 +46,19 @@ class Pipeline:
         """`asr`: auto (speech recognition for clips without a transcript), always, or off."""
         check_choice(backend, precision)
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
+        # before any session loads: a bad --asr or a missing or different ASR model is one clear error
+        preprocessor = Preprocessor(folder.config.input_spec(), face_crop=face_crop, asr=asr)
         if asr != "off":
             check_asr_model(folder)
         note = ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
             note = f"auto → {backend} ({why})"
-        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, face_crop, asr)
+        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, preprocessor)
 
     @property
     def config(self) -> ModelConfig:
         return self.engines.config
-
-    @cached_property
-    def preprocessor(self) -> Preprocessor:
-        return Preprocessor(self.config.input_spec(), face_crop=self.face_crop, asr=self.asr)
 
     def run_batch(self, batch: dict[str, np.ndarray]) -> BatchResult:
         """All five stages on one padded batch, with milliseconds per stage."""

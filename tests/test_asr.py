@@ -84,6 +84,14 @@ def test_asr_off_leaves_text_absent_and_always_ignores_the_sidecar(bare_clips, a
     assert heard["score"] != sidecar["score"]
 
 
+def test_a_bad_asr_mode_is_one_line_before_any_clip(bare_clips, asr_engines, tmp_path):
+    out = tmp_path / "r.jsonl"
+    result = runner.invoke(run_app, ["infer", str(bare_clips), "--engines", str(asr_engines), "--out", str(out),
+                                     "--asr", "bogus"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--asr must be one of auto, always, off, got 'bogus'" in result.output and not out.exists()
+
+
 def test_subtitle_sidecars_keep_their_cue_timing(bare_clips, asr_engines, tmp_path):
     (bare_clips / "03bSnISJMiM_1.srt").write_text(
         "1\n00:00:00,000 --> 00:00:01,020\nanyhow\n\n2\n00:00:01,020 --> 00:00:03,300\nit was <b>really</b> good\n")
