@@ -32,6 +32,10 @@ BiGRU / ResNet (Fig. 11); Table 7 varies the text encoder alone. With the video 
 branch A is a temporal Conv1d over the vectors in the ResNet's place."""
 
 
+CHOICES: dict[str, tuple[str, ...]] = {"positional_encoding": ("sinusoidal", "none"), "pooling": ("max", "mean")}
+"""The allowed values of ModelConfig's string switches (validate() refuses others)."""
+
+
 def branch_mode(modality: str, choice: str) -> str:
     """`dual`, `first` (branch A only) or `second` (branch B only) for a modality's encoder choice."""
     choices = ENCODER_CHOICES[modality]
@@ -152,10 +156,9 @@ class ModelConfig:
         """Raise ValueError naming the field for a choice that cannot build; returns self."""
         for modality, sub in (("text", self.text), ("audio", self.audio), ("video", self.video)):
             branch_mode(modality, sub.encoder)
-        for name, value in (("positional_encoding", self.positional_encoding), ("pooling", self.pooling)):
-            allowed = {"positional_encoding": ("sinusoidal", "none"), "pooling": ("max", "mean")}[name]
-            if value not in allowed:
-                raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("num_heads", "fusion_heads"):
             heads = getattr(self, name) or self.num_heads
             if self.d_model % heads:

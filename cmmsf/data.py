@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from inputs.clips import find_clips
+from inputs.errors import CmmsfError
 from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 from inputs.text import encode
-
-from inputs.errors import CmmsfError
 
 from .config import ModelConfig
 

@@ -90,10 +90,6 @@ class SpeechRecognizer:
         return WhisperModel(str(self.folder), device="cuda" if cuda else "cpu",
                             compute_type="float16" if cuda else "int8", cpu_threads=self.threads)
 
-    @property
-    def device(self) -> str:
-        return "cuda float16" if _cuda_available() else "cpu int8"
-
     def transcribe(self, wave: np.ndarray) -> Recognised:
         """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start."""
         start = time.perf_counter()

@@ -92,9 +92,9 @@ class Preprocessor:
         ids = tokenize(transcript, self.spec.text_backbone)
         return ids if has_words(ids, self.spec.text_backbone) else None
 
-    def audio(self, wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:
+    def audio(self, wave: np.ndarray | None) -> np.ndarray | None:
+        """Log-mel of finite samples (clean_audio first), None when there is nothing to hear."""
         spec = self.spec
-        wave = clean_audio(wave, notes)
         if not audible(wave, spec.sample_rate):
             return None
         return log_mel(wave, spec.sample_rate, spec.audio_feature_dim, spec.audio_frame_rate_hz)
@@ -152,7 +152,7 @@ class Preprocessor:
         wave = clean_audio(wave, notes)
         transcript = self.words(clip, wave, notes, front_ms)
         arrays = {"text": self.text(transcript.text) if transcript else None,
-                  "audio": self.audio(wave, notes), "video": self.video(frames)}
+                  "audio": self.audio(wave), "video": self.video(frames)}
         if arrays["text"] is None:
             none = "no transcript" if self.asr == "off" or wave is None else "no transcript, no speech heard"
             absent["text"] = (none if transcript is None else transcript.problem

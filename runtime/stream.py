@@ -64,11 +64,11 @@ class StreamState:
 def _sidecar_transcript(source: str, explicit: Path | None) -> Transcript | None:
     if explicit is not None:
         return read_transcript(explicit)
-    path = Path(source)
-    for suffix in TRANSCRIPT_SUFFIXES:
-        if not is_live(source) and path.with_suffix(suffix).is_file():
-            return read_transcript(path.with_suffix(suffix))
-    return None
+    if is_live(source):
+        return None
+    sidecar = next((Path(source).with_suffix(s) for s in TRANSCRIPT_SUFFIXES if Path(source).with_suffix(s).is_file()),
+                   None)
+    return read_transcript(sidecar) if sidecar else None
 
 
 def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, transcript: Transcript | None = None,
