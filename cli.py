@@ -167,14 +167,17 @@ def run_stream(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),
     read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
+    asr: str = typer.Option("auto", help="speech recognition as audio arrives: auto (when there is no "
+                            "transcript), always, or off"),
 ) -> None:
     """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
 
-    A network or camera source that stops sending ends the stream after --read-timeout (no reconnect)."""
+    Without a transcript, each window carries the words recognised in it (--asr). A network or camera
+    source that stops sending ends the stream after --read-timeout (no reconnect)."""
     from runtime.stream import StreamOptions, run_stream as stream
 
     stream(StreamOptions(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot,
-                         backend, precision, connect_timeout, read_timeout), err_console)
+                         backend, precision, connect_timeout, read_timeout, asr), err_console)
 
 
 @run_app.command("bench")
@@ -189,6 +192,8 @@ def run_bench(
     threads: Optional[int] = typer.Option(None, help="CPU threads per backend [default: all cores]"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
+    front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
+    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: a generated tone]"),
 ) -> None:
     """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side."""
     from runtime.bench import BenchOptions, run_bench as bench
@@ -200,7 +205,7 @@ def run_bench(
     if not sizes or min(sizes) < 1:
         raise ValueError(f"--batch wants positive integers, got {batch!r}")
     bench(BenchOptions(_engines_or_default(engines), _split(backends), sizes, _split(precision), runs, warmup,
-                       threads, json_out, plot), console)
+                       threads, json_out, plot, front_ends, audio), console)
 
 
 @run_app.command("eval")
@@ -226,7 +231,8 @@ def run_eval(
 @train_app.command("fit")
 @friendly
 def train_fit(
-    data: Path = typer.Option(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
+                                    "faces-style folder; repeat to train on several sources at once"),
     out: Path = typer.Option(Path("runs/fit"), help="run folder"),
     preset: str = typer.Option("edge", help="paper, edge or tiny"),
     variant: str = typer.Option("full", help="full, no-bilstm, no-mgf, cm-msf-i, cm-msf-ii, text-bert, text-lstm"),
@@ -241,6 +247,9 @@ def train_fit(
     seeds: int = typer.Option(1, min=1, help="train this many seeds and report mean ± std"),
     modality_dropout: Optional[float] = typer.Option(None, help="probability of masking a whole modality"),
     patience: Optional[int] = typer.Option(None, help="early stop after this many stale epochs (0 = never)"),
+    init: Optional[str] = typer.Option(None, help="start from this checkpoint's weights (`default` or a folder)"),
+    sources: Optional[Path] = typer.Option(None, help="emotion→sentiment mapping and splits "
+                                           "[default: cmmsf/recipes/sources.json]"),
 ) -> None:
     """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
     from cmmsf.config import ModelConfig, preset as make_preset, with_variant
@@ -249,8 +258,8 @@ def train_fit(
 
     model_config = with_variant(ModelConfig.load(config) if config else make_preset(preset), variant)
     opts = TrainOptions.from_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
-                                    modality_dropout=modality_dropout, patience=patience)
-    summary = fit(model_config, data, out, opts, seeds, labels, console)
+                                    modality_dropout=modality_dropout, patience=patience, init=init)
+    summary = fit(model_config, data, out, opts, seeds, labels, console, sources)
     means = {split: {k: v["mean"] for k, v in m.items()} for split, m in summary["summary"].items()}
     stds = {split: {k: v["std"] for k, v in m.items() if k != "n"} for split, m in summary["summary"].items()}
     console.print(f"mean ± std over {seeds} seed(s):")
@@ -261,38 +270,44 @@ def train_fit(
 @train_app.command("eval")
 @friendly
 def train_eval(
-    data: Path = typer.Option(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
+                                    "faces-style folder; repeat for several sources"),
     checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
     split: str = typer.Option("test", help="train, dev/valid or test"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    modalities: str = typer.Option("text,audio,video", help="subset to keep, e.g. text or text,audio"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
+    modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
+                                             "[default: text, audio, video and all, each on its own]"),
+    sources: Optional[Path] = typer.Option(None, help="splits and gates [default: cmmsf/recipes/sources.json]"),
+    gates: bool = typer.Option(True, help="exit 1 when a source misses its gate"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
 ) -> None:
-    """MAE, Corr, Acc-7, Acc-5, Acc-2 and F1 (has-0 and non-0) of a checkpoint on one split."""
+    """MMSA metrics and valence accuracies per source and per modality subset, with the gates."""
     from cmmsf.checkpoint import load_checkpoint
-    from cmmsf.contracts import MODALITIES
-    from cmmsf.data import load_dataset
-    from cmmsf.train import evaluate
-    from runtime.report import metrics_table
+    from cmmsf.data import normalise_split
+    from cmmsf.evaluation import parse_subsets, subset_table
+    from cmmsf.sources import load_sources_config
+    from cmmsf.train import load_splits
+    from runtime.report import subset_view
 
-    keep = tuple(m.strip() for m in modalities.split(",") if m.strip())
-    if not keep or set(keep) - set(MODALITIES):
-        raise ValueError(f"--modalities takes a subset of {','.join(MODALITIES)}, got {modalities!r}")
+    subsets = parse_subsets(modalities)
     model = load_checkpoint(checkpoint)
-    items, skipped = load_dataset(data, split, model.config, labels)
-    if skipped.count:
-        console.print(f"[yellow]{skipped.summary()}[/]")
+    split = normalise_split(split)
+    items = load_splits(data, model.config, labels, sources, console, splits=(split,))[split]
     if not items:
-        raise ValueError(f"no usable rows in split {split!r} of {data}")
-    untrained = [m for m in keep if m not in model.config.trained_modalities]
+        raise ValueError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
+    untrained = sorted({m for keep in subsets.values() for m in keep} - set(model.config.trained_modalities))
     if untrained:
         console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
-        keep = tuple(m for m in keep if m in model.config.trained_modalities)
-    metrics = evaluate(model, items, keep)
-    console.print(metrics_table({f"{split} ({'+'.join(keep)})": metrics}))
+    rows = subset_table(model, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
+    console.print(subset_view(rows, f"{split} split, {checkpoint} (MMSA metrics; accuracies in %)"))
     if json_out:
-        json_out.write_text(json.dumps(metrics, indent=1) + "\n")
+        json_out.write_text(json.dumps([{"source": r.source, "modalities": r.subset, **r.metrics,
+                                         "gate": r.gate, "failures": r.failures} for r in rows], indent=1) + "\n")
         console.print(f"wrote {json_out}")
+    failed = [f"{r.source} {r.subset}" for r in rows if r.failures]
+    if failed:
+        err_console.print(f"[red]gate missed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,63 @@ class SpeechRecognizer:
         words = [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
                  for segment in segments for w in (segment.words or []) if w.word.strip()]
         return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start)
+
+
+class RollingTranscriber:
+    """Words of a live audio stream, in time, without ever hearing the future.
+
+    Audio is pushed as it arrives. `words_until(t)` transcribes what arrived after the last settled
+    word, up to `t` only. Words that end more than `settle_s` before `t` are settled (more audio will
+    not change them) and kept; the rest are this pass's tentative reading, returned but heard again
+    next time with more context, so a word cut by the window's edge is not lost. The held audio is
+    everything after the last settled word, capped at `max_pending_s` (Whisper hears 30 s at most).
+    """
+
+    def __init__(self, recognizer: "SpeechRecognizer", sample_rate: int = 16000, settle_s: float = 1.0,
+                 max_pending_s: float = 20.0):
+        self.recognizer, self.sample_rate = recognizer, sample_rate
+        self.settle_s, self.max_pending_s = settle_s, max_pending_s
+        self.pending = np.zeros(0, np.float32)
+        self.pending_start = 0.0
+        """Stream time of pending[0]."""
+        self.settled: list[Word] = []
+        self.seconds = 0.0
+        """Total recognition time so far."""
+
+    def push(self, samples: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32)])
+
+    def words_until(self, until_s: float) -> list[Word]:
+        """Settled words plus this pass's tentative ones, all ending by `until_s` (stream seconds)."""
+        stop = int(round((until_s - self.pending_start) * self.sample_rate))
+        audio = self.pending[: max(stop, 0)]
+        tentative: list[Word] = []
+        if len(audio) >= self.sample_rate // 10 and float(np.max(np.abs(audio))) >= 1e-4:
+            heard = self.recognizer.transcribe(audio)
+            self.seconds += heard.seconds
+            words = [Word(w.text, round(w.start_s + self.pending_start, 3), round(w.end_s + self.pending_start, 3))
+                     for w in heard.words]
+            settle_by = until_s - self.settle_s
+            self.settled += [w for w in words if w.end_s <= settle_by]
+            tentative = [w for w in words if w.end_s > settle_by]
+        settled_to = self.settled[-1].end_s if self.settled else self.pending_start
+        if not tentative:  # nothing unfinished: the audio up to the settle point holds no more words
+            settled_to = max(settled_to, until_s - self.settle_s)
+        settled_to = max(settled_to, until_s - self.max_pending_s)
+        self._drop_audio_before(settled_to)
+        return self.settled + tentative
+
+    def _drop_audio_before(self, time_s: float) -> None:
+        cut = int(round((time_s - self.pending_start) * self.sample_rate))
+        if cut > 0:
+            self.pending = self.pending[cut:]
+            self.pending_start += cut / self.sample_rate
+
+    def forget_before(self, time_s: float) -> None:
+        """Drop settled words that ended before `time_s` (no later window can hold them)."""
+        self.settled = [w for w in self.settled if w.end_s > time_s]
+
+
+def words_in(words: list[Word], start_s: float, end_s: float) -> list[Word]:
+    """The words whose middle falls in [start_s, end_s)."""
+    return [w for w in words if start_s <= (w.start_s + w.end_s) / 2 < end_s]

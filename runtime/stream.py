@@ -3,8 +3,11 @@
 Work done once as data arrives: every sampled frame is cropped, resized and normalised once, and every
 10 ms of audio becomes log-mel once (StreamingLogMel). The engines are stateless, so each window runs
 the five stages on its own span; windows overlap by `window - hop` seconds, and what no later window
-needs is forgotten (memory stays flat however long the stream runs). A transcript (sidecar of a file,
-or --transcript) has no word timing, so every window sees the whole transcript.
+needs is forgotten (memory stays flat however long the stream runs). Words: a transcript (sidecar of a file, or --transcript) has no word timing, so every window sees the
+whole transcript. Without one (`--asr auto`, the default; `always` ignores a transcript), speech is
+recognised as the audio arrives (inputs/asr.RollingTranscriber): each window gets the words whose middle
+falls inside it, recognised from audio up to the window's end only, never from the future, and its
+line carries them (`transcript`, `words`, `stage_ms.asr`). Live sources need no transcript at all.
 
 The source is opened and decoded in a background thread (inputs/live.py), so Ctrl-C ends the command
 at once even while FFmpeg waits on a network. Network and camera sources get a connect timeout and a
@@ -25,9 +28,11 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from inputs.asr import RollingTranscriber, words_in
 from inputs.audio import StreamingLogMel
 from inputs.clips import TRANSCRIPT_SUFFIXES
-from inputs.features import ClipInputs, NoUsableInput
+from inputs.features import ClipInputs, NoUsableInput, Preprocessor
+from inputs.speech_features import StreamingWhisper
 from inputs.live import AudioChunk, is_live, read_source
 from inputs.text import Transcript, read_transcript
 from inputs.video import frames_to_input
@@ -45,7 +50,8 @@ def pace_until(deadline: float) -> None:
 class StreamState:
     """What has arrived so far: preprocessed frames with their times, and streaming log-mel."""
 
-    mel: StreamingLogMel
+    mel: StreamingLogMel | StreamingWhisper
+    """Audio steps as audio arrives, by the model's front-end."""
     frame_times: list[float] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
     media_time: float = 0.0
@@ -71,24 +77,61 @@ def _sidecar_transcript(source: str, explicit: Path | None) -> Transcript | None
     return read_transcript(sidecar) if sidecar else None
 
 
+class WindowWords:
+    """The words each window sees: the whole transcript, or the speech recognised inside the window."""
+
+    def __init__(self, pre: Preprocessor, transcript: Transcript | None):
+        self.pre = pre
+        self.rolling = (RollingTranscriber(pre.recognizer, pre.spec.sample_rate)
+                        if pre.recognizer is not None and (transcript is None or pre.asr == "always") else None)
+        if self.rolling:
+            self.rolling.recognizer.model  # noqa: B018 - load it now, not inside the first window's time
+        self.transcript = None if self.rolling else transcript
+        self.ids = pre.text(self.transcript.text) if self.transcript else None
+        self.absent = ("no transcript" if self.transcript is None else
+                       self.transcript.problem or "no words in the transcript")
+        self.notes: dict = {"transcript_source": "asr" if self.rolling else "sidecar" if self.transcript else "none"}
+        if self.transcript and self.transcript.decoding != "utf-8":
+            self.notes["transcript_decoding"] = self.transcript.decoding
+
+    def push(self, samples: np.ndarray) -> None:
+        if self.rolling:
+            self.rolling.push(samples)
+
+    def window(self, start: float, end: float) -> tuple[np.ndarray | None, str, dict, dict]:
+        """(token ids or None, why absent, notes for the record, front-end milliseconds)."""
+        if not self.rolling:
+            return self.ids, self.absent, dict(self.notes), {}
+        before = self.rolling.seconds
+        words = words_in(self.rolling.words_until(end), start, end)
+        text = " ".join(w.text for w in words)
+        notes = {**self.notes, "transcript": text, "words": [vars(w) for w in words]}
+        ids = self.pre.text(text) if text else None
+        return ids, "no speech heard in this window", notes, {"asr": (self.rolling.seconds - before) * 1e3}
+
+    def forget_before(self, start: float) -> None:
+        if self.rolling:
+            self.rolling.forget_before(start)
+
+
 def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, transcript: Transcript | None = None,
                  realtime: bool = False, connect_timeout: float = 10.0, read_timeout: float = 10.0,
                  inspect: Callable[[tuple[int, int]], None] | None = None):
     """Yield (record, busy seconds so far) per window as soon as the media for it has arrived.
 
-    `inspect`, if given, is called after each window with (frames held, log-mel steps held): what the
+    `inspect`, if given, is called after each window with (frames held, audio steps held): what the
     stream keeps in memory, which stays flat however long it runs."""
     if window <= 0 or hop <= 0:
         raise ValueError("--window and --hop must be positive seconds")
     config, pre = pipeline.config, pipeline.preprocessor
-    text_ids = pre.text(transcript.text) if transcript else None
-    text_absent = ("no transcript" if transcript is None else transcript.problem or "no words in the transcript")
-    notes = {"transcript_decoding": transcript.decoding} if transcript and transcript.decoding != "utf-8" else {}
-    state = StreamState(StreamingLogMel(config.audio.sample_rate, config.audio.feature_dim, config.audio.frame_rate_hz))
+    words = WindowWords(pre, transcript)
+    audio = config.audio
+    state = StreamState(StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
+                        else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz))
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:
-        return _run_window(pipeline, state, text_ids, start, window, end_of_media, text_absent, notes)
+        return _run_window(pipeline, state, words, start, window, end_of_media)
 
     for item in read_source(source, config.audio.sample_rate, config.video.fps, connect_timeout, read_timeout):
         if realtime:
@@ -96,6 +139,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
         work = time.perf_counter()
         if isinstance(item, AudioChunk):
             state.mel.push(item.samples)
+            words.push(item.samples)
         else:
             state.frame_times.append(item.time_s)
             state.frames.append(frames_to_input(item.rgb[None], config.video.image_size, pre.face_crop)[0])
@@ -106,8 +150,9 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
             busy += spent
             next_window += 1
             state.forget_before(next_window * hop)
+            words.forget_before(next_window * hop)
             if inspect is not None:
-                inspect((len(state.frames), len(state.mel.steps)))
+                inspect((len(state.frames), state.mel.held_steps))
             yield record, busy
     end = max(state.media_time, state.mel.seconds)
     while next_window == 0 or (next_window - 1) * hop + window < end:  # until a window reaches the end
@@ -117,19 +162,22 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
         yield record, busy
 
 
-def _run_window(pipeline: Pipeline, state: StreamState, text_ids, start: float, window: float,
-                end_of_media: float | None, text_absent: str, notes: dict) -> tuple[dict, float]:
+def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, start: float, window: float,
+                end_of_media: float | None) -> tuple[dict, float]:
     began = time.perf_counter()
     end = start + window if end_of_media is None else min(start + window, end_of_media)
+    text_ids, text_absent, notes, front_ms = words.window(start, end)
     arrays = {"text": text_ids, "audio": state.mel.window(start, end), "video": state.video_window(start, end)}
     absent = {m: reason for m, reason in (("text", text_absent), ("audio", "no audio in this window"),
                                           ("video", "no frames in this window")) if arrays[m] is None}
-    item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays, absent=absent, notes=dict(notes)))
+    item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays, absent=absent, notes=notes,
+                                                  front_ms=front_ms))
     record: dict = {"start_s": round(start, 3), "end_s": round(end, 3)}
     try:
         result = pipeline.predict_inputs([item.require_usable()])[0]
     except NoUsableInput as err:
         record["error"] = str(err)
+        record.update(item.notes)
     else:
         record.update({k: result[k] for k in ("score", "label7", "gates", "present", "absent", "masked", "truncated",
                                               "stage_ms")})
@@ -173,10 +221,12 @@ class StreamOptions:
     precision: str = "fp32"
     connect_timeout: float = 10.0
     read_timeout: float = 10.0
+    asr: str = "auto"
+    """auto: recognise speech when there is no transcript; always: even when there is; off: never."""
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision)
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, asr=opts.asr)
     console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
     sink = open(opts.out, "w", encoding="utf-8") if opts.out else None
     records, busy, started = [], 0.0, time.perf_counter()

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -120,3 +121,104 @@ def test_speech_recognition_keeps_the_runtime_torch_free(bare_clips, asr_engines
             "assert all(x['transcript_source'] == 'asr' for x in r), r;"
             "print('torch' in sys.modules)")
     assert python_output(code).strip() == "False"
+
+
+def stream_lines(source: Path, engines: Path, *options: str) -> list[dict]:
+    result = runner.invoke(run_app, ["stream", str(source), "--engines", str(engines), "--window", "3", "--hop", "1.5",
+                                     *options])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_stream_without_transcript_hears_each_windows_words(bare_clips, asr_engines):
+    lines = stream_lines(bare_clips / "Oz06ZWiO20M_6.mp4", asr_engines)
+    assert len(lines) == 4 and all("score" in r and r["transcript_source"] == "asr" for r in lines)
+    for r in lines:  # each window's words lie in it: none from before it, none from the future
+        assert r["words"] and all(r["start_s"] <= (w["start_s"] + w["end_s"]) / 2 < r["end_s"] for w in r["words"])
+        assert r["transcript"] == " ".join(w["text"] for w in r["words"]) and r["present"]["text"]
+        assert r["stage_ms"]["asr"] > 0
+    heard = " ".join(r["transcript"] for r in lines).lower()
+    assert "punch" in heard and "idiosyncratic" in heard
+    assert "punch" not in lines[-1]["transcript"].lower() and "idiosyncratic" not in lines[0]["transcript"].lower()
+
+
+def test_stream_asr_off_and_a_transcript_give_no_recognition(bare_clips, asr_engines, tmp_path):
+    off = stream_lines(bare_clips / "03bSnISJMiM_1.wav", asr_engines, "--asr", "off")
+    assert all(r["transcript_source"] == "none" and r["absent"]["text"] == "no transcript" for r in off)
+    transcript = tmp_path / "t.txt"
+    transcript.write_text("a whole transcript")
+    given = stream_lines(bare_clips / "03bSnISJMiM_1.wav", asr_engines, "--transcript", str(transcript))
+    assert all(r["transcript_source"] == "sidecar" and "asr" not in r["stage_ms"] for r in given)
+
+
+def test_rolling_transcriber_settles_words_and_forgets_old_ones(bare_clips):
+    """Fed the wav in 0.5 s chunks, asked at each second: words never end after the time asked, settled
+    words are kept once, and the whole reading matches the clip's words."""
+    from inputs.asr import RollingTranscriber, SpeechRecognizer
+    from inputs.media import decode_audio
+
+    wave = decode_audio(bare_clips / "03bSnISJMiM_1.wav", 16000)
+    rolling = RollingTranscriber(SpeechRecognizer(), settle_s=1.0)
+    for k in range(0, len(wave), 8000):
+        rolling.push(wave[k: k + 8000])
+        until = (k + 8000) / 16000
+        if until % 1.0 == 0:
+            words = rolling.words_until(until)
+            assert all(w.end_s <= until + 0.05 for w in words)
+    final = rolling.words_until(len(wave) / 16000 + 1.0)
+    assert "really good" in " ".join(w.text for w in final).lower()
+    ends = [w.end_s for w in rolling.settled]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)
+    rolling.forget_before(final[-1].end_s)
+    assert rolling.settled == []
+
+
+def test_whisper_front_end_gives_the_same_steps_to_a_clip_and_a_stream(bare_clips):
+    from inputs.asr import SpeechRecognizer
+    from inputs.media import decode_audio
+    from inputs.speech_features import StreamingWhisper, whisper_features
+
+    recognizer = SpeechRecognizer()
+    wave = decode_audio(bare_clips / "03bSnISJMiM_1.wav", 16000)
+    steps = whisper_features(recognizer, wave, 12.5)
+    assert steps.dtype == np.float32 and steps.shape[1] == 384
+    assert abs(len(steps) - len(wave) / 16000 * 12.5) <= 1 and np.isfinite(steps).all() and steps.std() > 0.1
+    stream = StreamingWhisper(recognizer, 16000, 12.5)
+    for k in range(0, len(wave), 1600):
+        stream.push(wave[k: k + 1600])
+    np.testing.assert_array_equal(stream.window(1.0, 3.0), whisper_features(recognizer, wave[16000:48000], 12.5))
+    stream.forget_before(2.0)
+    assert stream.held_steps == int((len(wave) - 32000) * 12.5 / 16000) and stream.window(0.0, 1.9) is None
+    quiet = whisper_features(recognizer, wave[:16000] * 0.0 + 0.01 * np.sin(np.arange(16000) / 5.0), 12.5)
+    assert np.abs(quiet.mean(0) - steps.mean(0)).mean() > 0.05  # a hum is not a voice
+
+
+@pytest.fixture(scope="module")
+def whisper_engines(tmp_path_factory):
+    """Tiny engines whose audio front-end is the Whisper encoder (as the shipped checkpoint's is)."""
+    import torch
+    from rich.console import Console
+
+    from cmmsf.checkpoint import save_checkpoint
+    from cmmsf.config import preset
+    from cmmsf.model import build_model
+    from export.build import BuildOptions, build
+    from export.profiles import ShapeProfile
+
+    torch.manual_seed(0)
+    config = preset("tiny")
+    config.audio.frontend, config.audio.feature_dim, config.audio.max_len = "whisper", 384, 150
+    config.audio.standardize = True  # its buffers are constants in the exported graph
+    folder = tmp_path_factory.mktemp("whisper")
+    checkpoint = save_checkpoint(build_model(config), folder / "ck")
+    build(BuildOptions(str(checkpoint), folder / "engines",
+                       profile=ShapeProfile((1, 1, 2), {"text": 16, "audio": 150, "video": 30})), Console(quiet=True))
+    return folder / "engines"
+
+
+def test_whisper_front_end_runs_in_infer_and_stream(bare_clips, whisper_engines, tmp_path):
+    record = run_infer(bare_clips, whisper_engines, tmp_path / "r.jsonl", "--asr", "off")["03bSnISJMiM_1"]
+    assert record["present"]["audio"] and record["absent"] == {"text": "no transcript"}
+    assert -3 <= record["score"] <= 3 and record["gates"]["audio"] > 0
+    lines = stream_lines(bare_clips / "03bSnISJMiM_1.wav", whisper_engines, "--asr", "off")
+    assert len(lines) == 2 and all(r["present"]["audio"] and -3 <= r["score"] <= 3 for r in lines)
