@@ -13,7 +13,8 @@ from torch import nn
 
 from .backbone import build_text_backbone
 from .config import ModelConfig, branch_mode
-from .layers import MaskedBiRNN, MaskedMultiheadAttention, SinusoidalPositions, TransformerEncoder, zero_padding
+from .layers import (MaskedBiRNN, MaskedMultiheadAttention, SinusoidalPositions, Standardize, TransformerEncoder,
+                     zero_padding)
 from .resnet import ResNet
 
 
@@ -94,6 +95,7 @@ class AudioEncoder(nn.Module):
         super().__init__()
         ac, d = config.audio, config.d_model
         self.mode = branch_mode("audio", ac.encoder)
+        self.standardize = Standardize(ac.feature_dim) if ac.standardize else None
         self.input = nn.Sequential(nn.LayerNorm(ac.feature_dim), nn.Linear(ac.feature_dim, d))
         if self.mode != "second":
             self.positions = positions(config, ac.max_len)
@@ -103,7 +105,7 @@ class AudioEncoder(nn.Module):
         self.fusion = DualFusion(d, 2 * ac.gru_hidden, d, config.cross_heads, config.dropout, self.mode)
 
     def forward(self, audio: torch.Tensor, audio_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.input(audio)
+        x = self.input(self.standardize(audio) if self.standardize is not None else audio)
         a = self.transformer(self.positions(x), audio_mask) if self.mode != "second" else None
         b = self.bigru(x, audio_mask) if self.mode != "first" else None
         return {"u_audio": self.fusion(a, b, audio_mask)}

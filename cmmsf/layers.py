@@ -105,6 +105,28 @@ class SinusoidalPositions(nn.Module):
         return x + self.table[: x.shape[1]].unsqueeze(0)
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std per feature, with the statistics of the training data kept as buffers.
+
+    Whisper states share a large common component across clips (channel, speaker, the language
+    itself); per-step LayerNorm keeps it, and the emotion-bearing differences between clips drown in
+    it: without this the audio branch's output hardly moved with its input. The buffers travel with
+    the checkpoint and are constants in the exported graph. Identity until `fit_statistics`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit_statistics(self, steps: torch.Tensor) -> None:
+        """Set mean and std from [N, dim] training steps."""
+        self.mean.copy_(steps.mean(dim=0))
+        self.std.copy_(steps.std(dim=0) + 1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def reverse_within_length(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence's real steps in place, leaving its padding where it is.
 

@@ -102,6 +102,11 @@ class StreamingLogMel:
         """Media time covered by the steps made so far (forgotten ones included)."""
         return (self.steps_dropped + len(self.steps)) / self.rate
 
+    @property
+    def held_steps(self) -> int:
+        """Steps held for the next windows."""
+        return len(self.steps)
+
     def window(self, start_s: float, end_s: float) -> np.ndarray | None:
         first = int(start_s * self.rate) - self.steps_dropped
         last = min(int(end_s * self.rate) - self.steps_dropped, len(self.steps))

@@ -27,6 +27,7 @@ from .audio import WIN, log_mel
 from .clips import Clip
 from .errors import CmmsfError
 from .media import decode_audio, decode_video, media_duration
+from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
 from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
 from .video import frames_to_input
@@ -84,6 +85,8 @@ class Preprocessor:
         self.face_crop = face_crop
         self.asr = asr
         self.recognizer = recognizer if recognizer is not None or asr == "off" else SpeechRecognizer()
+        self.speech = (self.recognizer or SpeechRecognizer()) if spec.audio_frontend == "whisper" else None
+        """The Whisper model whose encoder the `whisper` audio front-end runs (shared with ASR)."""
 
     def text(self, transcript: str) -> np.ndarray | None:
         """All token ids of a transcript (truncation is truncate_to_limits' job), None without words."""
@@ -93,10 +96,12 @@ class Preprocessor:
         return ids if has_words(ids, self.spec.text_backbone) else None
 
     def audio(self, wave: np.ndarray | None) -> np.ndarray | None:
-        """Log-mel of finite samples (clean_audio first), None when there is nothing to hear."""
+        """Log-mel or Whisper states of finite samples (clean_audio first), None when there is nothing to hear."""
         spec = self.spec
         if not audible(wave, spec.sample_rate):
             return None
+        if self.speech is not None:
+            return whisper_features(self.speech, wave, spec.audio_frame_rate_hz)
         return log_mel(wave, spec.sample_rate, spec.audio_feature_dim, spec.audio_frame_rate_hz)
 
     def words(self, clip: Clip, wave: np.ndarray | None, item_notes: dict[str, Any],

@@ -15,6 +15,10 @@ DATA_KEY: dict[str, str] = {"text": "input_ids", "audio": "audio", "video": "vid
 """Batch key of each modality's data; its mask is `<modality>_mask`."""
 
 
+WAVEFORM_FRONTENDS = ("mel", "whisper")
+"""Audio front-ends computed from a decoded waveform (the others take precomputed vectors)."""
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The front-end half of a model config."""
@@ -23,7 +27,8 @@ class InputSpec:
     """Where the tokenizer comes from: `minilm`, `random` (borrows MiniLM's vocabulary) or a folder."""
     text_max_len: int
     audio_frontend: str
-    """`mel` (log-mel from a waveform) or `features` (precomputed vectors such as COVAREP)."""
+    """`mel` (log-mel from a waveform), `whisper` (Whisper encoder states of a waveform) or `features`
+    (precomputed vectors such as COVAREP)."""
     audio_feature_dim: int
     sample_rate: int
     audio_frame_rate_hz: float
@@ -39,7 +44,7 @@ class InputSpec:
     @property
     def takes_media(self) -> bool:
         """True when clips (waveforms and frames) can be fed; False for feature-vector checkpoints."""
-        return self.audio_frontend == "mel" and self.video_frontend == "frames"
+        return self.audio_frontend in WAVEFORM_FRONTENDS and self.video_frontend == "frames"
 
     def max_len(self, modality: str) -> int:
         return {"text": self.text_max_len, "audio": self.audio_max_len, "video": self.video_max_len}[modality]

