@@ -7,6 +7,11 @@ runtime overhead = end to end minus the sum of the stage times (host work betwee
 RSS of the process so far (it accumulates over the rows of one run: bench one backend per run for an
 exact per-backend figure); device memory where a GPU is in use; the speed-up over torch eager when
 torch ran. Rows are keyed by backend label (`onnxruntime fp16`, `torch fp32`).
+
+The front-ends outside the five stages get rows of their own, batch 1: `asr` (Whisper speech
+recognition, what a clip without a transcript adds) and, for a checkpoint with the `whisper` audio
+front-end, `whisper features`. They run on `--audio FILE` (real speech: recognition time depends on
+how much is said), else on a generated voiced tone of the typical audio length.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class BenchOptions:
     threads: int | None = None
     json_out: Path | None = None
     plot: Path | None = None
+    front_ends: bool = True
+    """Also time the speech front-ends (ASR, Whisper features) when their model is installed."""
+    audio: Path | None = None
+    """Speech to time the front-ends on; default a generated tone of the typical length."""
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -101,6 +110,8 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
                           highlight=False)
             results[backend.label][str(batch)] = bench_backend(backend, inputs, opts.runs, opts.warmup)
         backend.close()
+    if opts.front_ends:
+        results.update(bench_front_ends(config, lengths["audio"] / config.audio.frame_rate_hz, opts, console))
     report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
               "warmup": opts.warmup, "threads": opts.threads, "results": results}
     console.print(bench_table(report))
@@ -111,6 +122,49 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
         plot_stages(report, opts.plot)
         console.print(f"plot: {opts.plot}")
     return report
+
+
+def _timed(call, runs: int, warmup: int) -> dict:
+    times = []
+    for i in range(warmup + runs):
+        begin = time.perf_counter()
+        call()
+        if i >= warmup:
+            times.append((time.perf_counter() - begin) * 1e3)
+    e2e = percentiles(times)
+    return {"end_to_end_ms": e2e, "clips_per_s": round(1e3 / e2e["p50"], 2), "overhead_pct": 0.0}
+
+
+def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Console) -> dict[str, dict]:
+    """Rows for the speech front-ends (batch 1), or one `unavailable` row when the model is missing."""
+    from inputs.asr import AsrMissingError, SpeechRecognizer
+    from inputs.media import decode_audio
+    from inputs.speech_features import whisper_features
+
+    rate = config.audio.sample_rate
+    if opts.audio is not None:
+        wave = decode_audio(opts.audio, rate)
+        if wave is None:
+            raise ValueError(f"{opts.audio} has no audio track to time the front-ends on")
+    else:  # a voiced tone: 150 Hz with harmonics, its loudness swaying at 4 Hz like syllables
+        t = np.arange(int(seconds * rate)) / rate
+        wave = (0.1 * np.sin(2 * np.pi * 4 * t) ** 2 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6)))
+        wave = wave.astype(np.float32)
+    try:
+        recognizer = SpeechRecognizer()
+        recognizer.model  # noqa: B018 - load before timing
+    except AsrMissingError as err:
+        console.print(f"[yellow]asr: unavailable: {err}[/]")
+        return {"asr": {"error": f"{type(err).__name__}: {err}"}}
+    provider = f"ctranslate2 {recognizer.model.model.compute_type} {recognizer.model.model.device}"
+    label = f"{len(wave) / rate:.1f} s of {'`' + opts.audio.name + '`' if opts.audio else 'generated tone'}"
+    console.print(f"front-ends on {label}: {opts.warmup} warm-up + {opts.runs} timed runs…", highlight=False)
+    rows = {"asr": {"1": {**_timed(lambda: recognizer.transcribe(wave), opts.runs, opts.warmup),
+                          "provider": provider, "audio": label}}}
+    if config.audio.frontend == "whisper":
+        rows["whisper features"] = {"1": {**_timed(lambda: whisper_features(recognizer, wave, config.audio.frame_rate_hz),
+                                                   opts.runs, opts.warmup), "provider": provider, "audio": label}}
+    return rows
 
 
 def bench_table(report: dict) -> Table:
@@ -141,7 +195,7 @@ def plot_stages(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(f"{n} b{b}", r["stages"]) for n, per in report["results"].items() if "error" not in per
-            for b, r in per.items()]
+            for b, r in per.items() if "stages" in r]
     fig, ax = plt.subplots(figsize=(8, 1 + 0.5 * len(rows)))
     for i, (label, stages) in enumerate(rows):
         left = 0.0

@@ -30,6 +30,25 @@ def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) ->
     return table
 
 
+SUBSET_COLUMNS = ("n", "mae", "corr", "acc2_non0", "acc7", "valence2_bal", "valence3_bal")
+
+
+def subset_view(rows: list, title: str) -> Table:
+    """cmmsf.evaluation.SubsetRow rows: what each modality contributes per source, and the gates."""
+    labels = {**METRIC_LABELS, "valence2_bal": "valence-2 bal", "valence3_bal": "valence-3 bal"}
+    table = Table(title=title)
+    table.add_column("source", no_wrap=True)
+    table.add_column("modalities", no_wrap=True)
+    for key in SUBSET_COLUMNS:
+        table.add_column(labels[key], justify="right", no_wrap=True)
+    table.add_column("gate")
+    for row in rows:
+        gate = "" if not row.gate else ("[green]pass[/]" if not row.failures else "[red]FAIL: " + "; ".join(row.failures) + "[/]")
+        table.add_row(row.source, row.subset, *(_fmt(k, row.metrics[k]) if np.isfinite(row.metrics[k]) else "-"
+                                                for k in SUBSET_COLUMNS), gate)
+    return table
+
+
 def infer_summary(records: list[dict], seconds: float) -> Table:
     """Counts, error list head, mean score and per-stage median milliseconds."""
     good = [r for r in records if "error" not in r]
