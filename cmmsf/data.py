@@ -1,4 +1,4 @@
-"""Datasets: transcript CSV, MMSA feature pickles and clip folders, all yielding labelled ClipInputs.
+"""Datasets: transcript CSV, MMSA feature pickles, clip folders and emotion sources, all yielding Labelled.
 
 Every loader skips bad rows (missing file, unreadable media, empty text, label outside [-3, 3]) and
 returns a `Skipped` record with a count and the first reasons, so training never dies mid-epoch.
@@ -13,6 +13,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from inputs.text import encode
 
 from .config import ModelConfig
 
+if TYPE_CHECKING:
+    from .sources import SourceItem
+
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 
@@ -32,8 +36,33 @@ class DataError(CmmsfError, ValueError):
 
 @dataclass
 class Labelled:
-    inputs: ClipInputs
+    """One training example and where it came from.
+
+    Emotion sources (cmmsf/sources.py) hand a `maker` that builds the inputs on demand, augmented when
+    given an rng: a face photo as 15 float frames would not fit in memory 11,630 times over."""
+
+    inputs: ClipInputs | None
     label: float
+    source: str = ""
+    weight: float = 1.0
+    """Loss weight (class balance within the source)."""
+    maker: "SourceItem | None" = None
+
+    @property
+    def emotion(self) -> str:
+        """The emotion class of an emotion-labelled example, else ''."""
+        return self.maker.emotion if self.maker is not None else ""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this example can bring (before any dropout)."""
+        if self.maker is not None:
+            return self.maker.modalities
+        return tuple(m for m, a in self.inputs.arrays.items() if a is not None)
+
+    def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
+        """The inputs: augmented with `rng` (training), plain without (evaluation)."""
+        return self.maker.sample(rng) if self.maker is not None else self.inputs
 
 
 @dataclass
@@ -80,7 +109,8 @@ def load_transcript_csv(path: Path, split: str, config: ModelConfig) -> tuple[li
                 skipped.add(f"{row.get('id')}: empty text")
             else:
                 ids = _tokenize(text, config)
-                items.append(Labelled(ClipInputs(row["id"], {"text": ids, "audio": None, "video": None}), label))
+                items.append(Labelled(ClipInputs(row["id"], {"text": ids, "audio": None, "video": None}), label,
+                                      source_name(path)))
     return items, skipped
 
 
@@ -132,7 +162,7 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
             skipped.add(f"{ids[i]}: no data in any modality")
             continue
         item = ClipInputs(str(ids[i]), arrays)
-        items.append(Labelled(truncate_to_limits(item, config.input_spec()), label))
+        items.append(Labelled(truncate_to_limits(item, config.input_spec()), label, source_name(path)))
     return items, skipped
 
 
@@ -170,18 +200,29 @@ def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: 
             skipped.add(f"{clip.id}: no valid label in {labels_csv.name}")
             continue
         try:
-            items.append(Labelled(preprocessor.from_clip(clip), label))
+            items.append(Labelled(preprocessor.from_clip(clip), label, source_name(folder)))
         except Exception as err:  # noqa: BLE001 - one unreadable clip must not stop the dataset
             skipped.add(f"{clip.id}: {err}")
     return items, skipped
 
 
-def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | None = None
-                 ) -> tuple[list[Labelled], Skipped]:
-    """Dispatch on what `path` is: a .csv of transcripts, an MMSA .pkl, or a clip folder (+ labels)."""
+def source_name(path: Path) -> str:
+    """What results call a data path: `mosi` for mosi/label.csv, the folder's or file's name otherwise."""
+    path = Path(path).resolve()
+    return path.parent.name if path.is_file() and path.stem in ("label", "labels") else path.stem
+
+
+def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | None = None,
+                 sources_file: Path | None = None) -> tuple[list[Labelled], Skipped]:
+    """Dispatch on what `path` is: a .csv of transcripts, an MMSA .pkl, a RAVDESS- or faces-style
+    emotion folder (read by the rules of `sources_file`), or a clip folder (+ labels)."""
+    from .sources import load_emotion_source, source_kind
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path}")
+    if path.is_dir() and labels is None and source_kind(path):
+        return load_emotion_source(path, normalise_split(split), config, sources_file)
     if path.is_dir():
         labels = labels or path / "labels.csv"
         if not labels.is_file():
@@ -192,6 +233,8 @@ def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | Non
     return load_transcript_csv(path, split, config)
 
 
-def make_batch(items: list[Labelled], config: ModelConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Padded batch dict + labels [B] float32."""
-    return collate([it.inputs for it in items], config.input_spec()), np.array([it.label for it in items], np.float32)
+def make_batch(items: list[Labelled], config: ModelConfig, rng: np.random.Generator | None = None
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Padded batch dict + labels [B] float32; with `rng`, emotion sources give augmented samples."""
+    inputs = [it.sample(rng) for it in items]
+    return collate(inputs, config.input_spec()), np.array([it.label for it in items], np.float32)

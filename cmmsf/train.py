@@ -15,7 +15,8 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
-from .contracts import ENCODER_OF, MODALITIES
+from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
 from .data import Labelled, load_dataset, make_batch
 from .metrics import regression_metrics
 from .model import CMMSF, build_model
@@ -62,6 +63,10 @@ class TrainOptions:
     """Evaluate and save an exponential moving average of the weights (0 = off)."""
     seed: int = 0
     threads: int | None = None
+    init: str | None = None
+    """Start from this checkpoint's weights (`default` or a folder) instead of fresh ones."""
+    freeze: list[str] = field(default_factory=list)
+    """Stages (contracts.STAGES names) whose weights stay as initialised, e.g. the text encoder."""
 
     @classmethod
     def from_recipe(cls, recipe: str | Path, **overrides) -> "TrainOptions":
@@ -77,6 +82,9 @@ class TrainOptions:
         opts = cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
         if opts.optimizer not in ("adam", "adamw") or opts.loss not in ("l1", "mse"):
             raise ValueError(f"optimizer must be adam or adamw and loss l1 or mse, got {opts.optimizer!r}, {opts.loss!r}")
+        unknown_stages = set(opts.freeze) - set(STAGE_ORDER)
+        if unknown_stages:
+            raise ValueError(f"freeze names unknown stages {sorted(unknown_stages)}; stages are {', '.join(STAGE_ORDER)}")
         return opts
 
 
@@ -123,6 +131,20 @@ def evaluate(model: CMMSF, items: list[Labelled], modalities: tuple[str, ...] = 
     return regression_metrics(predict(model, items, modalities=modalities), labels)
 
 
+def by_source(items: list[Labelled]) -> dict[str, list[Labelled]]:
+    """Examples grouped by their source, in first-seen order."""
+    groups: dict[str, list[Labelled]] = {}
+    for item in items:
+        groups.setdefault(item.source, []).append(item)
+    return groups
+
+
+def selection_mae(model: CMMSF, valid: list[Labelled]) -> tuple[float, dict[str, float]]:
+    """Mean over sources of each source's valid MAE (a big source must not hide a small one), and each."""
+    per_source = {name: evaluate(model, group)["mae"] for name, group in by_source(valid).items()}
+    return float(np.mean(list(per_source.values()))), per_source
+
+
 def _optimizer(model: CMMSF, opts: TrainOptions) -> torch.optim.Optimizer:
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and ".bert." in n]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and ".bert." not in n]
@@ -133,11 +155,64 @@ def _optimizer(model: CMMSF, opts: TrainOptions) -> torch.optim.Optimizer:
     return optimizer(groups, weight_decay=opts.weight_decay)
 
 
-def _loss(out: dict[str, torch.Tensor], labels: torch.Tensor, opts: TrainOptions) -> torch.Tensor:
-    score_loss = (torch.nn.functional.l1_loss if opts.loss == "l1" else torch.nn.functional.mse_loss)(
-        out["score"], labels)
+def _loss(out: dict[str, torch.Tensor], labels: torch.Tensor, weights: torch.Tensor, opts: TrainOptions
+          ) -> torch.Tensor:
+    """Per-example L1 (or MSE) on the score + ce_weight × cross-entropy on the 7 classes, weighted."""
+    error = out["score"] - labels
+    score_loss = error.abs() if opts.loss == "l1" else error.square()
     classes = (torch.round(labels.clamp(-3, 3)) + 3).long()
-    return score_loss + opts.ce_weight * torch.nn.functional.cross_entropy(out["logits"], classes)
+    ce = torch.nn.functional.cross_entropy(out["logits"], classes, reduction="none")
+    return ((score_loss + opts.ce_weight * ce) * weights).sum() / weights.sum()
+
+
+def init_from(model: CMMSF, source: CMMSF) -> list[str]:
+    """Copy every tensor of `source` whose name and shape `model` shares; return the names left fresh
+    (e.g. the audio encoder's input layer when the front-end changes from log-mel to Whisper states)."""
+    own, theirs = model.state_dict(), source.state_dict()
+    fresh = sorted(k for k in own if k not in theirs or theirs[k].shape != own[k].shape)
+    model.load_state_dict({k: v for k, v in theirs.items() if k in own and v.shape == own[k].shape}, strict=False)
+    return fresh
+
+
+def fit_audio_statistics(model: CMMSF, train: list[Labelled]) -> int:
+    """Set the audio Standardize buffers from every audio step of the training examples that have audio."""
+    steps = [a for it in train if "audio" in it.modalities and (a := it.sample().arrays.get("audio")) is not None]
+    if not steps:
+        raise ValueError("audio.standardize is on but no training example has audio")
+    stacked = torch.from_numpy(np.concatenate(steps))
+    model.audio_encoder.standardize.fit_statistics(stacked)
+    return len(stacked)
+
+
+@contextmanager
+def encoders_resting(model: CMMSF, batch: dict[str, np.ndarray]):
+    """Eval mode, for one batch, for the encoders of modalities no row of it has.
+
+    Their input is one masked zero step per row: in train mode the video ResNet's BatchNorm would
+    learn the statistics of those zeros (a batch of transcripts or voices says nothing about faces)
+    and the running statistics used at run time would swing with the mix of sources."""
+    idle = {ENCODER_OF[m]: model.stage(ENCODER_OF[m]).training for m in MODALITIES if not batch[f"{m}_mask"].any()}
+    for name in idle:
+        model.stage(name).eval()
+    try:
+        yield
+    finally:
+        for name, was_training in idle.items():
+            model.stage(name).train(was_training)
+
+
+def batches(train: list[Labelled], rng: np.random.Generator, size: int) -> list[list[Labelled]]:
+    """Shuffled batches, each from one source: a mixed batch would pad every row to every modality
+    (32 face clips through the text and audio encoders too), several times the cost on CPU.
+    With one source this is the plain shuffled order."""
+    order = rng.permutation(len(train))
+    groups: dict[str, list[Labelled]] = {}
+    for i in order:
+        groups.setdefault(train[i].source, []).append(train[i])
+    chunks = [g[start: start + size] for g in groups.values() for start in range(0, len(g), size)]
+    if len(groups) > 1:
+        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    return chunks
 
 
 class Trainer:
@@ -159,6 +234,15 @@ class Trainer:
             torch.set_num_threads(opts.threads)
         seed_everything(opts.seed)
         model = build_model(self.config)
+        fresh: list[str] = []
+        if opts.init:
+            fresh = init_from(model, load_checkpoint(opts.init))
+            self.say(f"initialised from {opts.init}" + (f"; new (its shape differs): {', '.join(fresh)}" if fresh else ""))
+        if model.audio_encoder.standardize is not None and (not opts.init or any("standardize" in k for k in fresh)):
+            count = fit_audio_statistics(model, train)
+            self.say(f"audio standardised by the statistics of {count} training steps")
+        for name in opts.freeze:
+            model.stage(name).requires_grad_(False)
         optimizer = _optimizer(model, opts)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=opts.plateau_factor,
                                                                patience=opts.plateau_patience)
@@ -172,18 +256,18 @@ class Trainer:
                 break
             loss = self._epoch(model, optimizer, train, rng, epoch)
             evaluated = self.ema.module if self.ema is not None else model
-            valid_metrics = evaluate(evaluated, valid)
-            scheduler.step(valid_metrics["mae"])
-            improved = valid_metrics["mae"] < state["best_mae"]
+            valid_mae, per_source = selection_mae(evaluated, valid)
+            scheduler.step(valid_mae)
+            improved = valid_mae < state["best_mae"]
             if improved:
-                state.update(best_mae=valid_metrics["mae"], best_epoch=epoch, stale=0)
+                state.update(best_mae=valid_mae, best_epoch=epoch, stale=0)
                 save_checkpoint(evaluated, self.run / "checkpoint")
             else:
                 state["stale"] += 1
             state["epoch"] = epoch + 1
             self._save_last(model, optimizer, scheduler, state)
-            self.say(f"epoch {epoch + 1:3d}  loss {loss:.4f}  valid MAE {valid_metrics['mae']:.4f}  "
-                     f"Corr {valid_metrics['corr']:.4f}  Acc-2 {valid_metrics['acc2_non0']:.1f}"
+            sources = "  ".join(f"{k} {v:.4f}" for k, v in per_source.items()) if len(per_source) > 1 else ""
+            self.say(f"epoch {epoch + 1:3d}  loss {loss:.4f}  valid MAE {valid_mae:.4f}  {sources}"
                      + ("  *best*" if improved else ""))
         return load_checkpoint(self.run / "checkpoint")
 
@@ -192,17 +276,21 @@ class Trainer:
         for m in MODALITIES:  # an encoder that sees no data must not learn BatchNorm statistics of padding
             if m not in self.config.trained_modalities:
                 model.stage(ENCODER_OF[m]).eval()
-        order = rng.permutation(len(train))
+        for name in self.opts.freeze:  # nor may a frozen one, and its dropout stays off
+            model.stage(name).eval()
+        chunks = batches(train, rng, self.opts.batch_size)
         total, count = 0.0, 0
         columns = (TextColumn(f"epoch {epoch + 1}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}"))
         with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task("train", total=len(order), loss=0.0)
-            for start in range(0, len(order), self.opts.batch_size):
-                chunk = [train[i] for i in order[start: start + self.opts.batch_size]]
-                batch, labels = make_batch(chunk, self.config)
+            task = progress.add_task("train", total=len(train), loss=0.0)
+            for chunk in chunks:
+                batch, labels = make_batch(chunk, self.config, rng)
                 drop_modalities(batch, self.opts.modality_dropout, rng)
-                loss = _loss(model(to_tensors(batch)), torch.from_numpy(labels), self.opts)
+                weights = torch.tensor([it.weight for it in chunk], dtype=torch.float32)
+                with encoders_resting(model, batch):
+                    out = model(to_tensors(batch))
+                loss = _loss(out, torch.from_numpy(labels), weights, self.opts)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.opts.grad_clip > 0:
@@ -240,28 +328,46 @@ class Trainer:
         return state
 
 
-def fit(config: ModelConfig, data: Path, out: Path, opts: TrainOptions, seeds: int = 1,
-        labels: Path | None = None, console: Console | None = None) -> dict:
-    """Train `seeds` runs (seed, seed+1, …); returns test metrics per seed and mean ± std."""
+def load_splits(data: Path | list[Path], config: ModelConfig, labels: Path | None = None,
+                sources_file: Path | None = None, console: Console | None = None,
+                splits: tuple[str, ...] = ("train", "dev", "test")) -> dict[str, list[Labelled]]:
+    """Every split of every data path, concatenated (each example keeps its `source`)."""
+    paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
+    out: dict[str, list[Labelled]] = {split: [] for split in splits}
+    for path in paths:
+        for split in splits:
+            items, skipped = load_dataset(path, split, config, labels, sources_file)
+            out[split] += items
+            if skipped.count and console is not None:
+                console.print(f"[yellow]{path.name} {split}: {skipped.summary()}[/]")
+    return out
+
+
+def fit(config: ModelConfig, data: Path | list[Path], out: Path, opts: TrainOptions, seeds: int = 1,
+        labels: Path | None = None, console: Console | None = None, sources_file: Path | None = None) -> dict:
+    """Train `seeds` runs (seed, seed+1, …) on one or several data paths; returns test metrics per seed
+    (and per source when there are several) and mean ± std."""
     console = console or Console()
     start = time.perf_counter()
-    splits = {}
-    for split in ("train", "dev", "test"):
-        items, skipped = load_dataset(data, split, config, labels)
-        splits[split] = items
-        if skipped.count:
-            console.print(f"[yellow]{split}: {skipped.summary()}[/]")
+    splits = load_splits(data, config, labels, sources_file, console)
     if not splits["train"] or not splits["dev"]:
         raise ValueError(f"{data} has {len(splits['train'])} train and {len(splits['dev'])} dev rows; need both")
-    console.print(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())}")
+    console.print("data: " + ", ".join(
+        f"{split} {len(items)}" + (f" ({', '.join(f'{k} {len(v)}' for k, v in by_source(items).items())})"
+                                    if len(by_source(items)) > 1 else "")
+        for split, items in splits.items()))
     per_seed = []
     for k in range(seeds):
         seed_opts = TrainOptions(**{**asdict(opts), "seed": opts.seed + k})
         run = Path(out) / (f"seed_{seed_opts.seed}" if seeds > 1 else "")
         model = Trainer(config, run, seed_opts, console).fit(splits["train"], splits["dev"])
-        result = {"seed": seed_opts.seed, "dev": evaluate(model, splits["dev"])}
-        if splits["test"]:
-            result["test"] = evaluate(model, splits["test"])
+        result: dict = {"seed": seed_opts.seed}
+        for split in ("dev", "test"):
+            if splits[split]:
+                result[split] = evaluate(model, splits[split])
+                groups = by_source(splits[split])
+                if len(groups) > 1:
+                    result.setdefault("by_source", {})[split] = {k: evaluate(model, v) for k, v in groups.items()}
         (run / "metrics.json").write_text(json.dumps(result, indent=1))
         per_seed.append(result)
     summary = {"seeds": per_seed, "summary": summarise(per_seed), "seconds": round(time.perf_counter() - start, 1)}

@@ -155,11 +155,11 @@ def test_default_checkpoint_eval_on_real_mosi(tmp_path):
     out = tmp_path / "out.json"
     result = runner.invoke(train_app, ["eval", "--data", str(MOSI_CSV), "--checkpoint", "default", "--split", "dev",
                                        "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads(out.read_text())
-    assert set(metrics) == {"mae", "corr", "acc7", "acc5", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "n"}
-    assert metrics["n"] == 229 and metrics["corr"] > 0.6 and metrics["mae"] < 1.0
-    assert "never learned audio, video" in result.output
+    assert result.exit_code == 0, result.output  # the MOSI gate (MAE <= 0.80, Corr >= 0.75) holds on dev too
+    (row,) = json.loads(out.read_text())  # transcripts bring text only: one row
+    assert (row["source"], row["modalities"]) == ("mosi", "text") and row["gate"] and row["failures"] == []
+    assert {"mae", "corr", "acc7", "acc5", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "n"} <= set(row)
+    assert row["n"] == 229 and row["corr"] > 0.75 and row["mae"] < 0.8
 
 
 def test_fit_cli_reports_mean_and_std_over_seeds(tmp_path):

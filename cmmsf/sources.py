@@ -1,0 +1,220 @@
+"""Emotion-labelled training sources: RAVDESS speech (audio + its spoken sentence) and still faces (video).
+
+Each source brings the modalities it has and leaves the rest absent (masked), so one trainer run mixes
+MOSI transcripts, acted speech and face photos. What maps an emotion to the sentiment scale, how each
+source is split and weighted, and the targets `cmmsf-train eval` checks are data in
+cmmsf/recipes/sources.json (each number with its reasoning). Inputs go through the runtime's own
+preprocessing (`Preprocessor.audio`, `frames_to_input`), so training sees what deployment sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inputs.features import ClipInputs, Preprocessor
+from inputs.media import decode_audio
+from inputs.video import frames_to_input
+
+from .config import ModelConfig
+from .data import Labelled, Skipped
+
+SOURCES_FILE = Path(__file__).resolve().parent / "recipes" / "sources.json"
+
+def load_sources_config(path: str | Path | None = None) -> dict[str, Any]:
+    """The sources file (default: cmmsf/recipes/sources.json) with `_why` comments removed."""
+    path = Path(path) if path else SOURCES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"sources file not found: {path}")
+    return _strip_comments(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _strip_comments(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_comments(v) for k, v in value.items() if not k.startswith("_")}
+    return value
+
+
+def emotion_score(emotion: str, sources: dict[str, Any], intensity: str = "normal") -> float:
+    """The sentiment an emotion class stands for, scaled by intensity and clipped to [-3, 3]."""
+    mapping = sources["emotion_to_sentiment"]
+    if emotion not in mapping:
+        raise ValueError(f"emotion {emotion!r} has no sentiment in the sources file (has {', '.join(mapping)})")
+    scale = sources.get("intensity_scale", {}).get(intensity, 1.0)
+    return float(np.clip(mapping[emotion] * scale, -3.0, 3.0))
+
+
+def valence_classes(scores: np.ndarray | list[float]) -> np.ndarray:
+    """-1, 0 or +1 per score, the way `label7` reads it: one that rounds to 0 is neutral."""
+    return np.sign(np.round(np.clip(np.asarray(scores, np.float64), -3, 3))).astype(int)
+
+
+@dataclass
+class SourceItem:
+    """One example of an emotion source; `sample(rng)` gives its (augmented) inputs, rng=None the plain ones."""
+
+    id: str
+    source: str
+    emotion: str
+    label: float
+    modalities = ("text", "audio", "video")
+    """What this kind of example brings (a class attribute per subclass)."""
+
+    def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
+        raise NotImplementedError
+
+
+@dataclass
+class SpokenClip(SourceItem):
+    """Acted speech: log-mel of the voice and the neutral sentence spoken; text dropped at random."""
+
+    audio: np.ndarray | None = None
+    text: np.ndarray | None = None
+    text_dropout: float = 0.0
+    modalities = ("text", "audio")
+
+    def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
+        keep_text = rng is None or rng.random() >= self.text_dropout
+        return ClipInputs(self.id, {"text": self.text if keep_text else None, "audio": self.audio, "video": None})
+
+
+@dataclass
+class StillFace(SourceItem):
+    """A face photo shown as a short clip: jittered frames in training, identical frames in evaluation."""
+
+    image: np.ndarray | None = None
+    image_size: int = 64
+    train_frames: tuple[int, int] = (4, 10)
+    eval_frames: int = 15
+    max_shift: int = 4
+    modalities = ("video",)
+
+    def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
+        if rng is None:
+            frames = np.repeat(self.image[None], self.eval_frames, axis=0)
+        else:
+            image = self.image[:, ::-1] if rng.random() < 0.5 else self.image
+            count = int(rng.integers(self.train_frames[0], self.train_frames[1] + 1))
+            frames = np.stack([_shifted(image, rng, self.max_shift) for _ in range(count)])
+        return ClipInputs(self.id, {"text": None, "audio": None,
+                                    "video": frames_to_input(frames, self.image_size)})
+
+
+def _shifted(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+    """The image moved by up to max_shift pixels each way, edges repeated (a hand-held camera's jitter)."""
+    dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    shift = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
+def _rows(labels_csv: Path) -> list[dict[str, str]]:
+    with open(labels_csv, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def source_kind(path: Path) -> str | None:
+    """`ravdess` or `faces` when `path` is a folder laid out like those sets (by its labels.csv columns)."""
+    labels = Path(path) / "labels.csv"
+    if not labels.is_file():
+        return None
+    with open(labels, newline="", encoding="utf-8") as handle:
+        header = set(next(csv.reader(handle), []))
+    if {"file", "actor", "emotion", "intensity", "statement"} <= header:
+        return "ravdess"
+    if {"file", "emotion"} <= header:
+        return "faces"
+    return None
+
+
+def load_ravdess(folder: Path, split: str, config: ModelConfig, sources: dict[str, Any],
+                 skipped: Skipped) -> list[SourceItem]:
+    """RAVDESS clips of one split (by actor): the model's audio steps and the statement's tokens."""
+    rules = sources["ravdess"]
+    held = {**{a: "dev" for a in rules["dev_actors"]}, **{a: "test" for a in rules["test_actors"]}}
+    preprocessor = Preprocessor(config.input_spec())
+    items: list[SourceItem] = []
+    for row in _rows(folder / "labels.csv"):
+        if held.get(int(row["actor"]), "train") != split:
+            continue
+        try:
+            wave = decode_audio(folder / row["file"], config.audio.sample_rate,
+                                max_samples=preprocessor.audio_samples_needed())
+            audio = preprocessor.audio(wave)
+            if audio is None:
+                raise ValueError("silent or no audio track")
+            limited = preprocessor.limit(ClipInputs(row["file"], {
+                "text": preprocessor.text(row["statement"]), "audio": audio, "video": None})).arrays
+            items.append(SpokenClip(row["file"], "ravdess", row["emotion"],
+                                    emotion_score(row["emotion"], sources, row.get("intensity", "normal")),
+                                    audio=limited["audio"], text=limited["text"],
+                                    text_dropout=float(rules.get("text_dropout", 0.0))))
+        except Exception as err:  # noqa: BLE001 - one unreadable clip must not stop the dataset
+            skipped.add(f"{row.get('file')}: {err}")
+    return items
+
+
+def face_bucket(file: str, buckets: int) -> int:
+    """A stable bucket for the person in `images/Name_Surname_0003.jpg` (all their photos share it)."""
+    stem = Path(file).stem
+    person = stem.rsplit("_", 1)[0] if stem.rsplit("_", 1)[-1].isdigit() else stem
+    return zlib.crc32(person.lower().encode()) % buckets
+
+
+def load_faces(folder: Path, split: str, config: ModelConfig, sources: dict[str, Any],
+               skipped: Skipped) -> list[SourceItem]:
+    """Face photos of one split (by person), each a StillFace."""
+    rules = sources["faces"]
+    wanted = {"dev": rules["dev_bucket"], "test": rules["test_bucket"]}.get(split)
+    items: list[SourceItem] = []
+    for row in _rows(folder / "labels.csv"):
+        bucket = face_bucket(row["file"], rules["buckets"])
+        held = bucket in (rules["dev_bucket"], rules["test_bucket"])
+        if (wanted is None and held) or (wanted is not None and bucket != wanted):
+            continue
+        image = cv2.imread(str(folder / row["file"]), cv2.IMREAD_COLOR)
+        if image is None:
+            skipped.add(f"{row['file']}: not a readable image")
+            continue
+        emotion = row["emotion"].strip().lower()
+        try:
+            label = emotion_score(emotion, sources)
+        except ValueError as err:
+            skipped.add(f"{row['file']}: {err}")
+            continue
+        items.append(StillFace(row["file"], "faces", emotion, label, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+                               image_size=config.video.image_size, train_frames=tuple(rules["train_frames"]),
+                               eval_frames=int(rules["eval_frames"]), max_shift=int(rules["max_shift"])))
+    return items
+
+
+def balance_weights(labels: list[float], cap: float) -> list[float]:
+    """n / (classes · n_class) per example's valence class, capped: rare classes count as much as common ones."""
+    classes = valence_classes(labels).tolist()
+    counts = Counter(classes)
+    return [min(cap, len(classes) / (len(counts) * counts[c])) for c in classes]
+
+
+
+
+LOADERS = {"ravdess": load_ravdess, "faces": load_faces}
+
+
+def load_emotion_source(folder: Path, split: str, config: ModelConfig, sources_file: Path | None = None
+                        ) -> tuple[list[Labelled], Skipped]:
+    """One split of a RAVDESS- or faces-style folder as Labelled examples, class-balanced weights in train."""
+    sources, skipped = load_sources_config(sources_file), Skipped()
+    kind = source_kind(folder)
+    examples = LOADERS[kind](Path(folder), split, config, sources, skipped)
+    if split == "train":
+        examples = examples * int(sources[kind].get("train_repeat", 1))
+    weights = (balance_weights([e.label for e in examples], float(sources["balance"]["cap"]))
+               if split == "train" else [1.0] * len(examples))
+    return [Labelled(None, e.label, kind, w, e) for e, w in zip(examples, weights)], skipped

@@ -1,0 +1,206 @@
+"""Multi-source training on generated RAVDESS- and faces-style folders, the subset table, and the gates."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import train_app
+from cmmsf.config import preset
+from cmmsf.data import load_dataset
+from cmmsf.evaluation import SubsetRow, valence_metrics
+from cmmsf.sources import balance_weights, emotion_score, face_bucket, load_sources_config, source_kind
+
+from .media import write_wav
+
+runner = CliRunner()
+EMOTIONS = {"happy": 520.0, "sad": 180.0, "neutral": 300.0}
+"""Generated voices: each emotion's pitch, so that the audio branch has something real to learn."""
+
+
+def write_ravdess(folder: Path, actors: range = range(1, 21)) -> Path:
+    """RAVDESS's layout: actor_NN/<file>, labels.csv with actor, emotion, intensity and statement."""
+    rows = []
+    for actor in actors:
+        (folder / f"actor_{actor:02d}").mkdir(parents=True)
+        for emotion, pitch in EMOTIONS.items():
+            name = f"actor_{actor:02d}/{emotion}.wav"
+            write_wav(folder / name, seconds=0.8, rate=16000, tone_hz=pitch * (1 + 0.01 * actor))
+            rows.append({"file": name, "actor": actor, "sex": "female", "emotion": emotion,
+                         "intensity": "strong" if emotion == "happy" else "normal",
+                         "statement": "kids are talking by the door", "repetition": 1})
+    _write_csv(folder / "labels.csv", rows)
+    return folder
+
+
+def draw_expression(smile: bool, shade: int) -> np.ndarray:
+    """A 96×96 face whose mouth curves up (happiness) or down (sadness)."""
+    image = np.full((96, 96, 3), shade, np.uint8)
+    cv2.circle(image, (48, 48), 34, (140, 170, 205), -1)
+    for dx in (-13, 13):
+        cv2.circle(image, (48 + dx, 38), 4, (30, 30, 30), -1)
+    start, end = (20, 160) if smile else (200, 340)
+    cv2.ellipse(image, (48, 62 if smile else 74), (16, 9), 0, start, end, (40, 40, 120), 3)
+    return image
+
+
+def write_faces(folder: Path, people: int = 40) -> Path:
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for person in range(people):
+        for k, emotion in enumerate(("happiness", "sadness", "neutral")):
+            name = f"images/Person_{person}_{k + 1:04d}.jpg"
+            image = draw_expression(emotion == "happiness", 60 + person)
+            if emotion == "neutral":
+                image[60:80, 30:66] = (140, 170, 205)  # no mouth at all
+            cv2.imwrite(str(folder / name), image)
+            rows.append({"file": name, "emotion": emotion, "annotator": "t"})
+    _write_csv(folder / "labels.csv", rows)
+    return folder
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    mosi = root / "mosi" / "label.csv"
+    mosi.parent.mkdir()
+    mosi.write_text("id,text,label,mode\n" + "".join(
+        f"m{i},{'a great film' if i % 2 else 'a dreadful film'},{2.0 if i % 2 else -2.0},{mode}\n"
+        for i, mode in enumerate(["train"] * 16 + ["dev"] * 4 + ["test"] * 4)))
+    return {"mosi": mosi, "ravdess": write_ravdess(root / "ravdess"), "faces": write_faces(root / "faces")}
+
+
+def test_the_mapping_is_data_and_each_source_splits_by_speaker_or_person(sources):
+    config, rules = preset("tiny"), load_sources_config()
+    assert emotion_score("happy", rules, "strong") == 2.5 and emotion_score("calm", rules) == 1.0
+    assert emotion_score("surprise", rules) == 0.0 and emotion_score("fearful", rules) == -1.5
+    with pytest.raises(ValueError, match="'bored' has no sentiment"):
+        emotion_score("bored", rules)
+    assert source_kind(sources["ravdess"]) == "ravdess" and source_kind(sources["faces"]) == "faces"
+    actors = {split: {int(it.maker.id.split("/")[0][-2:]) for it in load_dataset(sources["ravdess"], split, config)[0]}
+              for split in ("train", "dev", "test")}
+    assert actors == {"train": set(range(1, 17)), "dev": {17, 18}, "test": {19, 20}}
+    train, _ = load_dataset(sources["ravdess"], "train", config)
+    assert len(train) == 16 * 3 * 3  # each clip three times per epoch (train_repeat)
+    people = {split: {face_bucket(it.maker.id, 10) for it in load_dataset(sources["faces"], split, config)[0]}
+              for split in ("train", "dev", "test")}
+    assert people["dev"] == {1} and people["test"] == {0} and not people["train"] & {0, 1}
+    assert face_bucket("images/A_B_0001.jpg", 10) == face_bucket("images/A_B_0042.jpg", 10)
+
+
+def test_faces_are_short_jittered_clips_in_training_and_still_ones_in_evaluation(sources):
+    face = load_dataset(sources["faces"], "train", preset("tiny"))[0][0]
+    plain = face.sample().arrays["video"]
+    assert plain.shape == (15, 3, 32, 32) and np.array_equal(plain[0], plain[-1])
+    jittered = face.sample(np.random.default_rng(0)).arrays["video"]
+    assert 4 <= len(jittered) <= 10 and not np.array_equal(jittered[0], jittered[1])
+    assert face.sample().arrays["text"] is None and face.sample().arrays["audio"] is None
+
+
+def test_balance_weights_make_each_valence_class_count_alike():
+    weights = balance_weights([2.0] * 8 + [0.0] * 4 + [-2.0] * 2, cap=6.0)
+    assert weights[0] == pytest.approx(14 / 24) and weights[8] == pytest.approx(14 / 12)
+    assert weights[-1] == pytest.approx(14 / 6)
+    assert sum(weights[:8]) == pytest.approx(sum(weights[8:12])) == pytest.approx(sum(weights[12:]))
+    assert balance_weights([1.0] * 99 + [-1.0], cap=6.0)[-1] == 6.0
+
+
+def test_valence_readings_of_a_score():
+    truth = np.array([2.0, 2.0, 0.0, 0.0, -2.0, -1.5])
+    pred = np.array([1.2, -0.2, 0.4, 0.6, -0.7, 0.3])
+    readings = valence_metrics(pred, truth)
+    assert readings["valence2_bal"] == pytest.approx(100 * (0.5 + 0.5) / 2)  # signed labels only
+    assert readings["valence3_bal"] == pytest.approx(100 * (1 / 2 + 1 / 2 + 1 / 2) / 3)
+    row = SubsetRow("faces", "video", {"valence3_bal": 74.9, "mae": 0.5}, {"valence3_balanced_min": 75.0})
+    assert row.failures == ["valence3_bal 74.900 < 75.0"]
+    assert SubsetRow("mosi", "text", {"mae": 0.79}, {"mae_max": 0.8}).failures == []
+
+
+def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(train_app, [
+        "fit", "--data", str(sources["mosi"]), "--data", str(sources["ravdess"]), "--data", str(sources["faces"]),
+        "--preset", "tiny", "--recipe", "trimodal", "--epochs", "4", "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    faces = {split: len(load_dataset(sources["faces"], split, preset("tiny"))[0]) for split in ("train", "test")}
+    assert f"train {16 + 144 + faces['train']} (mosi 16, ravdess 144, faces {faces['train']})" in " ".join(
+        result.output.split())
+    log = (out / "train.log").read_text()
+    assert "mosi" in log and "ravdess" in log and "faces" in log  # valid MAE per source, every epoch
+    metrics = json.loads((out / "metrics.json").read_text())["seeds"][0]
+    assert set(metrics["by_source"]["test"]) == {"mosi", "ravdess", "faces"}
+
+    table = tmp_path / "table.json"
+    result = runner.invoke(train_app, ["eval", "--data", str(sources["mosi"]), "--data", str(sources["ravdess"]),
+                                       "--data", str(sources["faces"]), "--checkpoint", str(out / "checkpoint"),
+                                       "--split", "test", "--json", str(table)])
+    rows = {(r["source"], r["modalities"]): r for r in json.loads(table.read_text())}
+    assert set(rows) == {("mosi", "text"), ("ravdess", "text"), ("ravdess", "audio"), ("ravdess", "all"),
+                         ("faces", "video")}
+    assert rows[("ravdess", "text")]["corr"] != rows[("ravdess", "text")]["corr"]  # one sentence: no signal (NaN)
+    gated = {k for k, r in rows.items() if r["gate"]}
+    assert gated == {("mosi", "text"), ("ravdess", "audio"), ("faces", "video")}
+    failed = {k for k, r in rows.items() if r["failures"]}
+    assert (result.exit_code == 1) == bool(failed) and ("gate missed" in result.output) == bool(failed)
+    assert {k: r["n"] for k, r in rows.items()} == {("mosi", "text"): 4, ("ravdess", "text"): 6, ("ravdess", "audio"): 6,
+                                                   ("ravdess", "all"): 6, ("faces", "video"): faces["test"]}
+    losses = [float(line.split("loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("epoch")]
+    assert len(losses) == 4 and losses[-1] < losses[0]  # the weighted loss over all three sources falls
+
+
+def test_audio_standardisation_learns_training_statistics_and_travels_with_the_checkpoint(sources, tmp_path):
+    import torch
+
+    from cmmsf.checkpoint import load_checkpoint, save_checkpoint
+    from cmmsf.model import build_model
+    from cmmsf.train import fit_audio_statistics
+
+    config = preset("tiny")
+    config.audio.standardize = True
+    model = build_model(config)
+    items = load_dataset(sources["ravdess"], "train", config)[0] + load_dataset(sources["faces"], "dev", config)[0]
+    count = fit_audio_statistics(model, items)
+    steps = torch.from_numpy(np.concatenate([it.maker.audio for it in items if it.source == "ravdess"]))
+    assert count == len(steps)  # faces bring no audio and are not sampled
+    standardised = model.audio_encoder.standardize(steps)
+    assert standardised.mean(0).abs().max() < 1e-4 and (standardised.std(0) - 1).abs().max() < 0.01
+    again = load_checkpoint(save_checkpoint(model, tmp_path / "ck")).audio_encoder.standardize
+    assert torch.equal(again.mean, model.audio_encoder.standardize.mean) and torch.equal(again.std, model.audio_encoder.standardize.std)
+
+
+def test_a_batch_without_video_leaves_the_video_batchnorm_statistics_alone(sources):
+    import torch
+
+    from cmmsf.data import make_batch
+    from cmmsf.model import build_model
+    from cmmsf.train import encoders_resting, to_tensors
+
+    config = preset("tiny")
+    model = build_model(config).train()
+    norms = [m for m in model.video_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    voices = load_dataset(sources["ravdess"], "train", config)[0][:4]
+    batch, _ = make_batch(voices, config)
+    with encoders_resting(model, batch):
+        assert not model.video_encoder.training and model.audio_encoder.training
+        model(to_tensors(batch))
+    assert model.video_encoder.training  # restored after the batch
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+    faces = load_dataset(sources["faces"], "train", config)[0][:4]
+    batch, _ = make_batch(faces, config, np.random.default_rng(0))
+    with encoders_resting(model, batch):
+        model(to_tensors(batch))
+    assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))  # faces do teach it
