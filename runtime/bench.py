@@ -182,7 +182,7 @@ def bench_table(report: dict) -> Table:
             continue
         for batch, r in per_batch.items():
             e2e = r["end_to_end_ms"]
-            speedup = f"{torch_p50[batch] / e2e['p50']:.2f}×" if batch in torch_p50 else "-"
+            speedup = f"{torch_p50[batch] / e2e['p50']:.2f}×" if batch in torch_p50 and "stages" in r else "-"
             table.add_row(name, batch, "[green]ok[/]", f"{e2e['p50']:.1f}", f"{e2e['p90']:.1f}", f"{e2e['p99']:.1f}",
                           f"{r['clips_per_s']:.1f}", f"{r['overhead_pct']:.1f}", speedup, r["provider"])
     return table

@@ -1,10 +1,13 @@
 """Reproduce the shipped default checkpoint from scratch with one command:
 
-    python scripts/train_default.py --data ../shared/data/mosi/label.csv   # 3 seeds, best on dev installed
+    python scripts/train_default.py --data-dir ../shared/data     # both phases, best on dev installed
 
-Trains the `edge` preset with the `edge` recipe (cmmsf/recipes/edge.json) on the real CMU-MOSI transcripts (train split, model selection on dev, text
-only: audio and video of MOSI are not in the repository), then copies the best checkpoint to
-cmmsf/checkpoints/default/ and prints the test metrics.
+Phase 1 (text): the `edge` preset with the `edge` recipe on the CMU-MOSI transcripts, 3 seeds, the one
+with the best dev MAE kept. Phase 2 (trimodal): from that checkpoint, with the `whisper` audio front-end, the `trimodal` recipe
+(cmmsf/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its sentence) + faces
+(video), emotions mapped to sentiment by cmmsf/recipes/sources.json. The result is copied to
+cmmsf/checkpoints/default/ and `cmmsf-train eval` prints its table per source and modality subset.
+`--text-checkpoint DIR` skips phase 1 and starts phase 2 from DIR.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import shutil
 from pathlib import Path
 
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, config_with_backbone_hash
-from cmmsf.config import preset
+from cmmsf.config import ModelConfig, preset
 from cmmsf.train import TrainOptions, fit
 
 
-def default_config():
+def text_config() -> ModelConfig:
     """edge preset, MiniLM top 4 layers fine-tuned (the rest frozen keeps the checkpoint under 50 MB)."""
     config = preset("edge")
     config.text.trainable_layers = 4
@@ -27,25 +30,66 @@ def default_config():
     return config_with_backbone_hash(config)
 
 
+def best_checkpoint(summary: dict, out: Path, seeds: int) -> Path:
+    best = min(summary["seeds"], key=lambda r: r["dev"]["mae"])
+    return out / (f"seed_{best['seed']}" if seeds > 1 else "") / "checkpoint"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/mosi/label.csv"))
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                        help="holds mosi/label.csv, ravdess/ and faces/")
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
-    parser.add_argument("--epochs", type=int, default=14)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--text-epochs", type=int, default=14)
+    parser.add_argument("--text-seeds", type=int, default=3)
+    parser.add_argument("--text-checkpoint", type=Path, help="skip phase 1: start phase 2 from this checkpoint")
+    parser.add_argument("--epochs", type=int, help="phase 2 epochs [default: the trimodal recipe's]")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
-                        help="copy the best seed's checkpoint to cmmsf/checkpoints/default")
+                        help="copy the result to cmmsf/checkpoints/default")
     args = parser.parse_args()
-    summary = fit(default_config(), args.data, args.out, TrainOptions.from_recipe("edge", epochs=args.epochs, seed=args.seed),
-                  seeds=args.seeds)
-    print(json.dumps(summary["summary"], indent=1))
+    mosi = args.data_dir / "mosi" / "label.csv"
+
+    text_checkpoint = args.text_checkpoint
+    if text_checkpoint is None:
+        out = args.out / "text"
+        summary = fit(text_config(), mosi, out, TrainOptions.from_recipe("edge", epochs=args.text_epochs, seed=args.seed),
+                      seeds=args.text_seeds)
+        text_checkpoint = best_checkpoint(summary, out, args.text_seeds)
+        print(f"phase 1: {text_checkpoint}, test {json.dumps(summary['summary'].get('test', {}).get('mae'))}")
+
+    config = ModelConfig.load(Path(text_checkpoint) / "config.json").replace(trained_modalities=["text", "audio", "video"])
+    config.audio.frontend, config.audio.feature_dim = "whisper", 384  # pretrained speech states (see AudioConfig)
+    config.audio.standardize = True
+    out = args.out / "trimodal"
+    summary = fit(config, sources(args.data_dir), out,
+                  TrainOptions.from_recipe("trimodal", init=str(text_checkpoint), epochs=args.epochs, seed=args.seed))
+    print(json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
     if args.install:
-        best = min(summary["seeds"], key=lambda r: r["dev"]["mae"])
-        source = args.out / (f"seed_{best['seed']}" if args.seeds > 1 else "") / "checkpoint"
         shutil.rmtree(DEFAULT_CHECKPOINT, ignore_errors=True)
-        shutil.copytree(source, DEFAULT_CHECKPOINT)
-        print(f"installed {source} → {DEFAULT_CHECKPOINT} (seed {best['seed']}, best on dev)")
+        shutil.copytree(out / "checkpoint", DEFAULT_CHECKPOINT)
+        print(f"installed {out / 'checkpoint'} → {DEFAULT_CHECKPOINT}")
+        write_metrics(DEFAULT_CHECKPOINT, sources(args.data_dir))
+
+
+def sources(data_dir: Path) -> list[Path]:
+    return [data_dir / "mosi" / "label.csv", data_dir / "ravdess", data_dir / "faces"]
+
+
+def write_metrics(checkpoint: Path, data: list[Path]) -> None:
+    """training_metrics.json beside the weights: the test table per source and modality subset, gates."""
+    from cmmsf.checkpoint import load_checkpoint
+    from cmmsf.evaluation import subset_table
+    from cmmsf.sources import load_sources_config
+    from cmmsf.train import load_splits
+
+    model = load_checkpoint(checkpoint)
+    rows = subset_table(model, load_splits(data, model.config, splits=("test",))["test"],
+                        load_sources_config().get("gates", {}))
+    table = [{"source": r.source, "modalities": r.subset, **r.metrics, "gate": r.gate, "failures": r.failures}
+             for r in rows]
+    (Path(checkpoint) / "training_metrics.json").write_text(json.dumps({"test": table}, indent=1) + "\n")
+    print(f"wrote {Path(checkpoint) / 'training_metrics.json'}")
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def whisper_engines(tmp_path_factory):
 
 def test_whisper_front_end_runs_in_infer_and_stream(bare_clips, whisper_engines, tmp_path):
     record = run_infer(bare_clips, whisper_engines, tmp_path / "r.jsonl", "--asr", "off")["03bSnISJMiM_1"]
-    assert record["present"]["audio"] and record["absent"] == {"text": "no transcript"}
+    assert record["present"]["audio"] and record["absent"] == {"text": "no transcript", "video": "no video stream"}
     assert -3 <= record["score"] <= 3 and record["gates"]["audio"] > 0
     lines = stream_lines(bare_clips / "03bSnISJMiM_1.wav", whisper_engines, "--asr", "off")
     assert len(lines) == 2 and all(r["present"]["audio"] and -3 <= r["score"] <= 3 for r in lines)
