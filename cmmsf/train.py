@@ -84,7 +84,8 @@ class TrainOptions:
             raise ValueError(f"optimizer must be adam or adamw and loss l1 or mse, got {opts.optimizer!r}, {opts.loss!r}")
         unknown_stages = set(opts.freeze) - set(STAGE_ORDER)
         if unknown_stages:
-            raise ValueError(f"freeze names unknown stages {sorted(unknown_stages)}; stages are {', '.join(STAGE_ORDER)}")
+            raise ValueError(f"freeze names unknown stages {sorted(unknown_stages)}; "
+                             f"stages are {', '.join(STAGE_ORDER)}")
         return opts
 
 
@@ -237,7 +238,8 @@ class Trainer:
         fresh: list[str] = []
         if opts.init:
             fresh = init_from(model, load_checkpoint(opts.init))
-            self.say(f"initialised from {opts.init}" + (f"; new (its shape differs): {', '.join(fresh)}" if fresh else ""))
+            self.say(f"initialised from {opts.init}"
+                     + (f"; new (its shape differs): {', '.join(fresh)}" if fresh else ""))
         if model.audio_encoder.standardize is not None and (not opts.init or any("standardize" in k for k in fresh)):
             count = fit_audio_statistics(model, train)
             self.say(f"audio standardised by the statistics of {count} training steps")

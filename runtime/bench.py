@@ -88,6 +88,11 @@ def _rows(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
     return [(b, p) for b in backends for p in (precisions if b == "onnxruntime" else precisions[:1])]
 
 
+def _precision_of(name: str, asked: str, engines: EngineFolder) -> str:
+    """The precision a backend runs in: ONNX Runtime as asked, TensorRT as its plans were built, torch fp32."""
+    return {"onnxruntime": asked, "tensorrt": engines.manifest.get("precision", "fp16")}.get(name, "fp32")
+
+
 def run_bench(opts: BenchOptions, console: Console) -> dict:
     for name, precision in _rows(opts.backends, opts.precisions):
         check_choice(name, precision)
@@ -98,7 +103,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
         try:
             backend = load_backend(name, engines, precision=precision, threads=opts.threads)
         except Exception as err:  # noqa: BLE001 - one unavailable backend is a table row, not a crash
-            label = f"{name} {precision}" if name == "onnxruntime" else name
+            label = f"{name} {_precision_of(name, precision, engines)}"  # as Backend.label would say
             results[label] = {"error": f"{type(err).__name__}: {err}"}
             console.print(f"[yellow]{label}: unavailable: {err}[/]")
             continue
@@ -162,8 +167,9 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
     rows = {"asr": {"1": {**_timed(lambda: recognizer.transcribe(wave), opts.runs, opts.warmup),
                           "provider": provider, "audio": label}}}
     if config.audio.frontend == "whisper":
-        rows["whisper features"] = {"1": {**_timed(lambda: whisper_features(recognizer, wave, config.audio.frame_rate_hz),
-                                                   opts.runs, opts.warmup), "provider": provider, "audio": label}}
+        encode = lambda: whisper_features(recognizer, wave, config.audio.frame_rate_hz)  # noqa: E731
+        rows["whisper features"] = {"1": {**_timed(encode, opts.runs, opts.warmup), "provider": provider,
+                                          "audio": label}}
     return rows
 
 

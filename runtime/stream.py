@@ -126,8 +126,9 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     config, pre = pipeline.config, pipeline.preprocessor
     words = WindowWords(pre, transcript)
     audio = config.audio
-    state = StreamState(StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
-                        else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz))
+    state = StreamState(
+        StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
+        else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz))
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:

@@ -53,12 +53,13 @@ def main() -> None:
     text_checkpoint = args.text_checkpoint
     if text_checkpoint is None:
         out = args.out / "text"
-        summary = fit(text_config(), mosi, out, TrainOptions.from_recipe("edge", epochs=args.text_epochs, seed=args.seed),
-                      seeds=args.text_seeds)
+        recipe = TrainOptions.from_recipe("edge", epochs=args.text_epochs, seed=args.seed)
+        summary = fit(text_config(), mosi, out, recipe, seeds=args.text_seeds)
         text_checkpoint = best_checkpoint(summary, out, args.text_seeds)
-        print(f"phase 1: {text_checkpoint}, test {json.dumps(summary['summary'].get('test', {}).get('mae'))}")
+        print(f"phase 1: {text_checkpoint}, test MAE {summary['summary'].get('test', {}).get('mae')}")
 
-    config = ModelConfig.load(Path(text_checkpoint) / "config.json").replace(trained_modalities=["text", "audio", "video"])
+    config = ModelConfig.load(Path(text_checkpoint) / "config.json")
+    config.trained_modalities = ["text", "audio", "video"]
     config.audio.frontend, config.audio.feature_dim = "whisper", 384  # pretrained speech states (see AudioConfig)
     config.audio.standardize = True
     out = args.out / "trimodal"

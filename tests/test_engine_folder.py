@@ -65,7 +65,7 @@ def test_a_copied_folder_runs_infer_bench_and_eval_without_its_checkpoint(copied
     assert result.exit_code == 0, result.output
     results = json.loads(bench_json.read_text())["results"]
     assert results["onnxruntime fp32"]["1"]["end_to_end_ms"]["p50"] > 0
-    assert "needs the checkpoint" in results["torch"]["error"]
+    assert "needs the checkpoint" in results["torch fp32"]["error"]  # keyed as a torch row that ran would be
 
     data = tmp_path / "labels.csv"
     data.write_text("id,text,label,mode\na,good movie,1.5,test\nb,bad movie,-2,test\n")

@@ -155,8 +155,9 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
     assert gated == {("mosi", "text"), ("ravdess", "audio"), ("faces", "video")}
     failed = {k for k, r in rows.items() if r["failures"]}
     assert (result.exit_code == 1) == bool(failed) and ("gate missed" in result.output) == bool(failed)
-    assert {k: r["n"] for k, r in rows.items()} == {("mosi", "text"): 4, ("ravdess", "text"): 6, ("ravdess", "audio"): 6,
-                                                   ("ravdess", "all"): 6, ("faces", "video"): faces["test"]}
+    assert {k: r["n"] for k, r in rows.items()} == {
+        ("mosi", "text"): 4, ("ravdess", "text"): 6, ("ravdess", "audio"): 6, ("ravdess", "all"): 6,
+        ("faces", "video"): faces["test"]}
     losses = [float(line.split("loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("epoch")]
     assert len(losses) == 4 and losses[-1] < losses[0]  # the weighted loss over all three sources falls
 
@@ -178,7 +179,8 @@ def test_audio_standardisation_learns_training_statistics_and_travels_with_the_c
     standardised = model.audio_encoder.standardize(steps)
     assert standardised.mean(0).abs().max() < 1e-4 and (standardised.std(0) - 1).abs().max() < 0.01
     again = load_checkpoint(save_checkpoint(model, tmp_path / "ck")).audio_encoder.standardize
-    assert torch.equal(again.mean, model.audio_encoder.standardize.mean) and torch.equal(again.std, model.audio_encoder.standardize.std)
+    fitted = model.audio_encoder.standardize
+    assert torch.equal(again.mean, fitted.mean) and torch.equal(again.std, fitted.std)
 
 
 def test_a_batch_without_video_leaves_the_video_batchnorm_statistics_alone(sources):
