@@ -34,6 +34,24 @@ def tiny_model():
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def build_engines(folder: Path, config, max_lengths: dict[str, int], batch: tuple[int, int, int] = (1, 1, 2)) -> Path:
+    """A real build (both precisions, parity, manifest) of a freshly initialised model of `config`
+    (seed 0) into folder/engines; returns that engine folder."""
+    import torch
+    from rich.console import Console
+
+    from cmmsf.checkpoint import save_checkpoint
+    from cmmsf.model import build_model
+    from export.build import BuildOptions, build
+    from export.profiles import ShapeProfile
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model(config), folder / "ck")
+    build(BuildOptions(str(checkpoint), folder / "engines", profile=ShapeProfile(batch, max_lengths)),
+          Console(quiet=True))
+    return folder / "engines"
+
+
 def python_output(code: str, timeout: float = 300, env: dict | None = None) -> str:
     """Run `code` in a fresh interpreter at the repository root; its stdout (stderr shown if it fails).
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import run_app
-from .conftest import python_output
+from .conftest import build_engines, python_output
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,23 +22,11 @@ pytestmark = pytest.mark.skipif(not CLIPS.is_dir(), reason="needs ../shared/data
 @pytest.fixture(scope="module")
 def asr_engines(tmp_path_factory):
     """Tiny engines whose audio limit is edge's 12 s: ASR hears what the audio encoder gets, the whole clip."""
-    import torch
-    from rich.console import Console
-
-    from cmmsf.checkpoint import save_checkpoint
     from cmmsf.config import preset
-    from cmmsf.model import build_model
-    from export.build import BuildOptions, build
-    from export.profiles import ShapeProfile
 
-    torch.manual_seed(0)
     config = preset("tiny")
     config.audio.max_len, config.text.max_len = 150, 64
-    folder = tmp_path_factory.mktemp("asr")
-    checkpoint = save_checkpoint(build_model(config), folder / "ck")
-    build(BuildOptions(str(checkpoint), folder / "engines",
-                       profile=ShapeProfile((1, 1, 2), {"text": 64, "audio": 150, "video": 30})), Console(quiet=True))
-    return folder / "engines"
+    return build_engines(tmp_path_factory.mktemp("asr"), config, {"text": 64, "audio": 150, "video": 30})
 
 
 @pytest.fixture
@@ -196,24 +184,12 @@ def test_whisper_front_end_gives_the_same_steps_to_a_clip_and_a_stream(bare_clip
 @pytest.fixture(scope="module")
 def whisper_engines(tmp_path_factory):
     """Tiny engines whose audio front-end is the Whisper encoder (as the shipped checkpoint's is)."""
-    import torch
-    from rich.console import Console
-
-    from cmmsf.checkpoint import save_checkpoint
     from cmmsf.config import preset
-    from cmmsf.model import build_model
-    from export.build import BuildOptions, build
-    from export.profiles import ShapeProfile
 
-    torch.manual_seed(0)
     config = preset("tiny")
     config.audio.frontend, config.audio.feature_dim, config.audio.max_len = "whisper", 384, 150
     config.audio.standardize = True  # its buffers are constants in the exported graph
-    folder = tmp_path_factory.mktemp("whisper")
-    checkpoint = save_checkpoint(build_model(config), folder / "ck")
-    build(BuildOptions(str(checkpoint), folder / "engines",
-                       profile=ShapeProfile((1, 1, 2), {"text": 16, "audio": 150, "video": 30})), Console(quiet=True))
-    return folder / "engines"
+    return build_engines(tmp_path_factory.mktemp("whisper"), config, {"text": 16, "audio": 150, "video": 30})
 
 
 def test_whisper_front_end_runs_in_infer_and_stream(bare_clips, whisper_engines, tmp_path):

@@ -25,7 +25,7 @@ from cli import run_app
 from inputs.clips import find_clips
 
 from .media import write_video, write_wav
-from .conftest import python_output
+from .conftest import build_engines, python_output
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,24 +136,12 @@ def test_out_problems_are_one_line_and_leave_the_path_alone(tiny_engines, one_cl
 
 @pytest.fixture(scope="module")
 def text_only_engines(tmp_path_factory):
-    """Tiny engines of a checkpoint that learned text only (like the shipped default)."""
-    import torch
-    from rich.console import Console
-
-    from cmmsf.checkpoint import save_checkpoint
+    """Tiny engines of a checkpoint that learned text only (audio and video get masked)."""
     from cmmsf.config import preset
-    from cmmsf.model import build_model
-    from export.build import BuildOptions, build
-    from export.profiles import ShapeProfile
 
-    torch.manual_seed(0)
     config = preset("tiny")
     config.trained_modalities = ["text"]
-    folder = tmp_path_factory.mktemp("textonly")
-    checkpoint = save_checkpoint(build_model(config), folder / "ck")
-    build(BuildOptions(str(checkpoint), folder / "engines",
-                       profile=ShapeProfile((1, 1, 2), {"text": 16, "audio": 40, "video": 30})), Console(quiet=True))
-    return folder / "engines"
+    return build_engines(tmp_path_factory.mktemp("textonly"), config, {"text": 16, "audio": 40, "video": 30})
 
 
 def test_nothing_usable_is_an_error_line_not_a_score(tiny_engines, text_only_engines, tmp_path):
