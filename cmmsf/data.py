@@ -49,11 +49,6 @@ class Labelled:
     maker: "SourceItem | None" = None
 
     @property
-    def emotion(self) -> str:
-        """The emotion class of an emotion-labelled example, else ''."""
-        return self.maker.emotion if self.maker is not None else ""
-
-    @property
     def modalities(self) -> tuple[str, ...]:
         """The modalities this example can bring (before any dropout)."""
         if self.maker is not None:

@@ -67,15 +67,6 @@ class SubsetRow:
         return out
 
 
-def modalities_of(items: list[Labelled]) -> set[str]:
-    """Modalities some example of `items` brings."""
-    present: set[str] = set()
-    for item in items[:50]:
-        sample = item.sample()
-        present |= {m for m in MODALITIES if sample.arrays.get(m) is not None}
-    return present
-
-
 def parse_subsets(text: str | None) -> dict[str, tuple[str, ...]]:
     """`--modalities`: None → SUBSETS; `text,audio` → that one subset (named `text+audio`)."""
     if text is None:
@@ -93,7 +84,7 @@ def subset_table(model: CMMSF, items: list[Labelled], gates: dict[str, dict] | N
     trained = set(model.config.trained_modalities)
     rows = []
     for source, group in by_source(items).items():
-        has = modalities_of(group) & trained
+        has = set().union(*(it.modalities for it in group)) & trained
         labels = np.array([it.label for it in group])
         gate = {k: v for k, v in gates.get(source, {}).items() if k != "modalities"}
         for name, modalities in subsets.items():

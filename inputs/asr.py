@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import audible
 from .errors import CmmsfError
 from .hashing import sha256_file
 
@@ -129,7 +130,7 @@ class RollingTranscriber:
         stop = int(round((until_s - self.pending_start) * self.sample_rate))
         audio = self.pending[: max(stop, 0)]
         tentative: list[Word] = []
-        if len(audio) >= self.sample_rate // 10 and float(np.max(np.abs(audio))) >= 1e-4:
+        if len(audio) >= self.sample_rate // 10 and audible(audio, self.sample_rate):
             heard = self.recognizer.transcribe(audio)
             self.seconds += heard.seconds
             words = [Word(w.text, round(w.start_s + self.pending_start, 3), round(w.end_s + self.pending_start, 3))

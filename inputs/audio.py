@@ -118,3 +118,12 @@ class StreamingLogMel:
         drop = min(max(0, int(start_s * self.rate) - self.steps_dropped), len(self.steps))
         del self.steps[:drop]
         self.steps_dropped += drop
+
+
+SILENCE_PEAK = 1e-4
+"""Audio whose loudest sample stays below this (-80 dBFS) carries nothing to hear: absent."""
+
+
+def audible(wave: np.ndarray | None, sample_rate: int) -> bool:
+    """At least 20 ms of audio whose loudest sample reaches SILENCE_PEAK."""
+    return wave is not None and len(wave) >= sample_rate // 50 and float(np.max(np.abs(wave))) >= SILENCE_PEAK

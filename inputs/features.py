@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .asr import ASR_MODES, SpeechRecognizer
-from .audio import WIN, log_mel
+from .audio import WIN, audible, log_mel
 from .clips import Clip
 from .errors import CmmsfError
 from .media import decode_audio, decode_video, media_duration
@@ -32,8 +32,6 @@ from .spec import DATA_KEY, MODALITIES, InputSpec
 from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
 from .video import frames_to_input
 
-SILENCE_PEAK = 1e-4
-"""Audio whose loudest sample stays below this (-80 dBFS) carries nothing to hear: absent."""
 
 
 class NoUsableInput(CmmsfError, ValueError):
@@ -185,11 +183,6 @@ def clean_audio(wave: np.ndarray | None, notes: dict[str, Any] | None = None) ->
     if notes is not None:
         notes["audio_nonfinite_samples"] = int((~finite).sum())
     return np.where(finite, wave, np.float32(0.0))
-
-
-def audible(wave: np.ndarray | None, sample_rate: int) -> bool:
-    """At least 20 ms of audio whose loudest sample reaches SILENCE_PEAK."""
-    return wave is not None and len(wave) >= sample_rate // 50 and float(np.max(np.abs(wave))) >= SILENCE_PEAK
 
 
 def mask_untrained(item: ClipInputs, spec: InputSpec) -> ClipInputs:
