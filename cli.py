@@ -108,6 +108,23 @@ def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) 
     console.print(f"versions: {json.dumps(engines.manifest.get('versions', {}))}")
 
 
+@export_app.command("triton")
+@friendly
+def export_triton(
+    engines: list[Path] = typer.Option(..., help="engine folder; repeat for TensorRT plans of the same model "
+                                                 "built on GPUs of different compute capability"),
+    out: Path = typer.Option(Path("model_repository"), help="the model repository folder to write"),
+    format: str = typer.Option("auto", help="auto (plans where every folder has them, else ONNX), onnx or plan"),
+    precision: str = typer.Option("fp16", help="which ONNX graphs onnxruntime_onnx models serve: fp16 or fp32"),
+    max_queue_delay_ms: float = typer.Option(2.0, min=0, help="Triton's dynamic-batching queue delay"),
+    force: bool = typer.Option(False, "--force", help="replace an existing repository"),
+) -> None:
+    """Engine folder(s) → a Triton Inference Server model repository: one model per stage + an ensemble."""
+    from export.triton_repository import TritonRepositoryOptions, write_repository
+
+    write_repository(TritonRepositoryOptions(engines, out, format, precision, max_queue_delay_ms, force), console)
+
+
 # ---------------------------------------------------------------- cmmsf-run
 
 ENGINES_HELP = "engine folder [default: engines/default, exported from the shipped checkpoint if missing]"
@@ -126,6 +143,16 @@ def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text)]
+    except ValueError:
+        raise ValueError(f"{option} wants comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{option} wants positive integers, got {text!r}")
+    return values
 
 
 @run_app.command("infer")
@@ -180,6 +207,29 @@ def run_stream(
                          backend, precision, connect_timeout, read_timeout, asr), err_console)
 
 
+@run_app.command("serve")
+@friendly
+def run_serve(
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    address: str = typer.Option("127.0.0.1", help="listen address for HTTP, gRPC and metrics (0.0.0.0: all)"),
+    http_port: int = typer.Option(8000, help="Triton HTTP/REST port"),
+    grpc_port: int = typer.Option(8001, help="Triton gRPC port"),
+    metrics_port: int = typer.Option(8002, help="Triton metrics port (/metrics, Prometheus format)"),
+    max_batch: int = typer.Option(8, min=1, help="largest dynamic batch (1 = no batching)"),
+    max_queue_delay_ms: float = typer.Option(2.0, min=0, help="how long Triton waits to fill a batch"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    asr: str = typer.Option("auto", help="speech recognition for clips sent without a transcript: auto, always, off"),
+    face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
+    log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file]"),
+) -> None:
+    """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
+    from runtime.triton_serve import ServeOptions, serve
+
+    serve(ServeOptions(_engines_or_default(engines), address, http_port, grpc_port, metrics_port, max_batch,
+                       max_queue_delay_ms, backend, precision, asr, face_crop, log_file), console)
+
+
 @run_app.command("bench")
 @friendly
 def run_bench(
@@ -193,17 +243,42 @@ def run_bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
     front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
-    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: a generated tone]"),
+    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: a generated tone]; "
+                                         "with --serve-model clip, the clip every request sends"),
+    serve: list[str] = typer.Option([], help="load-test a running server instead: http://HOST:PORT or "
+                                             "grpc://HOST:PORT (repeat for both)"),
+    serve_model: str = typer.Option("tensors", help="with --serve: tensors (cmmsf_tensors) or clip (cmmsf_clip)"),
+    clients: str = typer.Option("1,8", help="with --serve: comma-separated numbers of concurrent clients"),
+    requests: int = typer.Option(200, min=1, help="with --serve: requests per server and client count"),
 ) -> None:
-    """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side."""
+    """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side.
+
+    With --serve, a load test of a running `cmmsf-run serve` (or any Triton serving its models)."""
+    sizes = _positive_ints(batch, "--batch")
+    if serve:
+        from runtime.load_test import LoadOptions, read_clip, run_load
+
+        opts = LoadOptions(serve, serve_model, _positive_ints(clients, "--clients"), requests)
+        if serve_model == "clip":
+            if audio is None:
+                raise ValueError("--serve-model clip needs the clip to send: --audio FILE")
+            opts.clip, opts.clip_id = read_clip(audio), audio.name
+        else:
+            from cmmsf.sample_inputs import make_inputs
+            from runtime.engine_folder import EngineFolder
+
+            folder = EngineFolder.open(_engines_or_default(engines))
+            lengths = folder.typical_lengths
+            opts.tensors = make_inputs(folder.config, 1, lengths["text"], lengths["audio"], lengths["video"],
+                                       padded=False)
+        rows = run_load(opts, console)
+        if json_out:
+            json_out.write_text(json.dumps(rows, indent=1) + "\n")
+        if any(r["errors"] or r["lost"] for r in rows):
+            raise typer.Exit(1)
+        return
     from runtime.bench import BenchOptions, run_bench as bench
 
-    try:
-        sizes = [int(b) for b in _split(batch)]
-    except ValueError:
-        raise ValueError(f"--batch wants comma-separated integers, got {batch!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batch wants positive integers, got {batch!r}")
     bench(BenchOptions(_engines_or_default(engines), _split(backends), sizes, _split(precision), runs, warmup,
                        threads, json_out, plot, front_ends, audio), console)
 

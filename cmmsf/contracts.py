@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inputs.spec import MODALITIES  # noqa: F401 - re-exported: the stage contracts' modality order
+
+if TYPE_CHECKING:
+    from cmmsf.config import ModelConfig
 
 
 SENTIMENT_CLASSES: tuple[str, ...] = (
@@ -83,6 +86,20 @@ STAGES: dict[str, StageSpec] = {
 `video` holds RGB frames [B, Lv, 3, H, W] or feature vectors [B, Lv, F], per the config's front-end."""
 
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+
+
+def _pipeline_inputs() -> tuple[TensorSpec, ...]:
+    produced = {t.name for s in STAGES.values() for t in s.outputs}
+    seen: dict[str, TensorSpec] = {}
+    for stage in STAGES.values():
+        for spec in stage.inputs:
+            if spec.name not in produced:
+                seen.setdefault(spec.name, spec)
+    return tuple(seen.values())
+
+
+PIPELINE_INPUTS: tuple[TensorSpec, ...] = _pipeline_inputs()
+"""What the whole chain takes (the tensors no stage produces), in stage order: ids, audio, video, masks."""
 OUTPUTS: tuple[str, ...] = tuple(STAGES["mgf_head"].output_names)
 """What the whole pipeline returns: score [B], logits [B, 7], gates [B, 3]."""
 
@@ -109,6 +126,28 @@ ENCODER_OF: dict[str, str] = {"text": "text_encoder", "audio": "audio_encoder", 
 def video_axes(frontend: str) -> tuple[str, ...]:
     """The video input's axes depend on the front-end: raw frames or feature vectors."""
     return ("B", "Lv", "C", "H", "W") if frontend == "frames" else ("B", "Lv", "Fv")
+
+
+LENGTH_AXES: dict[str, str] = {"Lt": "text", "La": "audio", "Lv": "video"}
+"""The axes that vary with the input (besides the batch B), and the modality each belongs to."""
+
+
+def input_axes(spec: TensorSpec, config: "ModelConfig") -> tuple[str, ...]:
+    """Axes of a tensor for this config (the video input depends on its front-end)."""
+    return video_axes(config.video.frontend) if spec.name == "video" else spec.axes
+
+
+def static_axis_sizes(config: "ModelConfig") -> dict[str, int]:
+    """The axes every shape of this config shares: widths, features, image size, classes, modalities."""
+    return {"d": config.d_model, "Fa": config.audio.feature_dim, "Fv": config.video.feature_dim, "C": 3,
+            "H": config.video.image_size, "W": config.video.image_size, "K": config.num_classes,
+            "M": len(MODALITIES)}
+
+
+def sample_dims(spec: TensorSpec, config: "ModelConfig") -> list[int]:
+    """A tensor's shape without its batch axis, -1 where it varies: what servers such as Triton declare."""
+    sizes = static_axis_sizes(config)
+    return [-1 if a in LENGTH_AXES else sizes[a] for a in input_axes(spec, config)[1:]]
 
 
 def class_of(score: float) -> int:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 import cmmsf
 from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
-from cmmsf.contracts import STAGE_ORDER, STAGES
+from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.model import CMMSF
 from cmmsf.sample_inputs import make_inputs
 from inputs.errors import CmmsfError
@@ -36,7 +36,7 @@ from . import tensorrt_build
 from .fp16 import convert_to_fp16
 from .onnx_export import OPSET, export_stage
 from .parity import ParityReport, check_parity, parity_cases
-from .profiles import ShapeProfile, default_profile, input_axes, stage_shapes
+from .profiles import ShapeProfile, default_profile, stage_shapes
 from .report import manifest_table, next_commands
 from .steps import StepLog
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cmmsf.config import ModelConfig
-from cmmsf.contracts import STAGES, TensorSpec, video_axes
+from cmmsf.contracts import LENGTH_AXES, STAGES, input_axes, static_axis_sizes
 from inputs.errors import CmmsfError
-
-LENGTH_AXES = {"Lt": "text", "La": "audio", "Lv": "video"}
 
 
 class ProfileError(CmmsfError, ValueError):
@@ -66,16 +64,9 @@ def parse_max_len(text: str, base: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def input_axes(spec: TensorSpec, config: ModelConfig) -> tuple[str, ...]:
-    """Axes of a stage input for this config (the video input depends on its front-end)."""
-    return video_axes(config.video.frontend) if spec.name == "video" else spec.axes
-
-
 def axis_sizes(config: ModelConfig, profile: ShapeProfile, which: int) -> dict[str, int]:
     """Axis name → size for which = 0 (min), 1 (opt) or 2 (max)."""
-    sizes = {"B": profile.batch[which], "d": config.d_model, "Fa": config.audio.feature_dim,
-             "Fv": config.video.feature_dim, "C": 3, "H": config.video.image_size,
-             "W": config.video.image_size}
+    sizes = {"B": profile.batch[which], **static_axis_sizes(config)}
     for axis, modality in LENGTH_AXES.items():
         sizes[axis] = profile.length(modality)[which]
     return sizes

@@ -1,0 +1,226 @@
+"""`cmmsf-run serve`: the pipeline behind a real NVIDIA Triton Inference Server, through PyTriton.
+
+PyTriton (`pip install -e '.[serve]'`) bundles the `tritonserver` binary; Triton owns HTTP, gRPC,
+health, readiness, metrics and the dynamic batcher, and calls back into this process for each batch.
+Two models:
+
+- `cmmsf_tensors`: the stage-contract inputs in, `score` / `logits` / `gates` out, for clients that
+  preprocess themselves (`inputs/`). Triton batches requests whose shapes agree.
+- `cmmsf_clip`: a clip's encoded bytes (mp4, wav, …) plus an optional transcript and id in, the record
+  `cmmsf-run infer` writes out (JSON), speech recognition where the transcript is missing. Each
+  request of a batch is decoded on its own; the usable ones run as one padded batch. A clip that
+  cannot be used gets its error record (`{"id", "error"}`, as in results.jsonl) and the rest of the
+  batch is answered normally: Triton can only fail a batch as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from cmmsf.contracts import OUTPUTS, PIPELINE_INPUTS, STAGES, sample_dims
+from inputs.clips import Clip
+from inputs.errors import CmmsfError
+from inputs.features import ClipInputs
+from inputs.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+from .pipeline import Pipeline
+
+TENSORS_MODEL = "cmmsf_tensors"
+CLIP_MODEL = "cmmsf_clip"
+_NUMPY = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
+
+
+class ServeError(CmmsfError, RuntimeError):
+    """The server cannot start (PyTriton missing, a port taken); the message says what to do."""
+
+
+@dataclass
+class ServeOptions:
+    engines: Path
+    address: str = "127.0.0.1"
+    """Where HTTP, gRPC and metrics listen; 0.0.0.0 serves other machines too."""
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8
+    """The dynamic batcher's largest batch; 1 turns batching off."""
+    max_queue_delay_ms: float = 2.0
+    backend: str = "auto"
+    precision: str = "fp32"
+    asr: str = "auto"
+    face_crop: bool = False
+    log_file: Path | None = None
+    """Triton's own log; a temporary file when not given (its path is printed)."""
+
+
+def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazily
+    from pytriton.model_config import Tensor
+
+    return Tensor(name=spec.name, dtype=_NUMPY[spec.dtype], shape=tuple(sample_dims(spec, config)) or (1,))
+
+
+class TensorsModel:
+    """`cmmsf_tensors`: one dynamic batch of contract tensors through the five stages."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        inputs = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
+        outputs = self.pipeline.run_batch(inputs).outputs
+        outputs = {**outputs, "score": outputs["score"].reshape(-1, 1)}  # Triton wants [B, 1] for a [B] tensor
+        answers, start = [], 0
+        for request in requests:
+            rows = len(next(iter(request.values())))
+            answers.append({k: v[start:start + rows] for k, v in outputs.items()})
+            start += rows
+        return answers
+
+
+def _text(array: np.ndarray | None, row: int) -> str | None:
+    """Row `row` of an optional BYTES input as text (None where absent or empty)."""
+    if array is None:
+        return None
+    value = array[row].reshape(-1)[0]
+    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    return text or None
+
+
+class ClipModel:
+    """`cmmsf_clip`: encoded clips in, `infer`'s records out; one bad clip never fails its batch."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def _prepare(self, data: bytes, clip_id: str, transcript: str | None, folder: Path) -> ClipInputs:
+        """Decode one clip from bytes, through the very code `infer` uses on files."""
+        if not data:
+            raise ValueError("empty clip")
+        suffix = Path(clip_id).suffix.lower()
+        media = folder / ("clip" + (suffix if suffix in VIDEO_SUFFIXES | AUDIO_SUFFIXES else ".bin"))
+        media.write_bytes(data)
+        sidecar = None
+        if transcript is not None:
+            sidecar = folder / "clip.txt"
+            sidecar.write_text(transcript, encoding="utf-8")
+        try:
+            return self.pipeline.preprocessor.from_clip(Clip(clip_id, media, sidecar))
+        except CmmsfError as err:  # name the clip, not this server's temporary file
+            raise type(err)(str(err).replace(f"'{media}'", "it").replace(str(media), clip_id)) from None
+
+    def records(self, clips: list[tuple[bytes, str, str | None]]) -> list[dict]:
+        """(bytes, id, transcript) → one record each, in order; error records for unusable clips."""
+        out: list[dict | None] = [None] * len(clips)
+        ready: list[tuple[int, ClipInputs]] = []
+        for index, (data, clip_id, transcript) in enumerate(clips):
+            try:
+                with tempfile.TemporaryDirectory(prefix="cmmsf-clip-") as folder:
+                    ready.append((index, self._prepare(data, clip_id, transcript, Path(folder))))
+            except Exception as err:  # noqa: BLE001 - one clip's failure is its own error record
+                out[index] = {"id": clip_id, "error": f"{type(err).__name__}: {err}"}
+        if ready:
+            for (index, _), record in zip(ready, self.pipeline.predict_inputs([item for _, item in ready])):
+                out[index] = record
+        return out  # type: ignore[return-value] - every slot is filled above
+
+    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        flat: list[tuple[bytes, str, str | None]] = []
+        sizes = []
+        for request in requests:
+            clips, ids, transcripts = request["clip"], request.data.get("id"), request.data.get("transcript")
+            sizes.append(len(clips))
+            for row in range(len(clips)):
+                flat.append((bytes(clips[row].reshape(-1)[0]), _text(ids, row) or "clip", _text(transcripts, row)))
+        records = iter(self.records(flat))
+        return [{"record": np.array([[json.dumps(next(records)).encode()] for _ in range(n)], dtype=object)}
+                for n in sizes]
+
+
+def stub_sees_this_python() -> None:
+    """Triton's Python backend stub links libpython by name; on a machine with several Pythons of one
+    minor version (pyenv beside the system's), the loader can pick the other one and the stub dies
+    with an AttributeError inside multiprocessing. Putting this interpreter's library folder first
+    makes the stub load the libpython that matches the standard library it runs."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
+        os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+
+
+def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: float) -> None:
+    """Bind `cmmsf_tensors` and `cmmsf_clip` to a started-or-not PyTriton `Triton`."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    config = pipeline.config
+    batching = ModelConfig(max_batch_size=max_batch,
+                           batcher=DynamicBatcher(max_queue_delay_microseconds=round(queue_delay_ms * 1000)))
+    head = STAGES["mgf_head"]
+    triton.bind(model_name=TENSORS_MODEL, infer_func=TensorsModel(pipeline),
+                inputs=[_tensor(s, config) for s in PIPELINE_INPUTS],
+                outputs=[_tensor(s, config) for s in head.outputs if s.name in OUTPUTS],
+                config=batching, strict=True)
+    triton.bind(model_name=CLIP_MODEL, infer_func=ClipModel(pipeline),
+                inputs=[Tensor(name="clip", dtype=bytes, shape=(1,)),
+                        Tensor(name="transcript", dtype=bytes, shape=(1,), optional=True),
+                        Tensor(name="id", dtype=bytes, shape=(1,), optional=True)],
+                outputs=[Tensor(name="record", dtype=bytes, shape=(1,))],
+                config=batching, strict=True)
+
+
+def triton_config(opts: ServeOptions):
+    from pytriton.triton import TritonConfig
+
+    return TritonConfig(http_address=opts.address, http_port=opts.http_port, grpc_address=opts.address,
+                        grpc_port=opts.grpc_port, metrics_address=opts.address, metrics_port=opts.metrics_port,
+                        exit_timeout_secs=3, log_file=opts.log_file, allow_gpu_metrics=False)
+
+
+def security_config():
+    """PyTriton's default protection (model loading, shared memory, tracing, log levels need its token)
+    minus `statistics`: read-only per-model counts, what the load test reads the mean batch size from."""
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, TritonSecurityConfig
+
+    return TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+
+
+def serve(opts: ServeOptions, console: Console) -> None:
+    """Start Triton with both models and block until Ctrl-C (or SIGTERM); the server stops cleanly."""
+    try:
+        from pytriton.triton import Triton
+    except ImportError:
+        raise ServeError("serving needs PyTriton: pip install -e '.[serve]' (nvidia-pytriton bundles "
+                         "tritonserver)") from None
+    if opts.max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {opts.max_batch}")
+    if opts.log_file is None:
+        opts.log_file = Path(tempfile.mkstemp(prefix="cmmsf-triton-", suffix=".log")[1])
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
+    stub_sees_this_python()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, docker stop: stop as Ctrl-C does
+    try:
+        with Triton(config=triton_config(opts), security_config=security_config()) as triton:
+            try:
+                bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms)
+                triton.run()
+                console.print(f"serving {TENSORS_MODEL} and {CLIP_MODEL} ({pipeline.backend.label} on "
+                              f"{pipeline.backend.provider}, dynamic batching up to {opts.max_batch}, "
+                              f"{opts.max_queue_delay_ms:g} ms queue delay)", highlight=False)
+                console.print(f"  HTTP  http://{opts.address}:{opts.http_port}  (health: /v2/health/ready)\n"
+                              f"  gRPC  {opts.address}:{opts.grpc_port}\n"
+                              f"  metrics http://{opts.address}:{opts.metrics_port}/metrics\n"
+                              f"  Triton log: {opts.log_file}   Ctrl-C stops", highlight=False)
+                triton.serve()  # returns on a Ctrl-C that reaches PyTriton's loop
+            except KeyboardInterrupt:  # one that lands anywhere else once Triton runs: the same clean stop
+                pass
+        console.print("server stopped")
+    finally:
+        pipeline.close()

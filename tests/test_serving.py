@@ -1,0 +1,154 @@
+"""`cmmsf-run serve` for real: Triton Inference Server (PyTriton) on free loopback ports, driven over
+HTTP and gRPC with tritonclient, compared with `Pipeline` in this process, then stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import write_video, write_wav
+
+pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip install -e '.[serve]'")
+pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip install -e '.[serve]'")
+
+from cmmsf.sample_inputs import make_inputs  # noqa: E402
+from runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
+from runtime.pipeline import Pipeline  # noqa: E402
+from runtime.triton_client import ServerClient  # noqa: E402
+
+MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
+COMPARED = ("id", "score", "polarity", "label7", "gates", "present", "absent", "masked", "transcript_source")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engines):
+    """One server for the module: batches up to 4, waiting 20 ms to fill them (so batching shows)."""
+    with LocalServer(tiny_engines, "--max-batch", "4", "--max-queue-delay-ms", "20") as running:
+        yield running
+    assert running.returncode == 0, running.output()[-2000:]  # Ctrl-C is how a server stops: a clean exit
+    assert "server stopped" in running.output()
+    assert not ServerClient(running.http).ready()
+    assert not tritonservers_on(running.ports["http"]), "a tritonserver outlived `cmmsf-run serve`"
+
+
+def tritonservers_on(port: int) -> list[str]:
+    """Command lines of live tritonserver processes that listen on `port` (from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # the process ended while we looked
+            continue
+        if any(w.endswith("tritonserver") for w in words) and any(str(port) in w for w in words):
+            found.append(" ".join(words))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_engines):
+    loaded = Pipeline.load(tiny_engines, "onnxruntime", asr="auto")
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A face-and-tone mp4 with a transcript, a tone wav without one, and the real MOSI wav without its .txt."""
+    folder = tmp_path_factory.mktemp("clips")
+    write_video(folder / "face.mp4", seconds=1.5)
+    (folder / "face.txt").write_text("what a wonderful and moving film")
+    write_wav(folder / "tone.wav", seconds=1.0)
+    if MOSI_WAV.is_file():
+        shutil.copy(MOSI_WAV, folder / "mosi.wav")
+    return folder
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tensors_give_the_pipeline_scores(server, pipeline, tiny_engines, protocol):
+    from runtime.engine_folder import EngineFolder
+
+    batch = make_inputs(EngineFolder.open(tiny_engines).config, batch=2, text_len=9, audio_len=20, video_len=7,
+                        seed=3)  # padded rows: masks matter
+    expected = pipeline.run_batch(batch).outputs
+    client = ServerClient(getattr(server, protocol))
+    got = client.tensors(batch)
+    client.close()
+    assert got["score"].shape == (2,)
+    np.testing.assert_allclose(got["score"], expected["score"], atol=1e-5)
+    np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-5)
+    np.testing.assert_allclose(got["gates"], expected["gates"], atol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_clip_bytes_give_the_records_infer_writes(server, pipeline, clips, protocol):
+    expected = {r["id"]: r for r in pipeline.predict([clips])}
+    client = ServerClient(getattr(server, protocol))
+    sent = {"face": ("face.mp4", (clips / "face.txt").read_text()), "tone": ("tone.wav", None)}
+    if (clips / "mosi.wav").is_file():
+        sent["mosi"] = ("mosi.wav", None)
+    for clip_id, (name, transcript) in sent.items():
+        record = client.clip((clips / name).read_bytes(), clip_id, transcript)
+        want = expected[clip_id]
+        assert {k: record.get(k) for k in COMPARED} == {k: want.get(k) for k in COMPARED}, clip_id
+        assert abs(record["score"] - want["score"]) <= 1e-5
+    client.close()
+    assert expected["face"]["transcript_source"] == "sidecar" and expected["tone"]["present"]["audio"]
+    if "mosi" in sent:  # real speech, no transcript: the server heard it, as infer does
+        assert expected["mosi"]["transcript_source"] == "asr" and "really good" in expected["mosi"]["transcript"]
+
+
+def test_a_corrupt_clip_fails_alone_while_a_good_one_is_served(server, pipeline, clips):
+    good_bytes, bad_bytes = (clips / "face.mp4").read_bytes(), b"\x00not a video at all" * 64
+    answers: dict[str, dict] = {}
+
+    def send(name: str, data: bytes, transcript: str | None) -> None:
+        client = ServerClient(server.grpc)
+        answers[name] = client.clip(data, name, transcript)
+        client.close()
+
+    threads = [threading.Thread(target=send, args=("face", good_bytes, (clips / "face.txt").read_text())),
+               threading.Thread(target=send, args=("broken.mp4", bad_bytes, None))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert set(answers["broken.mp4"]) == {"id", "error"} and "MediaError" in answers["broken.mp4"]["error"]
+    assert "/tmp" not in answers["broken.mp4"]["error"]  # the server's temporary path is not the client's business
+    assert answers["face"]["score"] == next(r for r in pipeline.predict([clips]) if r["id"] == "face")["score"]
+    empty = ServerClient(server.http).clip(b"", "empty")
+    assert empty == {"id": "empty", "error": "ValueError: empty clip"}
+    assert ServerClient(server.http).ready()  # and it keeps serving
+
+
+def test_health_readiness_and_metrics_are_tritons(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/cmmsf_clip/ready",
+                 "/v2/models/cmmsf_tensors/ready"):
+        with urllib.request.urlopen(server.http.replace("http://", "http://") + path, timeout=10) as answer:
+            assert answer.status == 200, path
+    with urllib.request.urlopen(server.http + "/v2/models/cmmsf_tensors/config", timeout=10) as answer:
+        config = json.loads(answer.read())
+    assert config["max_batch_size"] == 4 and config["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
+    assert [i["name"] for i in config["input"]] == ["input_ids", "text_mask", "audio", "audio_mask", "video",
+                                                    "video_mask"]
+    with urllib.request.urlopen(server.metrics, timeout=10) as answer:
+        metrics = answer.read().decode()
+    assert 'nv_inference_request_success{model="cmmsf_tensors"' in metrics
+
+
+def test_load_test_counts_everything_and_sees_batches(server, tiny_engines):
+    from runtime.engine_folder import EngineFolder
+
+    config = EngineFolder.open(tiny_engines).config
+    opts = LoadOptions([], "tensors", [4], requests=24, timeout_s=120,
+                       tensors=make_inputs(config, 1, 8, 20, 6, padded=False))
+    for url in (server.http, server.grpc):
+        row = load_row(url, 4, opts)
+        assert (row["ok"], row["errors"], row["lost"]) == (24, 0, 0), row["first_errors"]
+        assert row["p50"] <= row["p90"] <= row["p99"]
+        assert row["mean_batch"] > 1.0  # 4 clients and a 20 ms queue delay: Triton did batch them
