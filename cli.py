@@ -167,14 +167,20 @@ def run_infer(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
     asr: str = typer.Option("auto", help="speech recognition: auto (clips without a transcript), always, off"),
+    ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
+                                                "running cluster, or ray://HOST:10001"),
+    ray_actors: int = typer.Option(1, min=1, help="with --ray: stage actors (one backend each)"),
+    num_gpus_per_actor: float = typer.Option(0.0, min=0, help="with --ray: GPUs each stage actor reserves"),
 ) -> None:
     """Batch inference over clips → results.jsonl and a summary table. Exit 2 when some clips failed."""
     from runtime.infer import InferOptions, run_infer as infer
+    from runtime.ray_batch import RaySettings
     from runtime.results import writes_to_stdout
 
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
+    settings = RaySettings(ray, ray_actors, num_gpus_per_actor) if ray else None
     records = infer(InferOptions(paths, _engines_or_default(engines, human), out, batch, resume, backend, precision,
-                                 face_crop, asr), human)
+                                 face_crop, asr, settings), human)
     if any("error" in r for r in records):
         raise typer.Exit(2)
 

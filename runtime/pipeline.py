@@ -47,9 +47,7 @@ class Pipeline:
         check_choice(backend, precision)
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
-        preprocessor = Preprocessor(folder.config.input_spec(), face_crop=face_crop, asr=asr)
-        if asr != "off" or preprocessor.speech is not None:
-            check_asr_model(folder, audio_front_end=preprocessor.speech is not None)
+        preprocessor = preprocessor_for(folder, face_crop=face_crop, asr=asr)
         note = ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
@@ -113,6 +111,15 @@ class Pipeline:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def preprocessor_for(engines: EngineFolder, face_crop: bool = False, asr: str = "off") -> Preprocessor:
+    """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
+    uses, and what a worker that only decodes (Ray tasks) builds on its own."""
+    preprocessor = Preprocessor(engines.config.input_spec(), face_crop=face_crop, asr=asr)
+    if asr != "off" or preprocessor.speech is not None:
+        check_asr_model(engines, audio_front_end=preprocessor.speech is not None)
+    return preprocessor
 
 
 def check_asr_model(engines: EngineFolder, audio_front_end: bool = False) -> None:

@@ -1,0 +1,144 @@
+"""`cmmsf-run infer PATHS --ray [ADDRESS]`: the same records, computed on a Ray cluster with Ray Data.
+
+The clip list becomes a Ray dataset. Decoding and preprocessing (PyAV, tokenizer, speech recognition:
+the heavy, embarrassingly parallel part) run as Ray tasks; the five stages run in an actor pool, one
+backend per actor (`--ray-actors`, `--num-gpus-per-actor`), on micro-batches of `--batch` clips. The
+driver receives the records as they stream out and writes them through the same `ResultWriter`
+(resumable), progress bar and summary as a single-process run; Ray adds no scheduler of ours.
+
+Every node must see the engine folder and the clips at the same paths (a shared filesystem, or the
+same copy on each node) and have this package installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inputs.clips import Clip
+from inputs.errors import CmmsfError
+
+LOCAL = "local"
+
+
+class RayError(CmmsfError, RuntimeError):
+    """Ray is missing or the cluster cannot be reached; the message says what to do."""
+
+
+@dataclass
+class RaySettings:
+    address: str = LOCAL
+    """`local` starts a Ray instance on this machine; `auto` joins the one running here; or ray://HOST:PORT."""
+    actors: int = 1
+    num_gpus_per_actor: float = 0.0
+
+
+@lru_cache(maxsize=4)
+def _preprocessor(engines: str, face_crop: bool, asr: str):
+    """One preprocessor per worker process (Ray reuses workers across tasks): the tokenizer and the ASR
+    model load once, not once per clip."""
+    from runtime.engine_folder import EngineFolder
+    from runtime.pipeline import preprocessor_for
+
+    return preprocessor_for(EngineFolder.open(engines), face_crop=face_crop, asr=asr)
+
+
+def preprocess_row(row: dict[str, Any], engines: str, face_crop: bool, asr: str) -> dict[str, Any]:
+    """A Ray task: one clip → its preprocessed inputs (pickled; only our own workers read them back)
+    or its error, exactly as `Pipeline.iter_predict` words it."""
+    clip = Clip(row["id"], Path(row["media"]) if row["media"] else None,
+                Path(row["transcript"]) if row["transcript"] else None)
+    try:
+        item = _preprocessor(engines, face_crop, asr).from_clip(clip)
+        return {"id": clip.id, "error": "", "item": pickle.dumps(item)}
+    except Exception as err:  # noqa: BLE001 - any failure of one clip becomes its error line
+        return {"id": clip.id, "error": f"{type(err).__name__}: {err}", "item": b""}
+
+
+class StageActor:
+    """A Ray actor holding one backend: micro-batches of preprocessed clips → JSON records."""
+
+    def __init__(self, engines: str, backend: str, precision: str):
+        from runtime.pipeline import Pipeline
+
+        self.pipeline = Pipeline.load(engines, backend, precision, asr="off")  # inputs arrive preprocessed
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        records: list[dict | None] = []
+        ready = []
+        for clip_id, error, item in zip(batch["id"], batch["error"], batch["item"]):
+            if error:
+                records.append({"id": str(clip_id), "error": str(error)})
+            else:
+                ready.append((len(records), pickle.loads(item)))
+                records.append(None)
+        if ready:
+            for (index, _), record in zip(ready, self.pipeline.predict_inputs([i for _, i in ready])):
+                records[index] = record
+        return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+
+
+def reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a cluster address nobody answers (ray.init would keep retrying for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RayError(f"--ray wants local, auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise RayError(f"cannot reach a Ray cluster at {address}: {err.strerror or err}") from None
+
+
+def connect(address: str) -> None:
+    """Start or join Ray, quietly (no dashboard; workers' logs stay in Ray's session folder)."""
+    try:
+        import ray
+    except ImportError:
+        raise RayError("--ray needs Ray Data: pip install -e '.[ray]'") from None
+    if ray.is_initialized():
+        return
+    if address not in (LOCAL, "auto"):
+        reachable(address)
+    try:
+        ray.init(address=None if address == LOCAL else address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    except ConnectionError as err:
+        raise RayError(f"cannot reach a Ray cluster at {address}: {err}") from None
+
+
+def ray_records(clips: list[Clip], engines: Path, settings: RaySettings, batch: int, backend: str,
+                precision: str, face_crop: bool, asr: str) -> Iterator[dict]:
+    """Yield one record per clip as the cluster finishes them (in no particular order)."""
+    connect(settings.address)
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # after importing ray.data, which sets its own
+    context.enable_progress_bars = False  # the driver shows one rich progress bar, as without Ray
+    context.print_on_execution_start = False
+    engines_path = str(Path(engines).resolve())
+    rows = [{"id": c.id, "media": str(c.media.resolve()) if c.media else "",
+             "transcript": str(c.transcript.resolve()) if c.transcript else ""} for c in clips]
+    # decoding runs in as many tasks at once as the cluster has CPUs; a task-pool size other than the
+    # actor pool's also keeps Ray from fusing decoding into the stage actors
+    decoders = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    dataset = (ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+               .map(preprocess_row, fn_kwargs={"engines": engines_path, "face_crop": face_crop, "asr": asr},
+                    compute=ray.data.TaskPoolStrategy(size=decoders))
+               .map_batches(StageActor, fn_constructor_kwargs={"engines": engines_path, "backend": backend,
+                                                               "precision": precision},
+                            batch_size=batch, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=settings.actors),
+                            num_gpus=settings.num_gpus_per_actor or None))
+    for row in dataset.iter_rows():
+        yield json.loads(row["record"])
