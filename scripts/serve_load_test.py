@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--json", type=Path, help="write every row as JSON")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     engines = args.engines or ensure_default_engines(console)
     folder = EngineFolder.open(engines)
     lengths = folder.typical_lengths
