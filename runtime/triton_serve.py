@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from cmmsf.contracts import OUTPUTS, PIPELINE_INPUTS, STAGES, sample_dims
+from cmmsf.contracts import PIPELINE_INPUTS, STAGES, sample_dims
 from inputs.clips import Clip
 from inputs.errors import CmmsfError
 from inputs.features import ClipInputs
 from inputs.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
+from .backends.base import NUMPY_DTYPES
 from .pipeline import Pipeline
 
 TENSORS_MODEL = "cmmsf_tensors"
 CLIP_MODEL = "cmmsf_clip"
-_NUMPY = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
 
 
 class ServeError(CmmsfError, RuntimeError):
@@ -65,7 +65,7 @@ class ServeOptions:
 def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazily
     from pytriton.model_config import Tensor
 
-    return Tensor(name=spec.name, dtype=_NUMPY[spec.dtype], shape=tuple(sample_dims(spec, config)) or (1,))
+    return Tensor(name=spec.name, dtype=NUMPY_DTYPES[spec.dtype], shape=tuple(sample_dims(spec, config)) or (1,))
 
 
 class TensorsModel:
@@ -163,10 +163,9 @@ def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: floa
     config = pipeline.config
     batching = ModelConfig(max_batch_size=max_batch,
                            batcher=DynamicBatcher(max_queue_delay_microseconds=round(queue_delay_ms * 1000)))
-    head = STAGES["mgf_head"]
     triton.bind(model_name=TENSORS_MODEL, infer_func=TensorsModel(pipeline),
                 inputs=[_tensor(s, config) for s in PIPELINE_INPUTS],
-                outputs=[_tensor(s, config) for s in head.outputs if s.name in OUTPUTS],
+                outputs=[_tensor(s, config) for s in STAGES["mgf_head"].outputs],
                 config=batching, strict=True)
     triton.bind(model_name=CLIP_MODEL, infer_func=ClipModel(pipeline),
                 inputs=[Tensor(name="clip", dtype=bytes, shape=(1,)),
@@ -192,15 +191,34 @@ def security_config():
     return TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
 
 
+def check_ports_free(opts: ServeOptions) -> None:
+    """A port another process holds would make Triton fail late (or PyTriton talk to that other
+    server): say which one, before anything starts."""
+    import socket
+
+    for option, port in (("--http-port", opts.http_port), ("--grpc-port", opts.grpc_port),
+                         ("--metrics-port", opts.metrics_port)):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((opts.address, port))
+            except OSError as err:
+                raise ServeError(f"{opts.address}:{port} is not free ({err.strerror}); choose another {option}") from None
+
+
 def serve(opts: ServeOptions, console: Console) -> None:
     """Start Triton with both models and block until Ctrl-C (or SIGTERM); the server stops cleanly."""
     try:
+        from pytriton.exceptions import PyTritonError
         from pytriton.triton import Triton
     except ImportError:
         raise ServeError("serving needs PyTriton: pip install -e '.[serve]' (nvidia-pytriton bundles "
                          "tritonserver)") from None
     if opts.max_batch < 1:
         raise ValueError(f"--max-batch must be at least 1, got {opts.max_batch}")
+    if len({opts.http_port, opts.grpc_port, opts.metrics_port}) < 3:
+        raise ValueError("--http-port, --grpc-port and --metrics-port must differ")
+    check_ports_free(opts)
     if opts.log_file is None:
         opts.log_file = Path(tempfile.mkstemp(prefix="cmmsf-triton-", suffix=".log")[1])
     pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
@@ -222,5 +240,7 @@ def serve(opts: ServeOptions, console: Console) -> None:
             except KeyboardInterrupt:  # one that lands anywhere else once Triton runs: the same clean stop
                 pass
         console.print("server stopped")
+    except PyTritonError as err:  # a port taken, a server that died: one line and where to look
+        raise ServeError(f"Triton Inference Server failed: {err} (its log: {opts.log_file})") from None
     finally:
         pipeline.close()

@@ -152,3 +152,14 @@ def test_load_test_counts_everything_and_sees_batches(server, tiny_engines):
         assert (row["ok"], row["errors"], row["lost"]) == (24, 0, 0), row["first_errors"]
         assert row["p50"] <= row["p90"] <= row["p99"]
         assert row["mean_batch"] > 1.0  # 4 clients and a 20 ms queue delay: Triton did batch them
+
+
+def test_a_taken_port_is_one_error_line(server, tiny_engines):
+    from typer.testing import CliRunner
+
+    from cli import run_app
+
+    result = CliRunner().invoke(run_app, ["serve", "--engines", str(tiny_engines), "--http-port",
+                                          str(server.ports["http"]), "--grpc-port", "1", "--metrics-port", "2"])
+    assert result.exit_code == 1 and f"{server.ports['http']} is not free" in result.output
+    assert ServerClient(server.http).ready()  # the running server never noticed

@@ -8,7 +8,7 @@ import numpy as np
 
 from cmmsf.contracts import STAGES, run_chain
 
-_NUMPY_DTYPES = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
+NUMPY_DTYPES = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
 
 
 def conform(stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -17,7 +17,7 @@ def conform(stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for spec in STAGES[stage].inputs:
         if spec.name not in feeds:
             raise KeyError(f"stage {stage} needs input {spec.name!r}; got {sorted(feeds)}")
-        out[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=_NUMPY_DTYPES[spec.dtype])
+        out[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=NUMPY_DTYPES[spec.dtype])
     return out
 
 
