@@ -203,7 +203,8 @@ def check_ports_free(opts: ServeOptions) -> None:
             try:
                 probe.bind((opts.address, port))
             except OSError as err:
-                raise ServeError(f"{opts.address}:{port} is not free ({err.strerror}); choose another {option}") from None
+                raise ServeError(f"{opts.address}:{port} is not free ({err.strerror}); "
+                                 f"choose another {option}") from None
 
 
 def serve(opts: ServeOptions, console: Console) -> None:

@@ -121,4 +121,5 @@ def test_refusals_are_one_line(repository, tiny_engines, tmp_path):
     assert forced.exit_code == 0, forced.output
     manifest = json.loads((tiny_engines / "manifest.json").read_text())
     onnx = repository / (STAGE_PREFIX + "text_encoder") / "1" / "model.onnx"
-    assert hashlib.sha256(onnx.read_bytes()).hexdigest() == manifest["stages"]["text_encoder"]["artifacts"]["fp32"]["sha256"]
+    fp32 = manifest["stages"]["text_encoder"]["artifacts"]["fp32"]
+    assert hashlib.sha256(onnx.read_bytes()).hexdigest() == fp32["sha256"]
