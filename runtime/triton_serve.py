@@ -20,6 +20,7 @@ import os
 import signal
 import sysconfig
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,24 +225,28 @@ def serve(opts: ServeOptions, console: Console) -> None:
         opts.log_file = Path(tempfile.mkstemp(prefix="cmmsf-triton-", suffix=".log")[1])
     pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
     stub_sees_this_python()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, docker stop: stop as Ctrl-C does
+    # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into
+    # whatever PyTriton is doing at that moment (a health probe, a lock) can leave its shutdown hanging
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Triton(config=triton_config(opts), security_config=security_config()) as triton:
-            try:
-                bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms)
-                triton.run()
-                console.print(f"serving {TENSORS_MODEL} and {CLIP_MODEL} ({pipeline.backend.label} on "
-                              f"{pipeline.backend.provider}, dynamic batching up to {opts.max_batch}, "
-                              f"{opts.max_queue_delay_ms:g} ms queue delay)", highlight=False)
-                console.print(f"  HTTP  http://{opts.address}:{opts.http_port}  (health: /v2/health/ready)\n"
-                              f"  gRPC  {opts.address}:{opts.grpc_port}\n"
-                              f"  metrics http://{opts.address}:{opts.metrics_port}/metrics\n"
-                              f"  Triton log: {opts.log_file}   Ctrl-C stops", highlight=False)
-                triton.serve()  # returns on a Ctrl-C that reaches PyTriton's loop
-            except KeyboardInterrupt:  # one that lands anywhere else once Triton runs: the same clean stop
-                pass
+            bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms)
+            triton.run()
+            console.print(f"serving {TENSORS_MODEL} and {CLIP_MODEL} ({pipeline.backend.label} on "
+                          f"{pipeline.backend.provider}, dynamic batching up to {opts.max_batch}, "
+                          f"{opts.max_queue_delay_ms:g} ms queue delay)", highlight=False)
+            console.print(f"  HTTP  http://{opts.address}:{opts.http_port}  (health: /v2/health/ready)\n"
+                          f"  gRPC  {opts.address}:{opts.grpc_port}\n"
+                          f"  metrics http://{opts.address}:{opts.metrics_port}/metrics\n"
+                          f"  Triton log: {opts.log_file}   Ctrl-C stops", highlight=False)
+            while not stop.wait(1.0):
+                if not triton.is_alive():
+                    raise ServeError(f"Triton Inference Server stopped on its own; see its log: {opts.log_file}")
         console.print("server stopped")
     except PyTritonError as err:  # a port taken, a server that died: one line and where to look
         raise ServeError(f"Triton Inference Server failed: {err} (its log: {opts.log_file})") from None
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         pipeline.close()
