@@ -262,7 +262,7 @@ def run_bench(
     With --serve, a load test of a running `cmmsf-run serve` (or any Triton serving its models)."""
     sizes = _positive_ints(batch, "--batch")
     if serve:
-        from runtime.load_test import LoadOptions, read_clip, run_load
+        from runtime.load_test import LoadOptions, read_clip, run_load, typical_request
 
         opts = LoadOptions(serve, serve_model, _positive_ints(clients, "--clients"), requests)
         if serve_model == "clip":
@@ -270,13 +270,7 @@ def run_bench(
                 raise ValueError("--serve-model clip needs the clip to send: --audio FILE")
             opts.clip, opts.clip_id = read_clip(audio), audio.name
         else:
-            from cmmsf.sample_inputs import make_inputs
-            from runtime.engine_folder import EngineFolder
-
-            folder = EngineFolder.open(_engines_or_default(engines))
-            lengths = folder.typical_lengths
-            opts.tensors = make_inputs(folder.config, 1, lengths["text"], lengths["audio"], lengths["video"],
-                                       padded=False)
+            opts.tensors = typical_request(_engines_or_default(engines))
         rows = run_load(opts, console)
         if json_out:
             json_out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -44,6 +44,17 @@ class LoadOptions:
     clip_id: str = "clip"
 
 
+def typical_request(engines: Path) -> dict[str, np.ndarray]:
+    """A batch-1 `cmmsf_tensors` request at the engines' typical lengths (the profile's opt), as `bench` feeds."""
+    from cmmsf.sample_inputs import make_inputs
+
+    from .engine_folder import EngineFolder
+
+    folder = EngineFolder.open(engines)
+    lengths = folder.typical_lengths
+    return make_inputs(folder.config, 1, lengths["text"], lengths["audio"], lengths["video"], padded=False)
+
+
 def _percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
@@ -120,7 +131,10 @@ def run_load(opts: LoadOptions, console: Console) -> list[dict[str, Any]]:
         raise ValueError(f"--serve-model must be tensors or clip, got {opts.model!r}")
     rows = []
     for url in opts.urls:
-        if not ServerClient(url).ready():
+        probe = ServerClient(url)
+        ready = probe.ready()
+        probe.close()
+        if not ready:
             raise ConnectionError(f"no ready Triton server at {url}; start one with `cmmsf-run serve`")
         for clients in opts.clients:
             console.print(f"{url} {MODELS[opts.model]}: {opts.requests} requests from {clients} clients…",

@@ -28,6 +28,11 @@ class BatchResult:
     stage_ms: dict[str, float]
 
 
+def error_record(clip_id: str, err: BaseException) -> dict:
+    """The line a clip that could not be scored gets, wherever it failed: its id and why."""
+    return {"id": clip_id, "error": f"{type(err).__name__}: {err}"}
+
+
 def polarity(score: float) -> str:
     return "positive" if score > 0 else "negative" if score < 0 else "neutral"
 
@@ -91,6 +96,16 @@ class Pipeline:
             })
         return records
 
+    def predict_prepared(self, entries: list[ClipInputs | dict]) -> list[dict]:
+        """Records in order for preprocessed clips mixed with error records (passed through as they are);
+        the clips run as one micro-batch. For callers that preprocess elsewhere (a server, Ray tasks)."""
+        out = list(entries)
+        ready = [i for i, entry in enumerate(entries) if isinstance(entry, ClipInputs)]
+        if ready:
+            for index, record in zip(ready, self.predict_inputs([entries[i] for i in ready])):
+                out[index] = record
+        return out  # type: ignore[return-value] - every ClipInputs became its record
+
     def iter_predict(self, clips: list[Clip], batch_size: int = 1) -> Iterator[dict]:
         """Yield one record per clip, error records included; a bad clip never stops the others."""
         pending: list[ClipInputs] = []
@@ -98,7 +113,7 @@ class Pipeline:
             try:
                 pending.append(self.preprocessor.from_clip(clip))
             except Exception as err:  # noqa: BLE001 - any failure of one clip becomes its error line
-                yield {"id": clip.id, "error": f"{type(err).__name__}: {err}"}
+                yield error_record(clip.id, err)
             if len(pending) >= batch_size:
                 yield from self.predict_inputs(pending)
                 pending = []

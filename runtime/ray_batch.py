@@ -60,7 +60,9 @@ def preprocess_row(row: dict[str, Any], engines: str, face_crop: bool, asr: str)
         item = _preprocessor(engines, face_crop, asr).from_clip(clip)
         return {"id": clip.id, "error": "", "item": pickle.dumps(item)}
     except Exception as err:  # noqa: BLE001 - any failure of one clip becomes its error line
-        return {"id": clip.id, "error": f"{type(err).__name__}: {err}", "item": b""}
+        from runtime.pipeline import error_record
+
+        return {"id": clip.id, "error": error_record(clip.id, err)["error"], "item": b""}
 
 
 class StageActor:
@@ -72,17 +74,9 @@ class StageActor:
         self.pipeline = Pipeline.load(engines, backend, precision, asr="off")  # inputs arrive preprocessed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records: list[dict | None] = []
-        ready = []
-        for clip_id, error, item in zip(batch["id"], batch["error"], batch["item"]):
-            if error:
-                records.append({"id": str(clip_id), "error": str(error)})
-            else:
-                ready.append((len(records), pickle.loads(item)))
-                records.append(None)
-        if ready:
-            for (index, _), record in zip(ready, self.pipeline.predict_inputs([i for _, i in ready])):
-                records[index] = record
+        entries = [{"id": str(clip_id), "error": str(error)} if error else pickle.loads(item)
+                   for clip_id, error, item in zip(batch["id"], batch["error"], batch["item"])]
+        records = self.pipeline.predict_prepared(entries)
         return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
 
 

@@ -95,9 +95,8 @@ class ServerClient:
 
     def executions(self, model: str) -> tuple[int, int]:
         """(requests answered, batches executed) by `model` so far: their ratio is the mean batch size."""
-        stats = self.client.get_inference_statistics(model)
-        entries = stats["model_stats"] if isinstance(stats, dict) else [
-            {"inference_count": s.inference_count, "execution_count": s.execution_count} for s in stats.model_stats]
+        as_json = {"as_json": True} if self.protocol == "grpc" else {}  # HTTP answers JSON already
+        entries = self.client.get_inference_statistics(model, **as_json)["model_stats"]
         return (sum(int(e.get("inference_count", 0)) for e in entries),
                 sum(int(e.get("execution_count", 0)) for e in entries))
 

@@ -28,13 +28,12 @@ import numpy as np
 from rich.console import Console
 
 from cmmsf.contracts import PIPELINE_INPUTS, STAGES, sample_dims
-from inputs.clips import Clip
+from inputs.clips import MEDIA_SUFFIXES, Clip
 from inputs.errors import CmmsfError
 from inputs.features import ClipInputs
-from inputs.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
 from .backends.base import NUMPY_DTYPES
-from .pipeline import Pipeline
+from .pipeline import Pipeline, error_record
 
 TENSORS_MODEL = "cmmsf_tensors"
 CLIP_MODEL = "cmmsf_clip"
@@ -107,7 +106,7 @@ class ClipModel:
         if not data:
             raise ValueError("empty clip")
         suffix = Path(clip_id).suffix.lower()
-        media = folder / ("clip" + (suffix if suffix in VIDEO_SUFFIXES | AUDIO_SUFFIXES else ".bin"))
+        media = folder / ("clip" + (suffix if suffix in MEDIA_SUFFIXES else ".bin"))
         media.write_bytes(data)
         sidecar = None
         if transcript is not None:
@@ -120,18 +119,14 @@ class ClipModel:
 
     def records(self, clips: list[tuple[bytes, str, str | None]]) -> list[dict]:
         """(bytes, id, transcript) → one record each, in order; error records for unusable clips."""
-        out: list[dict | None] = [None] * len(clips)
-        ready: list[tuple[int, ClipInputs]] = []
-        for index, (data, clip_id, transcript) in enumerate(clips):
+        entries: list[ClipInputs | dict] = []
+        for data, clip_id, transcript in clips:
             try:
                 with tempfile.TemporaryDirectory(prefix="cmmsf-clip-") as folder:
-                    ready.append((index, self._prepare(data, clip_id, transcript, Path(folder))))
+                    entries.append(self._prepare(data, clip_id, transcript, Path(folder)))
             except Exception as err:  # noqa: BLE001 - one clip's failure is its own error record
-                out[index] = {"id": clip_id, "error": f"{type(err).__name__}: {err}"}
-        if ready:
-            for (index, _), record in zip(ready, self.pipeline.predict_inputs([item for _, item in ready])):
-                out[index] = record
-        return out  # type: ignore[return-value] - every slot is filled above
+                entries.append(error_record(clip_id, err))
+        return self.pipeline.predict_prepared(entries)
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
         flat: list[tuple[bytes, str, str | None]] = []

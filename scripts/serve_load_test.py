@@ -18,10 +18,8 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from export.default_engines import ensure_default_engines  # noqa: E402
-from runtime.engine_folder import EngineFolder  # noqa: E402
-from runtime.load_test import LoadOptions, LocalServer, load_row, load_table  # noqa: E402
+from runtime.load_test import LoadOptions, LocalServer, load_row, load_table, typical_request  # noqa: E402
 
 
 def main() -> int:
@@ -36,11 +34,8 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(width=150)
     engines = args.engines or ensure_default_engines(console)
-    folder = EngineFolder.open(engines)
-    lengths = folder.typical_lengths
     opts = LoadOptions([], args.model, [int(c) for c in args.clients.split(",")], args.requests,
-                       tensors=make_inputs(folder.config, 1, lengths["text"], lengths["audio"], lengths["video"],
-                                           padded=False))
+                       tensors=typical_request(engines))
     if args.model == "clip":
         opts.clip, opts.clip_id = args.clip.read_bytes(), args.clip.name
     rows: dict[str, list[dict]] = {}
