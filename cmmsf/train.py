@@ -16,13 +16,19 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -33,7 +39,7 @@ from .data import Labelled, load_dataset, make_batch
 from .fer_backbone import FerFrameEncoder
 from .metrics import regression_metrics
 from .model import CMMSF, build_model
-
+from .sources import LOADERS as EMOTION_LOADERS
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
@@ -54,6 +60,9 @@ class TrainOptions:
     """Clip the gradient norm to this (0 = off)."""
     loss: str = "l1"
     ce_weight: float = 0.1
+    readout_balance: float = 0.0
+    """With loss mse: the score is read as a class at ±this (0.5 for label7); scale the class-balance weights
+    of emotion sources so that the read class, not the mean, is balanced (0 = off). See `readout_weights`."""
     modality_dropout: float = 0.15
     patience: int = 5
     """Stop after this many epochs without a better valid MAE (0 = never stop early)."""
@@ -83,6 +92,8 @@ class TrainOptions:
         opts = cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
         if opts.optimizer not in ("adam", "adamw") or opts.loss not in ("l1", "mse"):
             raise ValueError(f"optimizer must be adam or adamw and loss l1 or mse, got {opts.optimizer!r}, {opts.loss!r}")
+        if opts.readout_balance and opts.loss != "mse":
+            raise ValueError("readout_balance corrects weighted MSE; with loss l1 leave it at 0")
         unknown_stages = set(opts.freeze) - set(STAGE_ORDER)
         if unknown_stages:
             raise ValueError(f"freeze names unknown stages {sorted(unknown_stages)}; "
@@ -167,6 +178,22 @@ def _loss(out: dict[str, torch.Tensor], labels: torch.Tensor, weights: torch.Ten
     return ((score_loss + opts.ce_weight * ce) * weights).sum() / weights.sum()
 
 
+def readout_weights(train: list[Labelled], threshold: float) -> list[Labelled]:
+    """Emotion examples' weights × threshold / (|label| − threshold) where the label reads as non-zero.
+
+    Why: weighted MSE fits the weighted mean of the targets, and the class is read where that mean crosses
+    ±threshold. Between a class at target t and neutral at 0, the mean crosses when w_t·p_t·(|t| − threshold)
+    > threshold·w_0·p_0, so a target at 2 wins with a third of the weight a balanced decision would give it:
+    neutral faces were read as negative. This factor cancels that bias; L1 (a weighted median) has none."""
+    out = []
+    for item in train:
+        magnitude = abs(item.label)
+        if item.source in EMOTION_LOADERS and round(magnitude) >= 1 and magnitude > threshold:
+            item = replace(item, weight=item.weight * threshold / (magnitude - threshold))
+        out.append(item)
+    return out
+
+
 def init_from(model: CMMSF, source: CMMSF) -> list[str]:
     """Copy every tensor of `source` whose name and shape `model` shares; return the names left fresh
     (e.g. the audio encoder's input layer when the front-end changes from log-mel to Whisper states)."""
@@ -234,6 +261,8 @@ class Trainer:
         opts = self.opts
         if opts.threads:
             torch.set_num_threads(opts.threads)
+        if opts.readout_balance > 0:
+            train = readout_weights(train, opts.readout_balance)
         seed_everything(opts.seed)
         model = build_model(self.config)
         fresh: list[str] = []

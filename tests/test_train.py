@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import DataError, load_dataset, load_mmsa_pickle, load_transcript_csv
-from cmmsf.train import TrainOptions, drop_modalities, evaluate, fit
+from cmmsf.data import DataError, Labelled, load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.sources import balance_weights
+from cmmsf.train import TrainOptions, drop_modalities, evaluate, fit, readout_weights
 
 from .media import write_video, write_wav
 
@@ -191,3 +192,28 @@ def test_untrained_modality_encoders_keep_their_batchnorm_statistics(tmp_path):
     state = load_checkpoint(tmp_path / "run" / "checkpoint").state_dict()
     stats = [k for k in state if k.startswith("video_encoder.") and k.endswith("running_var")]
     assert stats and all(torch.equal(state[k], torch.ones_like(state[k])) for k in stats)
+
+
+def test_readout_weights_put_the_weighted_mean_on_the_threshold_when_classes_weigh_alike():
+    """Balanced weights give 2 negatives the mass of 4 neutrals; under weighted MSE such an input would
+    fit -1.0 and read as negative. After readout_weights its fit lands on -0.5, the label7 boundary."""
+    labels = [-2.0] * 2 + [0.0] * 4 + [2.0] * 8
+    items = [Labelled(None, y, "faces", w) for y, w in zip(labels, balance_weights(labels, cap=6.0))]
+    items.append(Labelled(None, -2.0, "mosi", 1.0))
+    adjusted = readout_weights(items, 0.5)
+
+    def fit(group: list[Labelled]) -> float:
+        return sum(it.weight * it.label for it in group) / sum(it.weight for it in group)
+
+    assert fit(items[:6]) == pytest.approx(-1.0)
+    assert fit(adjusted[:6]) == pytest.approx(-0.5)
+    assert [it.weight for it in adjusted[2:6]] == [it.weight for it in items[2:6]]  # neutral unchanged
+    assert adjusted[0].weight == pytest.approx(items[0].weight / 3)
+    assert adjusted[-1].weight == 1.0  # MOSI is a regression source, never class-balanced
+
+
+def test_readout_balance_is_refused_with_l1(tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"loss": "l1", "readout_balance": 0.5}))
+    with pytest.raises(ValueError, match="readout_balance"):
+        TrainOptions.from_recipe(recipe)
