@@ -18,9 +18,8 @@ import numpy as np
 
 from .contracts import MODALITIES
 from .data import Labelled
-from .metrics import regression_metrics
+from .metrics import regression_metrics, valence_metrics
 from .model import CMMSF
-from .sources import valence_classes
 from .train import by_source, predict
 
 SUBSETS: dict[str, tuple[str, ...]] = {"text": ("text",), "audio": ("audio",), "video": ("video",),
@@ -29,22 +28,6 @@ SUBSETS: dict[str, tuple[str, ...]] = {"text": ("text",), "audio": ("audio",), "
 GATE_KEYS = {"mae_max": ("mae", max), "corr_min": ("corr", min), "valence2_balanced_min": ("valence2_bal", min),
              "valence3_balanced_min": ("valence3_bal", min)}
 """A gate key → (metric it bounds, max: metric must be <= bar, min: metric must be >= bar)."""
-
-
-def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
-    """Mean over the classes present in `truth` of the share predicted right, in percent."""
-    classes = np.unique(truth)
-    if not len(classes):
-        return float("nan")
-    return float(100 * np.mean([np.mean(pred[truth == c] == c) for c in classes]))
-
-
-def valence_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """valence2_bal and valence3_bal (see the module docstring)."""
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    signed = truth != 0
-    return {"valence2_bal": balanced_accuracy(truth[signed] > 0, pred[signed] > 0),
-            "valence3_bal": balanced_accuracy(valence_classes(truth), valence_classes(pred))}
 
 
 @dataclass

@@ -55,3 +55,25 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "f1_non0": 100 * weighted_f1(truth[non0] > 0, pred[non0] > 0),
         "n": int(len(truth)),
     }
+
+
+def valence_classes(scores: np.ndarray | list[float]) -> np.ndarray:
+    """-1, 0 or +1 per score, the way `label7` reads it: one that rounds to 0 is neutral."""
+    return np.sign(np.round(np.clip(np.asarray(scores, np.float64), -3, 3))).astype(int)
+
+
+def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over the classes present in `truth` of the share predicted right, in percent."""
+    classes = np.unique(truth)
+    if not len(classes):
+        return float("nan")
+    return float(100 * np.mean([np.mean(pred[truth == c] == c) for c in classes]))
+
+
+def valence_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How emotion-labelled data judges a score: valence2_bal, the balanced accuracy of its sign over examples
+    whose label is not 0; valence3_bal, over the three classes `valence_classes` reads."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    signed = truth != 0
+    return {"valence2_bal": balanced_accuracy(truth[signed] > 0, pred[signed] > 0),
+            "valence3_bal": balanced_accuracy(valence_classes(truth), valence_classes(pred))}

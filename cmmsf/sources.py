@@ -26,6 +26,7 @@ from inputs.video import frames_to_input
 
 from .config import ModelConfig
 from .data import Labelled, Skipped
+from .metrics import valence_classes
 
 SOURCES_FILE = Path(__file__).resolve().parent / "recipes" / "sources.json"
 
@@ -50,11 +51,6 @@ def emotion_score(emotion: str, sources: dict[str, Any], intensity: str = "norma
         raise ValueError(f"emotion {emotion!r} has no sentiment in the sources file (has {', '.join(mapping)})")
     scale = sources.get("intensity_scale", {}).get(intensity, 1.0)
     return float(np.clip(mapping[emotion] * scale, -3.0, 3.0))
-
-
-def valence_classes(scores: np.ndarray | list[float]) -> np.ndarray:
-    """-1, 0 or +1 per score, the way `label7` reads it: one that rounds to 0 is neutral."""
-    return np.sign(np.round(np.clip(np.asarray(scores, np.float64), -3, 3))).astype(int)
 
 
 @dataclass

@@ -4,9 +4,9 @@ A recipe is data (cmmsf/recipes/*.json, each with the reasoning behind its numbe
 (Adam at 1e-5, batch 32, 100 epochs, decay on plateau, nothing the paper does not name); `edge` is what
 trained the shipped checkpoint on CPU (AdamW, a higher learning rate for new layers, clipping, early
 stopping, an EMA of the weights, modality dropout). Both train on an L1 loss on the score plus a small
-cross-entropy on the 7 classes (eq 22), and select the checkpoint with the best valid MAE. Runs are
-resumable (`last/` holds model, optimiser and RNG state every epoch) and deterministic on CPU for a
-fixed seed.
+cross-entropy on the 7 classes (eq 22), and select the checkpoint with the best valid MAE (a recipe's
+`select` can name another metric). Runs are resumable (`last/` holds model, optimiser and RNG state every
+epoch) and deterministic on CPU for a fixed seed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
 from .data import Labelled, load_dataset, make_batch
 from .fer_backbone import FerFrameEncoder
-from .metrics import regression_metrics
+from .metrics import regression_metrics, valence_metrics
 from .model import CMMSF, build_model
 from .sources import LOADERS as EMOTION_LOADERS
 
@@ -64,11 +64,14 @@ class TrainOptions:
     """With loss mse: the score is read as a class at ±this (0.5 for label7); scale the class-balance weights
     of emotion sources so that the read class, not the mean, is balanced (0 = off). See `readout_weights`."""
     modality_dropout: float = 0.15
+    select: str = "mae"
+    """What picks the checkpoint, stops early and decays the rate: `mae` (mean over sources of the valid MAE)
+    or `valence3` (mean over sources of the valid 3-way valence balanced accuracy, what the face gate reads)."""
     patience: int = 5
-    """Stop after this many epochs without a better valid MAE (0 = never stop early)."""
+    """Stop after this many epochs without a better valid selection metric (0 = never stop early)."""
     plateau_factor: float = 0.5
     plateau_patience: int = 2
-    """Learning-rate decay on plateau of valid MAE: multiply by factor after this many stale epochs."""
+    """Learning-rate decay on plateau of the selection metric: multiply by factor after this many stale epochs."""
     ema_decay: float = 0.99
     """Evaluate and save an exponential moving average of the weights (0 = off)."""
     seed: int = 0
@@ -91,7 +94,10 @@ class TrainOptions:
             raise ValueError(f"{path} has unknown keys {sorted(unknown)}")
         opts = cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
         if opts.optimizer not in ("adam", "adamw") or opts.loss not in ("l1", "mse"):
-            raise ValueError(f"optimizer must be adam or adamw and loss l1 or mse, got {opts.optimizer!r}, {opts.loss!r}")
+            raise ValueError("optimizer must be adam or adamw and loss l1 or mse, "
+                             f"got {opts.optimizer!r}, {opts.loss!r}")
+        if opts.select not in SELECTION_METRICS:
+            raise ValueError(f"select must be one of {', '.join(SELECTION_METRICS)}, got {opts.select!r}")
         if opts.readout_balance and opts.loss != "mse":
             raise ValueError("readout_balance corrects weighted MSE; with loss l1 leave it at 0")
         unknown_stages = set(opts.freeze) - set(STAGE_ORDER)
@@ -152,9 +158,18 @@ def by_source(items: list[Labelled]) -> dict[str, list[Labelled]]:
     return groups
 
 
-def selection_mae(model: CMMSF, valid: list[Labelled]) -> tuple[float, dict[str, float]]:
-    """Mean over sources of each source's valid MAE (a big source must not hide a small one), and each."""
-    per_source = {name: evaluate(model, group)["mae"] for name, group in by_source(valid).items()}
+SELECTION_METRICS = {"mae": "valid MAE", "valence3": "valid valence-3 error"}
+"""Each `select` choice and how the log names it; both are read so that lower is better."""
+
+
+def selection_metric(model: CMMSF, valid: list[Labelled], select: str = "mae") -> tuple[float, dict[str, float]]:
+    """Mean over sources of each source's valid metric (a big source must not hide a small one), and each.
+    `valence3` is read as 100 − balanced accuracy, so that lower is better for both."""
+    per_source = {}
+    for name, group in by_source(valid).items():
+        pred, labels = predict(model, group), np.array([it.label for it in group])
+        per_source[name] = (regression_metrics(pred, labels)["mae"] if select == "mae"
+                            else 100.0 - valence_metrics(pred, labels)["valence3_bal"])
     return float(np.mean(list(per_source.values()))), per_source
 
 
@@ -283,7 +298,7 @@ class Trainer:
                                                                patience=opts.plateau_patience)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(opts.ema_decay), use_buffers=True)
                     if opts.ema_decay > 0 else None)
-        state = {"epoch": 0, "best_mae": math.inf, "best_epoch": -1, "stale": 0}
+        state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
         state = self._resume(model, optimizer, scheduler, state)
         rng = np.random.default_rng(opts.seed + 1000 * state["epoch"])
         for epoch in range(state["epoch"], opts.epochs):
@@ -291,18 +306,19 @@ class Trainer:
                 break
             loss = self._epoch(model, optimizer, train, rng, epoch)
             evaluated = self.ema.module if self.ema is not None else model
-            valid_mae, per_source = selection_mae(evaluated, valid)
-            scheduler.step(valid_mae)
-            improved = valid_mae < state["best_mae"]
+            valid_metric, per_source = selection_metric(evaluated, valid, opts.select)
+            scheduler.step(valid_metric)
+            improved = valid_metric < state["best"]
             if improved:
-                state.update(best_mae=valid_mae, best_epoch=epoch, stale=0)
+                state.update(best=valid_metric, best_epoch=epoch, stale=0)
                 save_checkpoint(evaluated, self.run / "checkpoint")
             else:
                 state["stale"] += 1
             state["epoch"] = epoch + 1
             self._save_last(model, optimizer, scheduler, state)
             sources = "  ".join(f"{k} {v:.4f}" for k, v in per_source.items()) if len(per_source) > 1 else ""
-            self.say(f"epoch {epoch + 1:3d}  loss {loss:.4f}  valid MAE {valid_mae:.4f}  {sources}"
+            metric = SELECTION_METRICS[opts.select]
+            self.say(f"epoch {epoch + 1:3d}  loss {loss:.4f}  {metric} {valid_metric:.4f}  {sources}"
                      + ("  *best*" if improved else ""))
         return load_checkpoint(self.run / "checkpoint")
 
@@ -359,7 +375,8 @@ class Trainer:
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state = {k: v for k, v in json.loads((last / "state.json").read_text()).items() if k != "options"}
-        self.say(f"resuming after epoch {state['epoch']} (best valid MAE {state['best_mae']:.4f})")
+        metric = SELECTION_METRICS[self.opts.select]
+        self.say(f"resuming after epoch {state['epoch']} (best {metric} {state['best']:.4f})")
         return state
 
 

@@ -23,7 +23,7 @@ import av
 import cv2
 import numpy as np
 
-from cmmsf.evaluation import valence_metrics
+from cmmsf.metrics import valence_metrics
 from cmmsf.sources import emotion_score, face_bucket, load_sources_config
 from runtime.pipeline import Pipeline
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from cli import train_app
 from cmmsf.config import preset
 from cmmsf.data import load_dataset
-from cmmsf.evaluation import SubsetRow, valence_metrics
+from cmmsf.evaluation import SubsetRow
+from cmmsf.metrics import valence_metrics
 from cmmsf.sources import balance_weights, emotion_score, face_bucket, load_sources_config, source_kind
 
 from .media import write_wav

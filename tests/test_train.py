@@ -15,9 +15,24 @@ from typer.testing import CliRunner
 from cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import DataError, Labelled, load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.data import (
+    DataError,
+    Labelled,
+    load_dataset,
+    load_mmsa_pickle,
+    load_transcript_csv,
+)
+from cmmsf.metrics import valence_metrics
 from cmmsf.sources import balance_weights
-from cmmsf.train import TrainOptions, drop_modalities, evaluate, fit, readout_weights
+from cmmsf.train import (
+    TrainOptions,
+    drop_modalities,
+    evaluate,
+    fit,
+    load_splits,
+    predict,
+    readout_weights,
+)
 
 from .media import write_video, write_wav
 
@@ -217,3 +232,21 @@ def test_readout_balance_is_refused_with_l1(tmp_path):
     recipe.write_text(json.dumps({"loss": "l1", "readout_balance": 0.5}))
     with pytest.raises(ValueError, match="readout_balance"):
         TrainOptions.from_recipe(recipe)
+
+
+def test_select_valence3_keeps_the_epoch_with_the_best_balanced_valence(tmp_path):
+    path = tmp_path / "t.csv"
+    lines = ["id,text,label,mode"] + [f"r{i},{'good fun' if i % 3 else 'dull mess'} {i},{[-2.0, 0.0, 2.0][i % 3]},"
+                                      f"{'train' if i < 18 else 'dev'}" for i in range(27)]
+    path.write_text("\n".join(lines) + "\n")
+    fit(preset("tiny"), path, tmp_path / "run", TrainOptions(epochs=3, batch_size=4, select="valence3", patience=0))
+    log = (tmp_path / "run" / "train.log").read_text()
+    errors = [float(line.split("valid valence-3 error ")[1].split()[0]) for line in log.splitlines()
+              if line.startswith("epoch")]
+    assert len(errors) == 3
+    model = load_checkpoint(tmp_path / "run" / "checkpoint")
+    dev = load_splits(path, model.config, splits=("dev",))["dev"]
+    readings = valence_metrics(np.asarray(predict(model, dev)), np.array([it.label for it in dev]))
+    assert 100 - readings["valence3_bal"] == pytest.approx(min(errors), abs=1e-3)
+    with pytest.raises(ValueError, match="select"):
+        TrainOptions.from_recipe("edge", select="acc7")
