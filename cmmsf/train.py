@@ -209,6 +209,16 @@ def readout_weights(train: list[Labelled], threshold: float) -> list[Labelled]:
     return out
 
 
+def grouped_names(names: list[str], depth: int = 3) -> str:
+    """`a.b.c.*` (count) per prefix of `depth` parts: a swapped backbone must not log 90 tensor names."""
+    groups: dict[str, int] = {}
+    for name in names:
+        parts = name.split(".")
+        key = ".".join(parts[:depth]) + (".*" if len(parts) > depth else "")
+        groups[key] = groups.get(key, 0) + 1
+    return ", ".join(f"{k} ({n})" if k.endswith("*") else k for k, n in groups.items())
+
+
 def init_from(model: CMMSF, source: CMMSF) -> list[str]:
     """Copy every tensor of `source` whose name and shape `model` shares; return the names left fresh
     (e.g. the audio encoder's input layer when the front-end changes from log-mel to Whisper states)."""
@@ -284,7 +294,7 @@ class Trainer:
         if opts.init:
             fresh = init_from(model, load_checkpoint(opts.init))
             self.say(f"initialised from {opts.init}"
-                     + (f"; new (its shape differs): {', '.join(fresh)}" if fresh else ""))
+                     + (f"; new (its shape differs): {grouped_names(fresh)}" if fresh else ""))
         frames = getattr(model.video_encoder, "cnn", None)
         if isinstance(frames, FerFrameEncoder) and (not opts.init or any(".cnn.backbone." in k for k in fresh)):
             self.say(f"video backbone: the FER2013 mini-Xception of {frames.load_pretrained()} (frozen)")

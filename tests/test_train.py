@@ -15,13 +15,7 @@ from typer.testing import CliRunner
 from cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import (
-    DataError,
-    Labelled,
-    load_dataset,
-    load_mmsa_pickle,
-    load_transcript_csv,
-)
+from cmmsf.data import DataError, Labelled, load_dataset, load_mmsa_pickle, load_transcript_csv
 from cmmsf.metrics import valence_metrics
 from cmmsf.sources import balance_weights
 from cmmsf.train import (
@@ -29,6 +23,7 @@ from cmmsf.train import (
     drop_modalities,
     evaluate,
     fit,
+    grouped_names,
     load_splits,
     predict,
     readout_weights,
@@ -250,3 +245,10 @@ def test_select_valence3_keeps_the_epoch_with_the_best_balanced_valence(tmp_path
     assert 100 - readings["valence3_bal"] == pytest.approx(min(errors), abs=1e-3)
     with pytest.raises(ValueError, match="select"):
         TrainOptions.from_recipe("edge", select="acc7")
+
+
+def test_new_tensor_names_are_logged_by_prefix():
+    names = [f"video_encoder.cnn.backbone.m{i}.weight" for i in range(90)] + ["video_encoder.cnn.project.0.bias",
+                                                                             "fusion.gate"]
+    assert grouped_names(names) == ("video_encoder.cnn.backbone.* (90), video_encoder.cnn.project.* (1), "
+                                    "fusion.gate")
