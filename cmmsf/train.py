@@ -229,8 +229,10 @@ def init_from(model: CMMSF, source: CMMSF) -> list[str]:
 
 
 def fit_audio_statistics(model: CMMSF, train: list[Labelled]) -> int:
-    """Set the audio Standardize buffers from every audio step of the training examples that have audio."""
-    steps = [a for it in train if "audio" in it.modalities and (a := it.sample().arrays.get("audio")) is not None]
+    """Set the audio Standardize buffers from every audio step of the training examples that have audio.
+    A source's repeats (`train_repeat`) are one clip: each is read once."""
+    unique = {id(it.maker) if it.maker is not None else id(it): it for it in train}.values()
+    steps = [a for it in unique if "audio" in it.modalities and (a := it.sample().arrays.get("audio")) is not None]
     if not steps:
         raise ValueError("audio.standardize is on but no training example has audio")
     stacked = torch.from_numpy(np.concatenate(steps))
