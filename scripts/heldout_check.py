@@ -22,9 +22,11 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from rich.console import Console
 
 from cmmsf.metrics import valence_metrics
 from cmmsf.sources import emotion_score, face_bucket, load_sources_config
+from export.default_engines import DEFAULT_ENGINES, ensure_default_engines
 from runtime.pipeline import Pipeline
 
 
@@ -53,10 +55,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--split", choices=("dev", "test"), default="test")
-    parser.add_argument("--engines", type=Path, default=Path("engines/default"))
+    parser.add_argument("--engines", type=Path, default=DEFAULT_ENGINES,
+                        help="engine folder [default: the shipped checkpoint's, rebuilt first when stale]")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     rules = load_sources_config()
+    if args.engines == DEFAULT_ENGINES:  # as `infer` does: never measure engines of a replaced checkpoint
+        ensure_default_engines(Console(stderr=True))
     pipeline = Pipeline.load(args.engines, asr="off")
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
