@@ -40,6 +40,14 @@ def test_constant_predictions_give_nan_corr_not_a_crash():
     assert math.isnan(m["corr"]) and m["acc2_has0"] == pytest.approx(75.0)  # 3 of 4 labels are >= 0
 
 
+def test_predictions_equal_but_for_float32_noise_are_a_constant():
+    labels = np.array([1.0, -1.0, 2.0, 0.5, -2.0])
+    noisy = np.float32(0.7312) + np.array([0, 1, -1, 2, 0], np.float32) * np.finfo(np.float32).eps
+    assert len(np.unique(noisy)) > 1  # not bit-identical, which is what padding and batching give
+    assert math.isnan(regression_metrics(noisy, labels)["corr"])
+    assert regression_metrics(noisy + np.array([0, 0, 0, 0, 1e-3]), labels)["corr"] < 0  # a real spread counts
+
+
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="3 predictions for 2 labels"):
         regression_metrics(np.zeros(3), np.zeros(2))
