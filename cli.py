@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -28,6 +28,12 @@ export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and 
 run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation.",
                       no_args_is_help=True)
 train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints.", no_args_is_help=True)
+
+FaceCrop = Annotated[bool, typer.Option(
+    "--face-crop/--no-face-crop",
+    help="find and track the face and read only it (a frame without one has no video: `no face`); "
+         "--no-face-crop for input that is already a face crop (the centre square is read)")]
+"""Every command that reads video declares this one option, so all of them crop as training did."""
 
 def friendly(command: Callable) -> Callable:
     """Turn known failures into `error: <message>` and exit code 1."""
@@ -165,7 +171,7 @@ def run_infer(
     resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
-    face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
+    face_crop: FaceCrop = True,
     asr: str = typer.Option("auto", help="speech recognition: auto (clips without a transcript), always, off"),
     ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
                                                 "running cluster, or ray://HOST:10001"),
@@ -202,6 +208,7 @@ def run_stream(
     read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
     asr: str = typer.Option("auto", help="speech recognition as audio arrives: auto (when there is no "
                             "transcript), always, or off"),
+    face_crop: FaceCrop = True,
 ) -> None:
     """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
 
@@ -210,7 +217,7 @@ def run_stream(
     from runtime.stream import StreamOptions, run_stream as stream
 
     stream(StreamOptions(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot,
-                         backend, precision, connect_timeout, read_timeout, asr), err_console)
+                         backend, precision, connect_timeout, read_timeout, asr, face_crop), err_console)
 
 
 @run_app.command("serve")
@@ -226,7 +233,7 @@ def run_serve(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     asr: str = typer.Option("auto", help="speech recognition for clips sent without a transcript: auto, always, off"),
-    face_crop: bool = typer.Option(False, "--face-crop", help="crop frames around the detected face"),
+    face_crop: FaceCrop = True,
     log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file]"),
 ) -> None:
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
@@ -288,7 +295,7 @@ def run_bench(
 def run_eval(
     data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
     engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
-    split: str = typer.Option("test", help="train, dev/valid or test"),
+    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
@@ -348,7 +355,7 @@ def train_eval(
     data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
                                     "faces-style folder; repeat for several sources"),
     checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
-    split: str = typer.Option("test", help="train, dev/valid or test"),
+    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
     modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
                                              "[default: text, audio, video and all, each on its own]"),

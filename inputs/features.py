@@ -3,13 +3,15 @@
 The one preprocessing implementation: the trainer's clip-folder dataset and the runtime call the same
 `Preprocessor`, so deployed inputs equal training inputs. Rules users must know:
 - a modality with no data (no or empty transcript, a transcript of no known words or of binary data,
-  no audio track or silent audio, no video stream) is *absent*: its mask is all zero, the model's gate
-  for it reads 0, and `absent` says why;
+  no audio track or silent audio, no video stream, no face found in any frame) is *absent*: its mask
+  is all zero, the model's gate for it reads 0, and `absent` says why;
 - a modality the checkpoint never learned is masked too, and the result says so (`masked`);
 - a clip left with no usable modality is an error (`no usable input: …`), never a confident score;
 - only what the model uses is decoded: the first `max_len` steps (12 s by default) and one more, so a
   longer clip is cut to its first part and listed in `truncated` (text included), never silently;
 - non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`);
+- video is the face the detector finds and tracks (inputs/video.py), unless `face_crop=False` (input
+  already cropped: the centre square);
 - words come from the transcript sidecar, or, for a clip without one (`asr="auto"`; `"always"`: every
   clip), from speech recognition on the same audio; the record says which (`transcript_source`) and
   keeps the timing (`words` from ASR, `cues` from .srt/.vtt).
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .asr import ASR_MODES, SpeechRecognizer
+from .asr import ASR_MODES, Recognised, SpeechRecognizer
 from .audio import WIN, audible, log_mel
 from .clips import Clip
 from .errors import CmmsfError
@@ -30,7 +32,7 @@ from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
 from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
-from .video import frames_to_input
+from .video import NO_FACE, frames_to_input
 
 
 
@@ -75,7 +77,7 @@ class ClipInputs:
 class Preprocessor:
     """Turns clips into ClipInputs for one model's InputSpec."""
 
-    def __init__(self, spec: InputSpec, face_crop: bool = False, asr: str = "off",
+    def __init__(self, spec: InputSpec, face_crop: bool = True, asr: str = "off",
                  recognizer: SpeechRecognizer | None = None):
         if asr not in ASR_MODES:
             raise ValueError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
@@ -116,8 +118,8 @@ class Preprocessor:
         elif self.recognizer is not None and audible(wave, self.spec.sample_rate):
             heard = self.recognizer.transcribe(wave)
             front_ms["asr"] = heard.seconds * 1e3
-            transcript = Transcript(heard.text, problem=None if heard.text else "no speech recognised")
-            item_notes.update(transcript_source="asr", words=[vars(w) for w in heard.words])
+            transcript = Transcript(heard.text, problem=None if heard.text else asr_problem(heard))
+            item_notes.update(transcript_source="asr", words=[vars(w) for w in heard.words], **heard.notes)
         else:
             item_notes["transcript_source"] = "none"
             return None
@@ -164,13 +166,20 @@ class Preprocessor:
             absent["audio"] = "no audio track" if wave is None else ("silent" if len(wave) >= spec.sample_rate // 50
                                                                        else "under 20 ms")
         if arrays["video"] is None:
-            absent["video"] = "no video stream"
+            absent["video"] = "no video stream" if frames is None or not len(frames) else NO_FACE
         item = ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes, front_ms=front_ms)
         return self.limit(item).require_usable()
 
     def limit(self, item: ClipInputs) -> ClipInputs:
         """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
         return truncate_to_limits(mask_untrained(item, self.spec), self.spec)
+
+
+def asr_problem(heard: Recognised) -> str:
+    """Why recognition gave no words: nothing heard, or every segment dropped (the reasons named)."""
+    if not heard.dropped:
+        return "no speech recognised"
+    return "words heard but not trusted: " + ", ".join(f"{n} {why}" for why, n in heard.dropped.items())
 
 
 def clean_audio(wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:

@@ -1,6 +1,6 @@
 """Decoding with PyAV (FFmpeg): audio to 16 kHz mono float32, video frames sampled at a fixed rate.
 
-Works on files (mp4/mkv/mov/avi/webm, wav/flac/mp3/...) and on anything FFmpeg opens (URLs, devices).
+Works on files (mp4/mkv/mov/avi/webm/flv/ts/3gp/wmv/mpg..., wav/flac/mp3/wma/aiff...) and on anything FFmpeg opens (URLs, devices).
 Every failure becomes a MediaError with the file and FFmpeg's reason, never a traceback.
 """
 
@@ -14,8 +14,12 @@ import numpy as np
 
 from .errors import CmmsfError
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".3g2",
+                  ".wmv", ".asf", ".mpg", ".mpeg", ".vob", ".ogv", ".mxf"}
+"""Containers FFmpeg decodes that carry video (and usually audio); a file of one that FFmpeg cannot
+decode is a per-clip error, never a crash."""
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff", ".amr",
+                  ".au", ".caf", ".mka", ".oga"}
 
 
 class MediaError(CmmsfError, RuntimeError):

@@ -28,7 +28,7 @@ class InferOptions:
     resume: bool = False
     backend: str = "auto"
     precision: str = "fp32"
-    face_crop: bool = False
+    face_crop: bool = True
     asr: str = "auto"
     """auto: speech recognition for clips without a transcript sidecar; always; off."""
     ray: RaySettings | None = None

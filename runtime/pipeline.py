@@ -47,7 +47,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
-             threads: int | None = None, face_crop: bool = False, asr: str = "off") -> "Pipeline":
+             threads: int | None = None, face_crop: bool = True, asr: str = "off") -> "Pipeline":
         """`asr`: auto (speech recognition for clips without a transcript), always, or off."""
         check_choice(backend, precision)
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
@@ -128,7 +128,7 @@ class Pipeline:
         self.backend.close()
 
 
-def preprocessor_for(engines: EngineFolder, face_crop: bool = False, asr: str = "off") -> Preprocessor:
+def preprocessor_for(engines: EngineFolder, face_crop: bool = True, asr: str = "off") -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
     uses, and what a worker that only decodes (Ray tasks) builds on its own."""
     preprocessor = Preprocessor(engines.config.input_spec(), face_crop=face_crop, asr=asr)

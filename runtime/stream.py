@@ -35,7 +35,7 @@ from inputs.features import ClipInputs, NoUsableInput, Preprocessor
 from inputs.speech_features import StreamingWhisper
 from inputs.live import AudioChunk, is_live, read_source
 from inputs.text import Transcript, read_transcript
-from inputs.video import frames_to_input
+from inputs.video import NO_FACE, FaceTracker, frame_to_input
 
 from .pipeline import Pipeline
 
@@ -52,13 +52,18 @@ class StreamState:
 
     mel: StreamingLogMel | StreamingWhisper
     """Audio steps as audio arrives, by the model's front-end."""
+    tracker: FaceTracker | None = None
+    """The stream's one face tracker (None: frames are already face crops)."""
     frame_times: list[float] = field(default_factory=list)
-    frames: list[np.ndarray] = field(default_factory=list)
+    frames: list[np.ndarray | None] = field(default_factory=list)
+    """Each sampled frame's model input, None where the tracker had no face."""
     media_time: float = 0.0
 
-    def video_window(self, start: float, end: float) -> np.ndarray | None:
-        picked = [f for t, f in zip(self.frame_times, self.frames) if start <= t < end]
-        return np.stack(picked) if picked else None
+    def video_window(self, start: float, end: float) -> tuple[np.ndarray | None, str]:
+        """The window's face frames, and why there are none (`no frames in this window`, `no face`)."""
+        arrived = [f for t, f in zip(self.frame_times, self.frames) if start <= t < end]
+        picked = [f for f in arrived if f is not None]
+        return (np.stack(picked) if picked else None), ("no frames in this window" if not arrived else NO_FACE)
 
     def forget_before(self, start: float) -> None:
         """Drop frames and log-mel steps that no window from `start` on can use."""
@@ -128,7 +133,8 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     audio = config.audio
     state = StreamState(
         StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
-        else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz))
+        else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz),
+        FaceTracker() if pre.face_crop else None)
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:
@@ -143,7 +149,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
             words.push(item.samples)
         else:
             state.frame_times.append(item.time_s)
-            state.frames.append(frames_to_input(item.rgb[None], config.video.image_size, pre.face_crop)[0])
+            state.frames.append(frame_to_input(item.rgb, config.video.image_size, state.tracker))
         state.media_time = max(state.media_time, item.time_s)
         busy += time.perf_counter() - work
         while state.media_time >= next_window * hop + window:
@@ -168,9 +174,10 @@ def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, star
     began = time.perf_counter()
     end = start + window if end_of_media is None else min(start + window, end_of_media)
     text_ids, text_absent, notes, front_ms = words.window(start, end)
-    arrays = {"text": text_ids, "audio": state.mel.window(start, end), "video": state.video_window(start, end)}
+    video, video_absent = state.video_window(start, end)
+    arrays = {"text": text_ids, "audio": state.mel.window(start, end), "video": video}
     absent = {m: reason for m, reason in (("text", text_absent), ("audio", "no audio in this window"),
-                                          ("video", "no frames in this window")) if arrays[m] is None}
+                                          ("video", video_absent)) if arrays[m] is None}
     item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays, absent=absent, notes=notes,
                                                   front_ms=front_ms))
     record: dict = {"start_s": round(start, 3), "end_s": round(end, 3)}
@@ -224,10 +231,12 @@ class StreamOptions:
     read_timeout: float = 10.0
     asr: str = "auto"
     """auto: recognise speech when there is no transcript; always: even when there is; off: never."""
+    face_crop: bool = True
+    """Track the face and read only it (inputs/video.py); False for input that is already cropped."""
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, asr=opts.asr)
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
     console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
     sink = open(opts.out, "w", encoding="utf-8") if opts.out else None
     records, busy, started = [], 0.0, time.perf_counter()

@@ -57,7 +57,7 @@ class ServeOptions:
     backend: str = "auto"
     precision: str = "fp32"
     asr: str = "auto"
-    face_crop: bool = False
+    face_crop: bool = True
     log_file: Path | None = None
     """Triton's own log; a temporary file when not given (its path is printed)."""
 

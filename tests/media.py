@@ -23,30 +23,49 @@ def draw_face(size: int, t: float) -> np.ndarray:
 
 
 def write_video(path: Path, seconds: float = 2.0, fps: int = 30, size: int = 96, audio: bool = True,
-                tone_hz: float = 440.0) -> Path:
-    """H.264 (or MPEG-4) video of a drawn face, with an AAC tone track unless audio=False."""
+                tone_hz: float = 440.0, codec: str | None = None, audio_codec: str = "aac",
+                frame_size: tuple[int, int] | None = None, audio_rate: int = 16000, face: bool | float = True) -> Path:
+    """A drawn face (centred in a `frame_size` (width, height) frame if given; an empty room with
+    face=False, or once `face` seconds have passed when it is a number), with a tone track unless
+    audio=False; H.264 (or MPEG-4) and AAC unless other codecs are named. The suffix picks the container."""
+    width, height = frame_size or (size, size)
     with av.open(str(path), "w") as container:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
         video = container.add_stream(codec, rate=fps)
-        video.width = video.height = size
+        video.width, video.height = width, height
         video.pix_fmt = "yuv420p"
         sound = None
         if audio:
-            sound = container.add_stream("aac", rate=16000)
+            sound = container.add_stream(audio_codec, rate=audio_rate)
             sound.layout = "mono"
+            if audio_codec != "aac":
+                sound.bit_rate = 64000  # wmav2 will not open without one
         for i in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(draw_face(size, i / fps), format="rgb24")
+            shown = face is True or (face is not False and i / fps < face)
+            picture = draw_face(size, i / fps) if shown else np.full((size, size, 3), 90, np.uint8)
+            if (width, height) != (size, size):
+                canvas = np.full((height, width, 3), 90, np.uint8)
+                top, left = (height - size) // 2, (width - size) // 2
+                canvas[top: top + size, left: left + size] = picture
+                picture = canvas
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             for packet in video.encode(frame):
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)
         if sound is not None:
-            rate, chunk = 16000, 1024
+            rate, chunk = audio_rate, sound.codec_context.frame_size or 1024
             t = np.arange(int(seconds * rate)) / rate
             wave = (0.3 * np.sin(2 * np.pi * tone_hz * t * (1 + 0.2 * t))).astype(np.float32)
+            sample_format = sound.codec_context.format.name
             for start in range(0, len(wave), chunk):
                 block = wave[start: start + chunk]
-                frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
+                if sample_format != "flt":  # e.g. mp2 and wmav2 take other sample formats: let FFmpeg convert
+                    frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
+                    frame.sample_rate = rate
+                    frame = av.AudioResampler(format=sample_format, layout="mono", rate=rate).resample(frame)[0]
+                else:
+                    frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
                 frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
                 for packet in sound.encode(frame):
                     container.mux(packet)

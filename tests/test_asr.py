@@ -58,6 +58,9 @@ def test_clips_without_transcripts_are_heard(bare_clips, asr_engines, tmp_path):
         assert starts == sorted(starts) and 0 <= starts[0] and words[-1]["end_s"] <= seconds
         assert all(w["start_s"] <= w["end_s"] for w in words)
         assert record["present"]["text"] and record["stage_ms"]["asr"] > 0
+        kept = record["transcript_kept"]
+        assert kept["segments"] >= 1 and kept["kept"] == kept["segments"] and not kept["dropped"]
+        assert 0.5 < record["transcript_confidence"] <= 1.0  # clear English: every segment trusted
 
 
 def test_asr_off_leaves_text_absent_and_always_ignores_the_sidecar(bare_clips, asr_engines, tmp_path):
@@ -198,3 +201,46 @@ def test_whisper_front_end_runs_in_infer_and_stream(bare_clips, whisper_engines,
     assert -3 <= record["score"] <= 3 and record["gates"]["audio"] > 0
     lines = stream_lines(bare_clips / "03bSnISJMiM_1.wav", whisper_engines, "--asr", "off")
     assert len(lines) == 2 and all(r["present"]["audio"] and -3 <= r["score"] <= 3 for r in lines)
+
+
+EMODB = ROOT.parent / "shared" / "data" / "emodb"
+
+
+def test_whispers_own_signals_decide_which_segments_are_trusted():
+    from types import SimpleNamespace
+
+    from inputs.asr import segment_problem
+
+    def segment(no_speech=0.05, logprob=-0.4, compression=1.1):
+        return SimpleNamespace(no_speech_prob=no_speech, avg_logprob=logprob, compression_ratio=compression)
+
+    assert segment_problem(segment()) is None
+    assert segment_problem(segment(no_speech=0.9)) == "no speech"
+    assert segment_problem(segment(compression=3.1)) == "repetitive"
+    assert segment_problem(segment(logprob=-1.1)) == "unsure (not English?)"
+
+
+def test_noise_gives_no_words():
+    from inputs.asr import SpeechRecognizer
+
+    rng = np.random.default_rng(0)
+    recognizer = SpeechRecognizer()
+    for noise in (0.1 * rng.standard_normal(16000 * 6), np.cumsum(0.02 * rng.standard_normal(16000 * 6)) % 0.5 - 0.25):
+        heard = recognizer.transcribe(noise.astype(np.float32))
+        assert heard.words == [] and heard.text == "" and heard.confidence is None
+
+
+@pytest.mark.skipif(not EMODB.is_dir(), reason="needs ../shared/data/emodb")
+def test_german_speech_does_not_become_trusted_english(tmp_path, asr_engines):
+    """tiny.en hears German as fluent invented English ("Ten luck, make of the ice skunk."); its own
+    log-probabilities give it away, so no such words reach the text encoder."""
+    folder = tmp_path / "german"
+    folder.mkdir()
+    for name in ("speaker_03/03a01Fa.flac", "speaker_10/10a04Wa.flac", "speaker_11/11b10Nc.flac"):
+        shutil.copy(EMODB / name, folder / Path(name).name)
+    records = run_infer(folder, asr_engines, tmp_path / "r.jsonl")
+    for record in records.values():
+        assert record["transcript"] == "" and record["words"] == [] and not record["present"]["text"]
+        assert record["transcript_kept"]["dropped"].get("unsure (not English?)", 0) >= 1
+        assert record["absent"]["text"].startswith("words heard but not trusted: ")
+        assert record["transcript_confidence"] is None and "score" in record  # the voice is still scored
