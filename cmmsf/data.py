@@ -27,7 +27,8 @@ from .config import ModelConfig
 if TYPE_CHECKING:
     from .sources import SourceItem
 
-SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test"}
+SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test", "all": "all"}
+"""`all` (evaluation only): every row of every split, for leave-one-corpus-out figures."""
 
 
 class DataError(CmmsfError, ValueError):
@@ -78,7 +79,7 @@ def normalise_split(split: str) -> str:
     try:
         return SPLIT_ALIASES[split]
     except KeyError:
-        raise ValueError(f"unknown split {split!r}; use train, dev (valid) or test") from None
+        raise ValueError(f"unknown split {split!r}; use train, dev (valid), test or all") from None
 
 
 def _label(value: object) -> float | None:
@@ -94,7 +95,7 @@ def load_transcript_csv(path: Path, split: str, config: ModelConfig) -> tuple[li
     split, skipped, items = normalise_split(split), Skipped(), []
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if normalise_split(row.get("mode", "train") or "train") != split:
+            if split != "all" and normalise_split(row.get("mode", "train") or "train") != split:
                 continue
             label = _label(row.get("label"))
             text = (row.get("text") or "").strip()
@@ -129,6 +130,8 @@ class _ArraysOnly(pickle.Unpickler):
 
 def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[Labelled], Skipped]:
     """MMSA's `{train, valid, test: {text_bert, audio, vision, *_lengths, regression_labels, id}}`."""
+    if normalise_split(split) == "all":
+        raise ValueError(f"{path} is an MMSA pickle: evaluate its train, valid or test split, not all")
     key = {"train": "train", "dev": "valid", "test": "test"}[normalise_split(split)]
     with open(path, "rb") as handle:
         try:
@@ -180,7 +183,7 @@ def _feature_rows(array: np.ndarray, lengths, i: int) -> np.ndarray | None:
 
 
 def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: ModelConfig,
-                     face_crop: bool = False) -> tuple[list[Labelled], Skipped]:
+                     face_crop: bool = True) -> tuple[list[Labelled], Skipped]:
     """Clips of `folder` labelled by a CSV with `id,label[,mode]`, decoded like the runtime decodes them."""
     labels: dict[str, tuple[float | None, str]] = {}
     with open(labels_csv, newline="", encoding="utf-8") as handle:
@@ -189,7 +192,7 @@ def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: 
     preprocessor, skipped, items = Preprocessor(config.input_spec(), face_crop), Skipped(), []
     for clip in find_clips([folder]):
         label, mode = labels.get(clip.id, (None, "train"))
-        if split is not None and mode != normalise_split(split):
+        if split is not None and normalise_split(split) not in (mode, "all"):
             continue
         if clip.id not in labels or label is None:
             skipped.add(f"{clip.id}: no valid label in {labels_csv.name}")

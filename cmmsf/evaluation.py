@@ -7,19 +7,37 @@ metrics plus two valence readings of the score that emotion-labelled data can be
 - `valence3_bal`: balanced accuracy over three classes read the way `label7` reads a score (one that
   rounds to 0 is neutral, above is positive, below negative): faces' happiness / neutral+surprise /
   negative.
+Every row also says how the model treats what should score 0 and what should differ:
+- `neutral_abs_median`: the median |score| of its neutral examples (emotion `neutral`; label 0 for
+  sources without emotions): a calm person should score near 0 on every corpus;
+- `emotion_spread`: per speaker, the standard deviation of the mean score of each emotion they acted,
+  median over speakers (speech sources): a model that gives six emotions one score has learned nothing;
+- `happy_vs_negative_bal`: balanced accuracy of the score's sign, happy against sad, angry, fearful and
+  disgust (calm, bored, surprise and neutral left out): the voice target that is judged across corpora.
+Photo sources get one more row, `video framed` (cmmsf/framing.py): each photo placed small at a random
+spot of a 640×480 frame, read through the run-time detector; `framing_agree` is the share whose 3-way
+valence class equals the tight photo's (a frame in which no face is found counts as disagreeing and is
+counted in `framing_no_face`).
 The gates of cmmsf/recipes/sources.json name, per source, the subset and the bar it must clear.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import cv2
 import numpy as np
+
+from inputs.features import ClipInputs
+from inputs.video import frames_to_input
 
 from .contracts import MODALITIES
 from .data import Labelled
-from .metrics import regression_metrics, valence_metrics
+from .framing import place_in_frame
+from .metrics import balanced_accuracy, regression_metrics, valence_classes, valence_metrics
 from .model import CMMSF
+from .sources import SpokenClip, StillFace
 from .train import by_source, predict
 
 SUBSETS: dict[str, tuple[str, ...]] = {"text": ("text",), "audio": ("audio",), "video": ("video",),
@@ -75,7 +93,57 @@ def subset_table(model: CMMSF, items: list[Labelled], gates: dict[str, dict] | N
             if not keep or (name == "all" and len(has) < 2):
                 continue
             pred = predict(model, group, modalities=keep)
-            metrics = {**regression_metrics(pred, labels), **valence_metrics(pred, labels)}
+            metrics = {**regression_metrics(pred, labels), **valence_metrics(pred, labels),
+                       **emotion_readings(group, pred)}
             rows.append(SubsetRow(source, "+".join(keep) if name != "all" else "all", metrics,
                                   gate if gates.get(source, {}).get("modalities") == name else {}))
+            if keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):
+                rows.append(framing_row(model, source, group, pred))
     return rows
+
+
+POSITIVE_EMOTIONS = {"happy", "happiness"}
+NEGATIVE_EMOTIONS = {"sad", "sadness", "angry", "anger", "fearful", "fear", "disgust"}
+
+
+def emotion_readings(group: list[Labelled], pred: np.ndarray) -> dict[str, float]:
+    """`neutral_abs_median`, `emotion_spread` and `happy_vs_negative_bal` (module docstring)."""
+    emotions = [getattr(it.maker, "emotion", None) for it in group]
+    neutral = [abs(p) for p, e, it in zip(pred, emotions, group) if e == "neutral" or (e is None and it.label == 0)]
+    by_speaker: dict[str, dict[str, list[float]]] = {}
+    for p, e, it in zip(pred, emotions, group):
+        if isinstance(it.maker, SpokenClip):
+            by_speaker.setdefault(Path(it.maker.id).parent.name, {}).setdefault(e, []).append(float(p))
+    spreads = [float(np.std([np.mean(v) for v in acted.values()])) for acted in by_speaker.values() if len(acted) > 1]
+    signed = [(p > 0, e in POSITIVE_EMOTIONS) for p, e in zip(pred, emotions) if e in POSITIVE_EMOTIONS | NEGATIVE_EMOTIONS]
+    both = len({happy for _, happy in signed}) == 2
+    return {"neutral_abs_median": float(np.median(neutral)) if neutral else float("nan"),
+            "emotion_spread": float(np.median(spreads)) if spreads else float("nan"),
+            "happy_vs_negative_bal": (balanced_accuracy(np.array([h for _, h in signed]), np.array([p for p, _ in signed]))
+                                      if both else float("nan"))}
+
+
+def framing_row(model: CMMSF, source: str, group: list[Labelled], tight: np.ndarray, seed: int = 0,
+                chunk: int = 64) -> "SubsetRow":
+    """The `video framed` row: each photo placed in a webcam-sized frame and read as the runtime reads it."""
+    rng, size = np.random.default_rng(seed), model.config.video.image_size
+    framed = np.full(len(group), np.nan)
+    for start in range(0, len(group), chunk):
+        found = []
+        for i in range(start, min(start + chunk, len(group))):
+            face = group[i].maker
+            photo = cv2.cvtColor(cv2.imread(str(face.photo), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            video = frames_to_input(np.repeat(place_in_frame(photo, rng)[None], face.eval_frames, axis=0), size)
+            if video is not None:
+                found.append((i, Labelled(ClipInputs(face.id, {"text": None, "audio": None, "video": video}),
+                                          group[i].label, source)))
+        if found:
+            framed[[i for i, _ in found]] = predict(model, [it for _, it in found], modalities=("video",))
+        # the frames are dropped here: 1000 photos × 15 frames would not fit in memory at once
+    seen = np.isfinite(framed)
+    labels = np.array([it.label for it in group])
+    agree = seen & (valence_classes(np.nan_to_num(framed)) == valence_classes(tight))
+    metrics = {**regression_metrics(framed[seen], labels[seen]), **valence_metrics(framed[seen], labels[seen]),
+               **emotion_readings([g for g, s in zip(group, seen) if s], framed[seen]),
+               "framing_agree": float(100 * agree.mean()), "framing_no_face": float(100 * (~seen).mean())}
+    return SubsetRow(source, "video framed", metrics)

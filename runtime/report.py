@@ -14,7 +14,8 @@ METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc7": "Acc-7", "acc5": "Acc-5",
 def _fmt(key: str, value: float) -> str:
     if key == "n":
         return str(int(value))
-    return f"{value:.3f}" if key in ("mae", "corr") else f"{value:.1f}"
+    return f"{value:.3f}" if key in ("mae", "corr") else f"{value:.2f}" if key in (
+        "neutral_abs_median", "emotion_spread") else f"{value:.1f}"
 
 
 def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) -> Table:
@@ -30,13 +31,19 @@ def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) ->
     return table
 
 
-SUBSET_COLUMNS = ("n", "mae", "corr", "acc2_non0", "acc7", "valence2_bal", "valence3_bal")
+SUBSET_COLUMNS = ("n", "mae", "corr", "acc2_non0", "acc7", "valence2_bal", "valence3_bal", "happy_vs_negative_bal",
+                  "neutral_abs_median", "emotion_spread", "framing_agree")
 
 
 def subset_view(rows: list, title: str) -> Table:
     """cmmsf.evaluation.SubsetRow rows: what each modality contributes per source, and the gates."""
-    labels = {**METRIC_LABELS, "valence2_bal": "valence-2 bal", "valence3_bal": "valence-3 bal"}
-    table = Table(title=title)
+    labels = {**METRIC_LABELS, "acc2_non0": "Acc-2", "valence2_bal": "val-2", "valence3_bal": "val-3",
+              "happy_vs_negative_bal": "hap/neg", "neutral_abs_median": "|neutral|", "emotion_spread": "spread",
+              "framing_agree": "framed"}
+    table = Table(title=title, caption="Acc-2: non-0 · val-2, val-3: valence balanced accuracy · hap/neg: sign of "
+                  "happy vs sad/angry/fearful/disgust, balanced · |neutral|: median |score| of neutral examples · "
+                  "spread: per speaker, std of the per-emotion mean score · framed: % of photos placed small in a "
+                  "640×480 frame that keep their 3-way class (cmmsf/evaluation.py)")
     table.add_column("source", no_wrap=True)
     table.add_column("modalities", no_wrap=True)
     for key in SUBSET_COLUMNS:
@@ -44,8 +51,8 @@ def subset_view(rows: list, title: str) -> Table:
     table.add_column("gate")
     for row in rows:
         gate = "" if not row.gate else ("[green]pass[/]" if not row.failures else "[red]FAIL: " + "; ".join(row.failures) + "[/]")
-        table.add_row(row.source, row.subset, *(_fmt(k, row.metrics[k]) if np.isfinite(row.metrics[k]) else "-"
-                                                for k in SUBSET_COLUMNS), gate)
+        table.add_row(row.source, row.subset, *(_fmt(k, row.metrics[k]) if np.isfinite(row.metrics.get(k, np.nan))
+                                                else "-" for k in SUBSET_COLUMNS), gate)
     return table
 
 
@@ -58,8 +65,9 @@ def infer_summary(records: list[dict], seconds: float) -> Table:
     if good:
         scores = np.array([r["score"] for r in good])
         table.add_row("mean score", f"{scores.mean():+.3f} (min {scores.min():+.3f}, max {scores.max():+.3f})")
-        for stage in good[0]["stage_ms"]:
-            table.add_row(f"{stage} p50", f"{np.median([r['stage_ms'][stage] for r in good]):.1f} ms")
+        stages = list(dict.fromkeys(s for r in good for s in r["stage_ms"]))  # asr: only the clips it heard
+        for stage in stages:
+            table.add_row(f"{stage} p50", f"{np.median([r['stage_ms'][stage] for r in good if stage in r['stage_ms']]):.1f} ms")
         masked = sorted({m for r in good for m in r["masked"]})
         if masked:
             table.add_row("masked", f"{', '.join(masked)}: the checkpoint never learned them")

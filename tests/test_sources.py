@@ -84,16 +84,18 @@ def sources(tmp_path_factory):
     mosi.write_text("id,text,label,mode\n" + "".join(
         f"m{i},{'a great film' if i % 2 else 'a dreadful film'},{2.0 if i % 2 else -2.0},{mode}\n"
         for i, mode in enumerate(["train"] * 16 + ["dev"] * 4 + ["test"] * 4)))
-    return {"mosi": mosi, "ravdess": write_ravdess(root / "ravdess"), "faces": write_faces(root / "faces")}
+    return {"mosi": mosi, "ravdess": write_ravdess(root / "ravdess"), "faces": write_faces(root / "faces"),
+            "emodb": write_ravdess(root / "emodb", actors=range(3, 8))}
 
 
 def test_the_mapping_is_data_and_each_source_splits_by_speaker_or_person(sources):
     config, rules = preset("tiny"), load_sources_config()
     assert emotion_score("happy", rules, "strong") == 2.5 and emotion_score("calm", rules) == 1.0
     assert emotion_score("surprise", rules) == 0.0 and emotion_score("fearful", rules) == -1.5
-    with pytest.raises(ValueError, match="'bored' has no sentiment"):
-        emotion_score("bored", rules)
-    assert source_kind(sources["ravdess"]) == "ravdess" and source_kind(sources["faces"]) == "faces"
+    assert emotion_score("bored", rules) == -1.0  # EmoDB's seventh emotion
+    with pytest.raises(ValueError, match="'pensive' has no sentiment"):
+        emotion_score("pensive", rules)
+    assert source_kind(sources["ravdess"]) == "speech" and source_kind(sources["faces"]) == "faces"
     actors = {split: {int(it.maker.id.split("/")[0][-2:]) for it in load_dataset(sources["ravdess"], split, config)[0]}
               for split in ("train", "dev", "test")}
     assert actors == {"train": set(range(1, 17)), "dev": {17, 18}, "test": {19, 20}}
@@ -153,7 +155,13 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
                                        "--split", "test", "--json", str(table)])
     rows = {(r["source"], r["modalities"]): r for r in json.loads(table.read_text())}
     assert set(rows) == {("mosi", "text"), ("ravdess", "text"), ("ravdess", "audio"), ("ravdess", "all"),
-                         ("faces", "video")}
+                         ("faces", "video"), ("faces", "video framed")}
+    framed, tight = rows[("faces", "video framed")], rows[("faces", "video")]
+    assert 0 <= framed["framing_agree"] <= 100 and 0 <= framed["framing_no_face"] <= 100
+    assert framed["n"] + round(framed["framing_no_face"] * tight["n"] / 100) == tight["n"]
+    voices = rows[("ravdess", "audio")]
+    assert voices["neutral_abs_median"] >= 0 and voices["emotion_spread"] >= 0  # 2 test actors, 3 emotions each
+    assert math.isnan(rows[("mosi", "text")]["emotion_spread"])  # transcripts have no speakers
     one_sentence = predict(load_checkpoint(out / "checkpoint"), load_dataset(sources["ravdess"], "test",
                                                                            preset("tiny"))[0], modalities=("text",))
     assert np.ptp(one_sentence) < 1e-4  # one sentence, one score (up to float noise from padding and batching)
@@ -162,9 +170,16 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
     assert gated == {("mosi", "text"), ("ravdess", "audio"), ("faces", "video")}
     failed = {k for k, r in rows.items() if r["failures"]}
     assert (result.exit_code == 1) == bool(failed) and ("gate missed" in result.output) == bool(failed)
-    assert {k: r["n"] for k, r in rows.items()} == {
+    assert {k: r["n"] for k, r in rows.items() if k[1] != "video framed"} == {
         ("mosi", "text"): 4, ("ravdess", "text"): 6, ("ravdess", "audio"): 6, ("ravdess", "all"): 6,
         ("faces", "video"): faces["test"]}
+
+    # leave one corpus out: a corpus the run never saw, every one of its speakers (`--split all`)
+    result = runner.invoke(train_app, ["eval", "--data", str(sources["emodb"]), "--checkpoint", str(out / "checkpoint"),
+                                       "--split", "all", "--json", str(table), "--no-gates"])
+    assert result.exit_code == 0, result.output
+    unseen = {r["modalities"]: r for r in json.loads(table.read_text()) if r["source"] == "emodb"}
+    assert unseen["audio"]["n"] == 5 * len(EMOTIONS) and np.isfinite(unseen["audio"]["emotion_spread"])
     losses = [float(line.split("loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("epoch")]
     assert len(losses) == 4 and losses[-1] < losses[0]  # the weighted loss over all three sources falls
 
