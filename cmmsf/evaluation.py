@@ -115,12 +115,13 @@ def emotion_readings(group: list[Labelled], pred: np.ndarray) -> dict[str, float
         if isinstance(it.maker, SpokenClip):
             by_speaker.setdefault(Path(it.maker.id).parent.name, {}).setdefault(e, []).append(float(p))
     spreads = [float(np.std([np.mean(v) for v in acted.values()])) for acted in by_speaker.values() if len(acted) > 1]
-    signed = [(p > 0, e in POSITIVE_EMOTIONS) for p, e in zip(pred, emotions) if e in POSITIVE_EMOTIONS | NEGATIVE_EMOTIONS]
+    signed = [(p > 0, e in POSITIVE_EMOTIONS) for p, e in zip(pred, emotions)
+              if e in POSITIVE_EMOTIONS | NEGATIVE_EMOTIONS]
     both = len({happy for _, happy in signed}) == 2
     return {"neutral_abs_median": float(np.median(neutral)) if neutral else float("nan"),
             "emotion_spread": float(np.median(spreads)) if spreads else float("nan"),
-            "happy_vs_negative_bal": (balanced_accuracy(np.array([h for _, h in signed]), np.array([p for p, _ in signed]))
-                                      if both else float("nan"))}
+            "happy_vs_negative_bal": (balanced_accuracy(np.array([h for _, h in signed]),
+                                                        np.array([p for p, _ in signed])) if both else float("nan"))}
 
 
 def framing_row(model: CMMSF, source: str, group: list[Labelled], tight: np.ndarray, seed: int = 0,

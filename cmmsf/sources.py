@@ -153,11 +153,13 @@ def source_rules(name: str, kind: str, sources: dict[str, Any]) -> dict[str, Any
 
 
 def held_split(rules: dict[str, Any], key: str) -> str:
-    """train, dev or test for a speaker id or a photo's file, by the rules' `split_by`."""
-    if rules.get("split_by", "person") == "actor":
-        return {**{a: "dev" for a in rules["dev_actors"]}, **{a: "test" for a in rules["test_actors"]}}.get(
-            int(key), "train")
-    bucket = (face_bucket(key, rules["buckets"]) if rules.get("split_by", "person") == "person"
+    """train, dev or test for a speaker id or a photo's file, by the rules' `split_by` (default: `actor`
+    where the rules list actors, else `person`)."""
+    split_by = rules.get("split_by", "actor" if "dev_actors" in rules else "person")
+    if split_by == "actor":
+        actor = int(key)
+        return "dev" if actor in rules["dev_actors"] else "test" if actor in rules["test_actors"] else "train"
+    bucket = (face_bucket(key, rules["buckets"]) if split_by == "person"
               else zlib.crc32(Path(key).name.encode()) % rules["buckets"])
     return {rules["dev_bucket"]: "dev", rules["test_bucket"]: "test"}.get(bucket, "train")
 
@@ -169,7 +171,7 @@ def load_speech(folder: Path, name: str, split: str, config: ModelConfig, source
     preprocessor = Preprocessor(config.input_spec())
     items: list[SourceItem] = []
     for row in _rows(folder / "labels.csv"):
-        if split != "all" and held_split({"split_by": "actor", **rules}, row["actor"]) != split:
+        if split != "all" and held_split(rules, row["actor"]) != split:
             continue
         try:
             wave = decode_audio(folder / row["file"], config.audio.sample_rate,

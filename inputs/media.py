@@ -1,6 +1,7 @@
 """Decoding with PyAV (FFmpeg): audio to 16 kHz mono float32, video frames sampled at a fixed rate.
 
-Works on files (mp4/mkv/mov/avi/webm/flv/ts/3gp/wmv/mpg..., wav/flac/mp3/wma/aiff...) and on anything FFmpeg opens (URLs, devices).
+Works on files (mp4/mkv/mov/avi/webm/flv/ts/3gp/wmv/mpg..., wav/flac/mp3/wma/aiff...) and on
+anything FFmpeg opens (URLs, devices).
 Every failure becomes a MediaError with the file and FFmpeg's reason, never a traceback.
 """
 

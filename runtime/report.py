@@ -11,11 +11,14 @@ METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc7": "Acc-7", "acc5": "Acc-5",
                  "acc2_non0": "Acc-2 non0", "f1_has0": "F1 has0", "f1_non0": "F1 non0", "n": "n"}
 
 
+DECIMALS = {"mae": 3, "corr": 3, "neutral_abs_median": 2, "emotion_spread": 2}
+"""Digits shown per metric; accuracies and percentages get one."""
+
+
 def _fmt(key: str, value: float) -> str:
     if key == "n":
         return str(int(value))
-    return f"{value:.3f}" if key in ("mae", "corr") else f"{value:.2f}" if key in (
-        "neutral_abs_median", "emotion_spread") else f"{value:.1f}"
+    return f"{value:.{DECIMALS.get(key, 1)}f}"
 
 
 def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) -> Table:
@@ -67,7 +70,8 @@ def infer_summary(records: list[dict], seconds: float) -> Table:
         table.add_row("mean score", f"{scores.mean():+.3f} (min {scores.min():+.3f}, max {scores.max():+.3f})")
         stages = list(dict.fromkeys(s for r in good for s in r["stage_ms"]))  # asr: only the clips it heard
         for stage in stages:
-            table.add_row(f"{stage} p50", f"{np.median([r['stage_ms'][stage] for r in good if stage in r['stage_ms']]):.1f} ms")
+            timed = [r["stage_ms"][stage] for r in good if stage in r["stage_ms"]]
+            table.add_row(f"{stage} p50", f"{np.median(timed):.1f} ms")
         masked = sorted({m for r in good for m in r["masked"]})
         if masked:
             table.add_row("masked", f"{', '.join(masked)}: the checkpoint never learned them")
