@@ -3,9 +3,10 @@
 Heavy imports happen inside each command, so `--help` is instant and `cmmsf-run` never loads torch
 unless the torch backend is asked for. Known failures print one red line, never a traceback.
 
-Exit codes: 0 done (every clip scored); 1 the command failed (bad option, input, engines, output or
-disk: the red line says which); 2 `infer` finished but some clips failed (their error lines are in the
-results); 130 interrupted (Ctrl-C).
+Exit codes (`ExitCode`, also in every `--help` and the README) mean one thing each: 0 done; 1 the command
+failed (input, engines, output or disk: the red line says which); 2 called wrongly (a mistyped or unusable
+option: Click's own code, and `UsageError`'s); 3 `infer` finished but some clips failed (their error lines
+are in the results); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,20 +15,38 @@ import functools
 import json
 import os
 import sys
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
 
+from inputs.errors import UsageError
+
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
-export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and TensorRT.", no_args_is_help=True)
-run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation.",
-                      no_args_is_help=True)
-train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints.", no_args_is_help=True)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    """Click exits 2 on a mistyped option; an unusable value (`UsageError`) gets the same code."""
+    SOME_CLIPS_FAILED = 3
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = ("Exit codes: 0 done, 1 failed (the red line says why), 2 called wrongly (an option), "
+                   "3 some clips failed (their errors are in the results), 130 interrupted.")
+
+export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and TensorRT. " + EXIT_CODES_HELP,
+                         no_args_is_help=True)
+run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation. "
+                      + EXIT_CODES_HELP, no_args_is_help=True)
+train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints. " + EXIT_CODES_HELP, no_args_is_help=True)
 
 FaceCrop = Annotated[bool, typer.Option(
     "--face-crop/--no-face-crop",
@@ -36,7 +55,7 @@ FaceCrop = Annotated[bool, typer.Option(
 """Every command that reads video declares this one option, so all of them crop as training did."""
 
 def friendly(command: Callable) -> Callable:
-    """Turn known failures into `error: <message>` and exit code 1."""
+    """Turn known failures into `error: <message>` and exit code 1 (2 for an unusable option value)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -50,16 +69,19 @@ def friendly(command: Callable) -> Callable:
                 # (results, sessions) has run by now, so flush and leave at once
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(130)
-            raise typer.Exit(130) from None
+                os._exit(ExitCode.INTERRUPTED)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         except Exception as err:  # noqa: BLE001
             from inputs.errors import CmmsfError
 
+            if isinstance(err, UsageError):
+                err_console.print(f"[red]usage error:[/] {err}", highlight=False)
+                raise typer.Exit(ExitCode.USAGE) from None
             if isinstance(err, (CmmsfError, OSError, ValueError)):
                 message = str(err) if isinstance(err, (CmmsfError, ValueError)) or not err.strerror else (
                     f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}")
                 err_console.print(f"[red]error:[/] {message}", highlight=False)
-                raise typer.Exit(1) from None
+                raise typer.Exit(ExitCode.FAILED) from None
             raise
 
     return wrapper
@@ -155,9 +177,9 @@ def _positive_ints(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in _split(text)]
     except ValueError:
-        raise ValueError(f"{option} wants comma-separated integers, got {text!r}") from None
+        raise UsageError(f"{option} wants comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
-        raise ValueError(f"{option} wants positive integers, got {text!r}")
+        raise UsageError(f"{option} wants positive integers, got {text!r}")
     return values
 
 
@@ -177,8 +199,10 @@ def run_infer(
                                                 "running cluster, or ray://HOST:10001"),
     ray_actors: int = typer.Option(1, min=1, help="with --ray: stage actors (one backend each)"),
     num_gpus_per_actor: float = typer.Option(0.0, min=0, help="with --ray: GPUs each stage actor reserves"),
+    wait: bool = typer.Option(False, "--wait", help="when another run is writing --out, wait for it "
+                                                    "[default: stop at once, naming it]"),
 ) -> None:
-    """Batch inference over clips → results.jsonl and a summary table. Exit 2 when some clips failed."""
+    """Batch inference over clips → results.jsonl and a summary table. Exit 3 when some clips failed."""
     from runtime.infer import InferOptions, run_infer as infer
     from runtime.ray_batch import RaySettings
     from runtime.results import writes_to_stdout
@@ -186,9 +210,9 @@ def run_infer(
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
     settings = RaySettings(ray, ray_actors, num_gpus_per_actor) if ray else None
     records = infer(InferOptions(paths, _engines_or_default(engines, human), out, batch, resume, backend, precision,
-                                 face_crop, asr, settings), human)
+                                 face_crop, asr, settings, wait), human)
     if any("error" in r for r in records):
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
 
 
 @run_app.command("stream")
@@ -274,7 +298,7 @@ def run_bench(
         opts = LoadOptions(serve, serve_model, _positive_ints(clients, "--clients"), requests)
         if serve_model == "clip":
             if audio is None:
-                raise ValueError("--serve-model clip needs the clip to send: --audio FILE")
+                raise UsageError("--serve-model clip needs the clip to send: --audio FILE")
             opts.clip, opts.clip_id = read_clip(audio), audio.name
         else:
             opts.tensors = typical_request(_engines_or_default(engines))
@@ -282,7 +306,7 @@ def run_bench(
         if json_out:
             json_out.write_text(json.dumps(rows, indent=1) + "\n")
         if any(r["errors"] or r["lost"] for r in rows):
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)
         return
     from runtime.bench import BenchOptions, run_bench as bench
 
@@ -389,7 +413,7 @@ def train_eval(
     failed = [f"{r.source} {r.subset}" for r in rows if r.failures]
     if failed:
         err_console.print(f"[red]gate missed:[/] {', '.join(failed)}")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 if __name__ == "__main__":

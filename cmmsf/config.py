@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inputs.errors import UsageError
 from inputs.spec import InputSpec
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
@@ -296,14 +297,14 @@ def preset(name: str, variant: str = "full") -> ModelConfig:
     try:
         config = PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
     return with_variant(config, variant)
 
 
 def with_variant(config: ModelConfig, variant: str) -> ModelConfig:
     """The config with one of VARIANTS applied (`text.encoder` names a sub-config field)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        raise UsageError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     data = config.to_dict()
     for key, value in VARIANTS[variant].items():
         *path, leaf = key.split(".")

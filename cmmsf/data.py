@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inputs.clips import find_clips
-from inputs.errors import CmmsfError
+from inputs.errors import CmmsfError, UsageError
 from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 from inputs.text import encode
 
@@ -79,7 +79,7 @@ def normalise_split(split: str) -> str:
     try:
         return SPLIT_ALIASES[split]
     except KeyError:
-        raise ValueError(f"unknown split {split!r}; use train, dev (valid), test or all") from None
+        raise UsageError(f"unknown split {split!r}; use train, dev (valid), test or all") from None
 
 
 def _label(value: object) -> float | None:

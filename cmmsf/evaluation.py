@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inputs.errors import UsageError
 from inputs.features import ClipInputs
 from inputs.video import frames_to_input
 
@@ -74,7 +75,7 @@ def parse_subsets(text: str | None) -> dict[str, tuple[str, ...]]:
         return dict(SUBSETS)
     keep = tuple(m.strip() for m in text.split(",") if m.strip())
     if not keep or set(keep) - set(MODALITIES):
-        raise ValueError(f"--modalities takes a subset of {','.join(MODALITIES)}, got {text!r}")
+        raise UsageError(f"--modalities takes a subset of {','.join(MODALITIES)}, got {text!r}")
     return {"+".join(keep): keep}
 
 

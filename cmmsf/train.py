@@ -26,6 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from inputs.errors import UsageError
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
@@ -81,7 +83,7 @@ class TrainOptions:
         path = RECIPES / f"{recipe}.json" if (RECIPES / f"{recipe}.json").is_file() else Path(recipe)
         if not path.is_file():
             names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.json")))
-            raise ValueError(f"unknown recipe {recipe!r}: name one of {names} or a JSON file")
+            raise UsageError(f"unknown recipe {recipe!r}: name one of {names} or a JSON file")
         values = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:

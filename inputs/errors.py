@@ -1,5 +1,10 @@
-"""The one base class for failures whose message is written for the user (the CLI prints it, no traceback)."""
+"""The base classes for failures whose message is written for the user (the CLI prints it, no traceback)."""
 
 
 class CmmsfError(Exception):
     """An expected failure: bad input, missing file, tampered artifact. Its message says what to do."""
+
+
+class UsageError(CmmsfError, ValueError):
+    """An option value the command cannot use (an unknown backend, a negative window). The CLI exits 2 on
+    it, the code Click gives a mistyped option, so scripts tell "called wrongly" from "failed"."""

@@ -27,7 +27,7 @@ import numpy as np
 from .asr import ASR_MODES, Recognised, SpeechRecognizer
 from .audio import WIN, audible, log_mel
 from .clips import Clip
-from .errors import CmmsfError
+from .errors import CmmsfError, UsageError
 from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
@@ -80,7 +80,7 @@ class Preprocessor:
     def __init__(self, spec: InputSpec, face_crop: bool = True, asr: str = "off",
                  recognizer: SpeechRecognizer | None = None):
         if asr not in ASR_MODES:
-            raise ValueError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
+            raise UsageError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
         self.spec = spec
         self.face_crop = face_crop
         self.asr = asr

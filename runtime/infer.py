@@ -33,6 +33,8 @@ class InferOptions:
     """auto: speech recognition for clips without a transcript sidecar; always; off."""
     ray: RaySettings | None = None
     """Run on a Ray cluster instead of in this process."""
+    wait: bool = False
+    """Queue behind another run that holds `out`, instead of stopping at once."""
 
 
 def run_infer(opts: InferOptions, console: Console) -> list[dict]:
@@ -45,16 +47,22 @@ def run_infer(opts: InferOptions, console: Console) -> list[dict]:
     clips = find_clips(opts.paths)
     if not clips:
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}")
-    pipeline = None if opts.ray else Pipeline.load(opts.engines, opts.backend, opts.precision,
-                                                   face_crop=opts.face_crop, asr=opts.asr)
+    # the results file first: a second run on it stops here, before it loads anything
+    writer = ResultWriter(opts.out, opts.resume, opts.wait, on_wait=lambda holder: console.print(
+        f"waiting: {opts.out} is being written by {holder}", highlight=False))
+    pipeline = None
     try:
         if opts.ray:  # fail here, once, on a bad option, engine folder or ASR model, not in every worker
             check_choice(opts.backend, opts.precision)
             preprocessor_for(EngineFolder.open(opts.engines), face_crop=opts.face_crop, asr=opts.asr)
-        writer = ResultWriter(opts.out, opts.resume)
+        else:
+            pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop,
+                                     asr=opts.asr)
+        writer.start()
     except BaseException:
         if pipeline:
             pipeline.close()
+        writer.close()
         raise
     todo = order_by_size([c for c in clips if c.id not in writer.done])
     if writer.done:

@@ -21,6 +21,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from inputs.errors import UsageError
+
 from .triton_client import ServerClient
 from .triton_serve import CLIP_MODEL, TENSORS_MODEL
 
@@ -128,7 +130,7 @@ def load_row(url: str, clients: int, opts: LoadOptions) -> dict[str, Any]:
 def run_load(opts: LoadOptions, console: Console) -> list[dict[str, Any]]:
     """Every URL × client count, one after another; a table at the end."""
     if opts.model not in MODELS:
-        raise ValueError(f"--serve-model must be tensors or clip, got {opts.model!r}")
+        raise UsageError(f"--serve-model must be tensors or clip, got {opts.model!r}")
     rows = []
     for url in opts.urls:
         probe = ServerClient(url)

@@ -31,6 +31,7 @@ from rich.console import Console
 from inputs.asr import RollingTranscriber, words_in
 from inputs.audio import StreamingLogMel
 from inputs.clips import TRANSCRIPT_SUFFIXES
+from inputs.errors import UsageError
 from inputs.features import ClipInputs, NoUsableInput, Preprocessor
 from inputs.speech_features import StreamingWhisper
 from inputs.live import AudioChunk, is_live, read_source
@@ -127,7 +128,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     `inspect`, if given, is called after each window with (frames held, audio steps held): what the
     stream keeps in memory, which stays flat however long it runs."""
     if window <= 0 or hop <= 0:
-        raise ValueError("--window and --hop must be positive seconds")
+        raise UsageError("--window and --hop must be positive seconds")
     config, pre = pipeline.config, pipeline.preprocessor
     words = WindowWords(pre, transcript)
     audio = config.audio

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from cmmsf.contracts import PIPELINE_INPUTS, STAGES, sample_dims
 from inputs.clips import MEDIA_SUFFIXES, Clip
-from inputs.errors import CmmsfError
+from inputs.errors import CmmsfError, UsageError
 from inputs.features import ClipInputs
 
 from .backends.base import NUMPY_DTYPES
@@ -212,9 +212,9 @@ def serve(opts: ServeOptions, console: Console) -> None:
         raise ServeError("serving needs PyTriton: pip install -e '.[serve]' (nvidia-pytriton bundles "
                          "tritonserver)") from None
     if opts.max_batch < 1:
-        raise ValueError(f"--max-batch must be at least 1, got {opts.max_batch}")
+        raise UsageError(f"--max-batch must be at least 1, got {opts.max_batch}")
     if len({opts.http_port, opts.grpc_port, opts.metrics_port}) < 3:
-        raise ValueError("--http-port, --grpc-port and --metrics-port must differ")
+        raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     check_ports_free(opts)
     if opts.log_file is None:
         opts.log_file = Path(tempfile.mkstemp(prefix="cmmsf-triton-", suffix=".log")[1])

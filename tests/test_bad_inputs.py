@@ -153,7 +153,7 @@ def test_nothing_usable_is_an_error_line_not_a_score(tiny_engines, text_only_eng
     write_video(clips / "mute.mp4", seconds=1.0, audio=False)
     out = tmp_path / "r.jsonl"
     result = infer(str(clips), "--engines", str(text_only_engines), "--out", str(out))
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     records = lines(out)
     assert records["quiet"]["error"] == ("NoUsableInput: no usable input: text: empty transcript; audio: silent; "
                                          "video: no video stream")

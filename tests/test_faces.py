@@ -130,7 +130,7 @@ def test_an_undecodable_container_is_one_error_line_and_the_run_goes_on(tmp_path
     out = tmp_path / "r.jsonl"
     result = runner.invoke(run_app, ["infer", str(folder), "--engines", str(tiny_engines), "--out", str(out)])
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert result.exit_code == 2 and set(records) == {"good", "bad"}
+    assert result.exit_code == 3 and set(records) == {"good", "bad"}
     assert "error" in records["bad"] and "score" in records["good"] and records["good"]["present"]["video"]
 
 

@@ -58,11 +58,11 @@ def records(path: Path) -> dict[str, dict]:
 def test_ray_gives_the_single_process_records(fifty_clips, tiny_engines, tmp_path, ray_tmp):
     single, distributed = tmp_path / "single.jsonl", tmp_path / "ray.jsonl"
     done = infer(str(fifty_clips), "--engines", str(tiny_engines), "--asr", "off", "--out", str(single))
-    assert done.returncode == 2, done.stderr[-2000:]  # 2: finished, one clip failed
+    assert done.returncode == 3, done.stderr[-2000:]  # 3: finished, one clip failed
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     done = infer(str(fifty_clips), "--engines", str(tiny_engines), "--asr", "off", "--out", str(distributed),
                  "--ray", "local", "--batch", "4", env=env)
-    assert done.returncode == 2, done.stderr[-3000:] + done.stdout[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:] + done.stdout[-3000:]
     want, got = records(single), records(distributed)
     assert len(want) == 50 and set(got) == set(want)
     assert set(got["broken"]) == {"id", "error"} and got["broken"]["error"] == want["broken"]["error"]

@@ -65,7 +65,7 @@ def test_infer_cli_scores_good_clips_and_reports_bad_ones(clip_folder, tiny_engi
     out = tmp_path / "results.jsonl"
     result = runner.invoke(run_app, ["infer", str(clip_folder), "--engines", str(tiny_engines), "--out", str(out),
                                      "--batch", "2"])
-    assert result.exit_code == 2, result.output  # finished, but some clips failed
+    assert result.exit_code == 3, result.output  # finished, but some clips failed
     records = records_by_id(out)
     assert set(records) == {"happy", "voice", "silent", "corrupt", "empty"}
     assert records["happy"]["present"] == {"text": True, "audio": True, "video": True}
@@ -88,7 +88,7 @@ def test_resume_repeats_and_loses_nothing(clip_folder, tiny_engines, tmp_path):
     out.write_text(json.dumps(first) + "\n" + '{"id": "voice", "sco')  # killed mid-line
     result = runner.invoke(run_app, ["infer", str(clip_folder), "--engines", str(tiny_engines), "--out", str(out),
                                      "--resume"])
-    assert result.exit_code == 2, result.output  # corrupt and empty clips fail again
+    assert result.exit_code == 3, result.output  # corrupt and empty clips fail again
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     ids = [r["id"] for r in lines]
     assert sorted(ids) == sorted({"happy", "voice", "silent", "corrupt", "empty"})  # each exactly once

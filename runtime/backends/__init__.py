@@ -3,7 +3,7 @@ here, else ONNX Runtime. Each backend module has a `from_engines` loader and a r
 
 from __future__ import annotations
 
-from inputs.errors import CmmsfError
+from inputs.errors import CmmsfError, UsageError
 
 from ..engine_folder import ONNX_PRECISIONS, EngineFolder
 from .base import Backend
@@ -28,9 +28,9 @@ def resolve_auto(engines: EngineFolder) -> tuple[str, str]:
 def check_choice(backend: str, precision: str) -> None:
     """Refuse an unknown backend or precision with the valid choices (before anything loads)."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in ONNX_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(ONNX_PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(ONNX_PRECISIONS)}")
 
 
 def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", threads: int | None = None) -> Backend:
