@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .media import FrameSampler, MediaError, MonoResampler
+from .media import FrameSampler, MediaError, MonoResampler, ffmpeg_reason, rgb_frame
 
 POLL_S = 0.2
 QUEUE_ITEMS = 256
@@ -66,7 +66,7 @@ def open_source(source: str, connect_timeout: float = 10.0, read_timeout: float 
     except av.error.ExitError:
         raise MediaError(f"cannot open {source}: nothing within the {connect_timeout:g} s connect timeout") from None
     except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(f"cannot open {source}: {err}") from None
+        raise MediaError(f"cannot open {source}: {ffmpeg_reason(err)}") from None
 
 
 _END = object()
@@ -105,7 +105,7 @@ def read_source(source: str, sample_rate: int, fps: float, connect_timeout: floa
                         for chunk in resample(frame):
                             put(AudioChunk(last, chunk))
                     elif sampler.keep(last):
-                        put(Frame(last, frame.to_ndarray(format="rgb24")))
+                        put(Frame(last, rgb_frame(frame, source)))
                 for chunk in resample(None):  # the resampler's buffered tail
                     put(AudioChunk(last, chunk))
         except av.error.ExitError:
@@ -113,7 +113,8 @@ def read_source(source: str, sample_rate: int, fps: float, connect_timeout: floa
         except av.error.FFmpegError as err:
             # a read cut off by the timeout can surface as a broken packet: name the real cause
             stalled = is_live(source) and time.monotonic() - last_data[0] >= read_timeout
-            put(MediaError(f"{timed_out} (FFmpeg: {err})" if stalled else f"decoding {source} failed: {err}"))
+            reason = ffmpeg_reason(err)
+            put(MediaError(f"{timed_out} (FFmpeg: {reason})" if stalled else f"decoding {source} failed: {reason}"))
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread, raised there
             put(err)
         finally:

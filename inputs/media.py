@@ -3,6 +3,11 @@
 Works on files (mp4/mkv/mov/avi/webm/flv/ts/3gp/wmv/mpg..., wav/flac/mp3/wma/aiff...) and on
 anything FFmpeg opens (URLs, devices).
 Every failure becomes a MediaError with the file and FFmpeg's reason, never a traceback.
+
+Decoding is bounded by design, whatever the file claims: a frame is scaled to `DECODE_SIDE` (its
+shorter side) by FFmpeg's scaler as it leaves the decoder, so nothing holds a full-size RGB frame; a
+stream whose frames exceed `MAX_FRAME_PIXELS` (8K) is refused before any frame is decoded; callers cap
+frames and samples per clip (`max_frames`, `max_samples`).
 """
 
 from __future__ import annotations
@@ -23,15 +28,50 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".wm
                   ".au", ".caf", ".mka", ".oga"}
 
 
+DECODE_SIDE = 480
+"""Frames are decoded at most this big on their shorter side: the face detector works at 200 px and the
+model reads 64-224 px crops, so a 480 px frame keeps every face a webcam or talking-head video shows
+large enough, at a fixed cost per frame (4K frames would hold 36× the memory for nothing)."""
+MAX_FRAME_PIXELS = 7680 * 4320
+"""Larger frames (beyond 8K UHD) are refused: a few hundred KB of H.264 can claim 10000×10000 frames,
+and the decoder's own buffers of such frames take gigabytes before any scaling."""
+
+
 class MediaError(CmmsfError, RuntimeError):
     """A clip that cannot be decoded; the message names the file and says why."""
+
+
+def ffmpeg_reason(err: BaseException) -> str:
+    """FFmpeg's reason in plain words ("Invalid data found when processing input"), without the errno
+    and the path PyAV puts around it."""
+    return getattr(err, "strerror", None) or str(err)
 
 
 def _open(source: str | Path):
     try:
         return av.open(str(source))
     except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(f"cannot open {source}: {err}") from None
+        raise MediaError(f"cannot open {Path(str(source)).name}: {ffmpeg_reason(err)}") from None
+
+
+def decode_size(width: int, height: int, side: int = DECODE_SIDE) -> tuple[int, int]:
+    """The (width, height) a frame is decoded to: its shorter side at most `side`, aspect kept, even."""
+    scale = min(1.0, side / max(1, min(width, height)))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def check_geometry(width: int, height: int, name: str) -> None:
+    """Refuse frames no camera makes, before decoding one (a decompression bomb claims such sizes)."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise MediaError(f"{name} has {width}×{height} video frames, larger than 8K (7680×4320); not decoded")
+
+
+def rgb_frame(frame: av.VideoFrame, name: str) -> np.ndarray:
+    """One decoded frame as RGB uint8 [H, W, 3] at `decode_size`, scaled by FFmpeg from the decoder's own
+    format (no full-size RGB copy)."""
+    check_geometry(frame.width, frame.height, name)
+    width, height = decode_size(frame.width, frame.height)
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
 def decode_audio(source: str | Path, sample_rate: int = 16000, max_samples: int | None = None) -> np.ndarray | None:
@@ -89,7 +129,7 @@ def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
             yield from resample(frame)
         yield from resample(None)
     except av.error.FFmpegError as err:
-        raise MediaError(f"audio decoding failed in {container.name}: {err}") from None
+        raise MediaError(f"audio decoding failed in {Path(container.name).name}: {ffmpeg_reason(err)}") from None
 
 
 def decode_video(source: str | Path, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
@@ -108,19 +148,20 @@ def decode_video(source: str | Path, fps: float, max_frames: int | None = None) 
             if max_frames and len(frames) >= max_frames:
                 break
         if not frames:
-            raise MediaError(f"{source} has a video stream but no decodable frame")
+            raise MediaError(f"{Path(str(source)).name} has a video stream but no decodable frame")
         return np.stack(frames), last_time + 1.0 / fps
 
 
 def iter_video(container, fps: float) -> Iterator[tuple[float, np.ndarray]]:
     """(time in seconds, RGB frame) of the first video stream at `fps`, as FFmpeg decodes them."""
-    stream = container.streams.video[0]
+    stream, name = container.streams.video[0], Path(container.name).name
+    check_geometry(stream.codec_context.width, stream.codec_context.height, name)
     stream.thread_type = "AUTO"
     sampler = FrameSampler(fps)
     try:
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else sampler.next_tick
             if sampler.keep(t):
-                yield t, frame.to_ndarray(format="rgb24")
+                yield t, rgb_frame(frame, name)
     except av.error.FFmpegError as err:
-        raise MediaError(f"video decoding failed in {container.name}: {err}") from None
+        raise MediaError(f"video decoding failed in {name}: {ffmpeg_reason(err)}") from None

@@ -15,6 +15,7 @@ import numpy as np
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES, OUTPUTS, SENTIMENT_CLASSES, class_of
 from inputs.clips import Clip, find_clips
+from inputs.errors import CmmsfError
 from inputs.features import ClipInputs, Preprocessor, collate
 
 from .backends import check_choice, load_backend, resolve_auto
@@ -29,8 +30,10 @@ class BatchResult:
 
 
 def error_record(clip_id: str, err: BaseException) -> dict:
-    """The line a clip that could not be scored gets, wherever it failed: its id and why."""
-    return {"id": clip_id, "error": f"{type(err).__name__}: {err}"}
+    """The line a clip that could not be scored gets, wherever it failed: its id and why, in one plain
+    sentence for the failures we expect (`CmmsfError`); anything else is a bug, named by its type so it
+    can be reported."""
+    return {"id": clip_id, "error": str(err) if isinstance(err, CmmsfError) else f"{type(err).__name__}: {err}"}
 
 
 def polarity(score: float) -> str:

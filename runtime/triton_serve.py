@@ -104,7 +104,7 @@ class ClipModel:
     def _prepare(self, data: bytes, clip_id: str, transcript: str | None, folder: Path) -> ClipInputs:
         """Decode one clip from bytes, through the very code `infer` uses on files."""
         if not data:
-            raise ValueError("empty clip")
+            raise UsageError("the request holds an empty clip")
         suffix = Path(clip_id).suffix.lower()
         media = folder / ("clip" + (suffix if suffix in MEDIA_SUFFIXES else ".bin"))
         media.write_bytes(data)
@@ -115,7 +115,8 @@ class ClipModel:
         try:
             return self.pipeline.preprocessor.from_clip(Clip(clip_id, media, sidecar))
         except CmmsfError as err:  # name the clip, not this server's temporary file
-            raise type(err)(str(err).replace(f"'{media}'", "it").replace(str(media), clip_id)) from None
+            raise type(err)(str(err).replace(f"'{media}'", "it").replace(str(media), clip_id)
+                            .replace(media.name, clip_id)) from None
 
     def records(self, clips: list[tuple[bytes, str, str | None]]) -> list[dict]:
         """(bytes, id, transcript) → one record each, in order; error records for unusable clips."""

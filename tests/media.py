@@ -34,6 +34,8 @@ def write_video(path: Path, seconds: float = 2.0, fps: int = 30, size: int = 96,
         video = container.add_stream(codec, rate=fps)
         video.width, video.height = width, height
         video.pix_fmt = "yuv420p"
+        if codec == "libx264" and width * height > 2_000_000:
+            video.options = {"preset": "ultrafast"}  # 8K and beyond: seconds, not minutes
         sound = None
         if audio:
             sound = container.add_stream(audio_codec, rate=audio_rate)

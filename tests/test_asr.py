@@ -80,7 +80,7 @@ def test_a_bad_asr_mode_is_one_line_before_any_clip(bare_clips, asr_engines, tmp
     out = tmp_path / "r.jsonl"
     result = runner.invoke(run_app, ["infer", str(bare_clips), "--engines", str(asr_engines), "--out", str(out),
                                      "--asr", "bogus"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--asr must be one of auto, always, off, got 'bogus'" in result.output and not out.exists()
 
 

@@ -155,7 +155,7 @@ def test_nothing_usable_is_an_error_line_not_a_score(tiny_engines, text_only_eng
     result = infer(str(clips), "--engines", str(text_only_engines), "--out", str(out))
     assert result.exit_code == 3, result.output
     records = lines(out)
-    assert records["quiet"]["error"] == ("NoUsableInput: no usable input: text: empty transcript; audio: silent; "
+    assert records["quiet"]["error"] == ("no usable input: text: empty transcript; audio: silent; "
                                          "video: no video stream")
     assert "text: garbage.txt is binary data, not text" in records["garbage"]["error"]
     assert "video: the checkpoint never learned it" in records["mute"]["error"]
@@ -224,6 +224,24 @@ def test_a_long_clip_is_decoded_only_as_far_as_the_model_reads(tiny_engines, tmp
     report = json.loads(python_output(code).splitlines()[-1])
     assert sorted(report["truncated"]) == ["audio", "video"] and report["duration"] == pytest.approx(120, abs=0.5)
     assert report["rss_mb"] < 500, report  # keeping all 1800 frames took 855 MB before
+
+
+def test_high_resolution_clips_are_decoded_small_and_bombs_refused(tiny_engines, tmp_path):
+    """An 8K clip of ~100 KB is scored under 1 GB peak (kept at full size it took 3.2 GB); a 10000×10000
+    one of ~300 KB is refused with a per-clip error before a frame is decoded (it took 2.5 GB)."""
+    write_video(tmp_path / "8k.mp4", seconds=1.0, fps=15, size=1200, frame_size=(7680, 4320), audio=False)
+    write_video(tmp_path / "bomb.mp4", seconds=0.2, fps=15, size=600, frame_size=(10000, 10000), audio=False)
+    assert (tmp_path / "bomb.mp4").stat().st_size < 1_000_000
+    code = ("import json, re; from runtime.pipeline import Pipeline;"
+            f"r = Pipeline.load({str(tiny_engines)!r}).predict([{str(tmp_path / '8k.mp4')!r}, "
+            f"{str(tmp_path / 'bomb.mp4')!r}]);"
+            "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024;"
+            "print(json.dumps({'rss_mb': peak, 'records': r}))")
+    report = json.loads(python_output(code).splitlines()[-1])
+    big, bomb = report["records"]
+    assert big["present"]["video"] and -3 <= big["score"] <= 3, big
+    assert report["rss_mb"] < 1024, report["rss_mb"]
+    assert bomb["error"] == "bomb.mp4 has 10000×10000 video frames, larger than 8K (7680×4320); not decoded"
 
 
 def test_stream_memory_stays_flat(tiny_engines, tmp_path):

@@ -170,4 +170,4 @@ def test_fp16_eval_reports_the_fp16_graphs_and_differing_decisions(tiny_engines,
 def test_an_unknown_precision_or_backend_is_one_clear_line(tiny_engines, tmp_path):
     for option, value in (("--precision", "fp8"), ("--backend", "cuda")):
         result = runner.invoke(run_app, ["eval", str(tmp_path / "x.csv"), "--engines", str(tiny_engines), option, value])
-        assert result.exit_code == 1 and "Traceback" not in result.output and value in result.output
+        assert result.exit_code == 2 and "Traceback" not in result.output and value in result.output
