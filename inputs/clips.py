@@ -41,23 +41,27 @@ class _Group:
     transcript: Path | None = None
 
 
-def _files(path: Path) -> tuple[Path, list[Path]]:
-    """(root the ids are relative to, files) for one command-line path."""
+def _files(path: Path, skipped: list[Path]) -> tuple[Path, list[Path]]:
+    """(root the ids are relative to, regular files) for one command-line path; anything else found
+    under a folder (a FIFO, a socket, a dangling link) goes to `skipped`."""
     if path.is_dir():
-        return path, sorted(p for p in path.rglob("*") if p.is_file())
+        found = sorted(p for p in path.rglob("*") if not p.is_dir())
+        skipped += [p for p in found if not p.is_file()]
+        return path, [p for p in found if p.is_file()]
     if path.is_file():
         sidecars = [path.with_suffix(s) for s in TRANSCRIPT_SUFFIXES]
         return path.parent, [path, *(s for s in sidecars if s != path and s.is_file())]
     raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def _groups(paths: list[Path]) -> list[_Group]:
+def _groups(paths: list[Path], skipped: list[Path]) -> list[_Group]:
     groups: dict[tuple[Path, str], _Group] = {}
     for path in paths:
-        root, files = _files(Path(path))
+        root, files = _files(Path(path), skipped)
         for f in files:
             suffix = f.suffix.lower()
             if suffix not in MEDIA_SUFFIXES and suffix not in TRANSCRIPT_SUFFIXES:
+                skipped.append(f)
                 continue
             base = f.relative_to(root).with_suffix("").as_posix()
             group = groups.setdefault((root.resolve(), base), _Group(root, base, []))
@@ -71,10 +75,12 @@ def _groups(paths: list[Path]) -> list[_Group]:
     return list(groups.values())
 
 
-def find_clips(paths: list[Path]) -> list[Clip]:
-    """Every clip under the given files and folders, sorted by id. Unknown file types are ignored."""
+def find_clips(paths: list[Path], skipped: list[Path] | None = None) -> list[Clip]:
+    """Every clip under the given files and folders, sorted by id. Files of other types (`.jpg`, `.pdf`)
+    and things that are not regular files are not clips: they are appended to `skipped` where given,
+    so the caller can count them."""
     clips: list[tuple[Path, Clip]] = []
-    for group in _groups(paths):
+    for group in _groups(paths, [] if skipped is None else skipped):
         if not group.media:
             clips.append((group.root, Clip(group.base, None, group.transcript)))
         for media in group.media:

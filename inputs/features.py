@@ -19,12 +19,13 @@ The one preprocessing implementation: the trainer's clip-folder dataset and the 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .asr import ASR_MODES, Recognised, SpeechRecognizer
+from .asr import ASR_MODES, Recognised, SpeechRecognizer, speech_seconds
 from .audio import WIN, audible, log_mel
 from .clips import Clip
 from .errors import CmmsfError, UsageError
@@ -153,8 +154,20 @@ class Preprocessor:
                 frames, duration = decoded
             if wave is not None:
                 duration = max(duration or 0.0, len(wave) / spec.sample_rate)
-            duration = media_duration(clip.media) or duration
+            cut = (wave is not None and len(wave) > self.audio_samples_needed()) or (
+                frames is not None and len(frames) > spec.video_max_len)
+            stated = media_duration(clip.media)
+            check_decoded_length(duration or 0.0, stated, cut, notes)
+            duration = stated or duration
         wave = clean_audio(wave, notes)
+        if audible(wave, spec.sample_rate):
+            began = time.perf_counter()
+            speech = speech_seconds(wave, spec.sample_rate)
+            if speech is not None:
+                front_ms["vad"] = (time.perf_counter() - began) * 1e3
+                notes["speech_s"] = round(speech, 2)
+                if speech == 0:
+                    warn(notes, "no speech in the audio (voice-activity detection): the voice score reads noise")
         transcript = self.words(clip, wave, notes, front_ms)
         arrays = {"text": self.text(transcript.text) if transcript else None,
                   "audio": self.audio(wave), "video": self.video(frames)}
@@ -180,6 +193,25 @@ def asr_problem(heard: Recognised) -> str:
     if not heard.dropped:
         return "no speech recognised"
     return "words heard but not trusted: " + ", ".join(f"{n} {why}" for why, n in heard.dropped.items())
+
+
+SHORT_DECODE = 0.8
+"""A clip whose decoded length is under this share of what its container states is flagged."""
+
+
+def warn(notes: dict[str, Any], warning: str) -> None:
+    """Add one plain-sentence warning to a record's `warnings` list."""
+    notes.setdefault("warnings", []).append(warning)
+
+
+def check_decoded_length(decoded_s: float, stated_s: float | None, cut: bool, notes: dict[str, Any]) -> None:
+    """Record `decoded_s`; warn when a clip decoded to its end holds far less than its container states
+    (a file cut short or damaged is then scored on what is left, and says so). A clip the model's max
+    length cut is decoded short on purpose and not flagged."""
+    notes["decoded_s"] = round(decoded_s, 3)
+    if stated_s and not cut and decoded_s < SHORT_DECODE * stated_s and stated_s - decoded_s > 0.5:
+        warn(notes, f"only {decoded_s:.1f} s of the {stated_s:.1f} s the container states could be decoded: "
+                    "the file may be cut short or damaged")
 
 
 def clean_audio(wave: np.ndarray | None, notes: dict[str, Any] | None = None) -> np.ndarray | None:

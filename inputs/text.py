@@ -17,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .backbone_files import tokenizer_file
+from .files import read_small_file
 
 _SUBTITLE_TIMING = re.compile(r"^\s*(\d+|WEBVTT.*|NOTE.*|[\d:.,]+\s*-->\s*[\d:.,]+.*)\s*$")
 _CUE_TIMES = re.compile(r"^\s*([\d:.,]+)\s*-->\s*([\d:.,]+)")
@@ -113,8 +114,10 @@ def _is_binary(text: str) -> bool:
 
 
 def read_transcript(path: Path) -> Transcript:
-    """Plain `.txt`, or the spoken lines of an `.srt` / `.vtt` subtitle file joined with spaces."""
-    raw = path.read_bytes()
+    """Plain `.txt`, or the spoken lines of an `.srt` / `.vtt` subtitle file joined with spaces.
+
+    Read through `read_small_file`: a FIFO, a device or an oversized file is an InputFileError."""
+    raw = read_small_file(path)
     try:
         text, decoding = raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:

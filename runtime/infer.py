@@ -15,7 +15,7 @@ from .backends import check_choice
 from .engine_folder import EngineFolder
 from .pipeline import Pipeline, order_by_size, preprocessor_for
 from .ray_batch import RaySettings
-from .report import infer_summary
+from .report import infer_summary, skipped_summary
 from .results import ResultWriter
 
 
@@ -44,9 +44,11 @@ def run_infer(opts: InferOptions, console: Console) -> list[dict]:
     them into the exit code (README: 0 all scored, 2 some clips failed). With `opts.ray`, the clips are
     decoded and scored on a Ray cluster (`runtime/ray_batch.py`) and written here in the same way.
     """
-    clips = find_clips(opts.paths)
+    skipped: list[Path] = []
+    clips = find_clips(opts.paths, skipped)
     if not clips:
-        raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}")
+        raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}"
+                                + (f" ({skipped_summary(skipped)})" if skipped else ""))
     # the results file first: a second run on it stops here, before it loads anything
     writer = ResultWriter(opts.out, opts.resume, opts.wait, on_wait=lambda holder: console.print(
         f"waiting: {opts.out} is being written by {holder}", highlight=False))
@@ -94,5 +96,7 @@ def run_infer(opts: InferOptions, console: Console) -> list[dict]:
             pipeline.close()
         writer.close()
     console.print(infer_summary(records, time.perf_counter() - start))
+    if skipped:
+        console.print(f"skipped {skipped_summary(skipped)}", highlight=False)
     console.print(f"results: {opts.out}")
     return records

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 from rich.table import Table
 
@@ -59,12 +62,23 @@ def subset_view(rows: list, title: str) -> Table:
     return table
 
 
+def skipped_summary(skipped: list[Path]) -> str:
+    """`3 files: .jpg ×2, .pdf` for files under the inputs that are not clips."""
+    kinds = Counter("(not a regular file)" if not p.is_file() else p.suffix.lower() or "(no suffix)" for p in skipped)
+    return f"{len(skipped)} files that are not clips: " + ", ".join(
+        f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.most_common(6)) + (", …" if len(kinds) > 6 else "")
+
+
 def infer_summary(records: list[dict], seconds: float) -> Table:
-    """Counts, error list head, mean score and per-stage median milliseconds."""
+    """Counts, error list head, mean score, per-stage median milliseconds and warnings."""
     good = [r for r in records if "error" not in r]
     table = Table(title=f"{len(good)} clips scored, {len(records) - len(good)} failed, in {seconds:.1f} s")
     table.add_column("what", no_wrap=True)
     table.add_column("value")
+    warned = [r for r in good if r.get("warnings")]
+    if warned:
+        head = ", ".join(r["id"] for r in warned[:3]) + (", …" if len(warned) > 3 else "")
+        table.add_row("warnings", f"{len(warned)} clips ({head}): see `warnings` in their records")
     if good:
         scores = np.array([r["score"] for r in good])
         table.add_row("mean score", f"{scores.mean():+.3f} (min {scores.min():+.3f}, max {scores.max():+.3f})")

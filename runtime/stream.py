@@ -39,6 +39,7 @@ from inputs.text import Transcript, read_transcript
 from inputs.video import NO_FACE, FaceTracker, frame_to_input
 
 from .pipeline import Pipeline
+from .results import ResultWriter, writes_to_stdout
 
 
 def pace_until(deadline: float) -> None:
@@ -237,24 +238,30 @@ class StreamOptions:
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
-    console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
-    sink = open(opts.out, "w", encoding="utf-8") if opts.out else None
+    """Windows of `opts.source` as they arrive: JSON lines on stdout (and `--out`), a timing line at the end.
+
+    Inputs are checked before anything loads: the transcript (a regular file under the size cap) and
+    the results file (held for the run, as `infer` holds its own)."""
+    transcript = _sidecar_transcript(opts.source, opts.transcript)
+    sink = ResultWriter(opts.out, resume=False) if opts.out and not writes_to_stdout(opts.out) else None
+    pipeline = None
     records, busy, started = [], 0.0, time.perf_counter()
     try:
-        transcript = _sidecar_transcript(opts.source, opts.transcript)
+        pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
+        console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
+        if sink:
+            sink.start()
         for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime,
                                          opts.connect_timeout, opts.read_timeout):
-            line = json.dumps(record, separators=(",", ":"))
-            print(line, flush=True)
+            print(json.dumps(record, separators=(",", ":")), flush=True)
             if sink:
-                sink.write(line + "\n")
-                sink.flush()
+                sink.write(record)
             records.append(record)
     finally:
         if sink:
             sink.close()
-        pipeline.close()
+        if pipeline:
+            pipeline.close()
     media = max((r["end_s"] for r in records), default=0.0)
     if media:
         console.print(f"{len(records)} windows over {media:.1f} s of media; processing took {busy:.2f} s "

@@ -93,6 +93,18 @@ def test_subtitle_sidecars_keep_their_cue_timing(bare_clips, asr_engines, tmp_pa
                               {"text": "it was really good", "start_s": 1.02, "end_s": 3.3}]
 
 
+def test_a_folder_mixing_sidecar_and_heard_transcripts_summarises(bare_clips, asr_engines, tmp_path):
+    """The summary once died on such a folder (KeyError 'asr'), after writing every record."""
+    (bare_clips / "note.txt").write_text("a sentence with a sidecar and no media")
+    out = tmp_path / "r.jsonl"
+    result = runner.invoke(run_app, ["infer", str(bare_clips), "--engines", str(asr_engines), "--out", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["note"]["transcript_source"] == "sidecar" and records["03bSnISJMiM_1"]["transcript_source"] == "asr"
+    said = " ".join(result.output.split())
+    assert "3 clips scored, 0 failed" in said and "asr p50" in said
+
+
 def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatch):
     import inputs.asr
     from runtime.engine_folder import EngineFolder, ManifestError
