@@ -10,6 +10,7 @@ only the torch backend and `cmmsf-export check` need it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
 from cmmsf.contracts import STAGE_ORDER
 from inputs.errors import CmmsfError
 from inputs.hashing import sha256_file
+from inputs.spec import InputSpec
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 3
@@ -157,6 +159,14 @@ class EngineFolder:
     def profile(self) -> dict[str, Any]:
         """{"batch": [min, opt, max], "max_len": {modality: steps}}."""
         return self.manifest["profile"]
+
+    def input_spec(self) -> InputSpec:
+        """The config's input rules with each max length bounded by the build profile, so a clip longer
+        than these engines admit is truncated (and listed in `truncated`), never sent past the profile."""
+        spec, top = self.config.input_spec(), self.profile["max_len"]
+        return dataclasses.replace(spec, text_max_len=min(spec.text_max_len, int(top["text"])),
+                                   audio_max_len=min(spec.audio_max_len, int(top["audio"])),
+                                   video_max_len=min(spec.video_max_len, int(top["video"])))
 
     @property
     def typical_lengths(self) -> dict[str, int]:

@@ -56,7 +56,7 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
             console.print(f"[yellow]{skipped.summary()}[/]")
         if not items:
             raise ValueError(f"no usable rows in split {opts.split!r} of {opts.data}")
-        spec = config.input_spec()
+        spec = pipeline.preprocessor.spec
         inputs = [mask_untrained(item.inputs, spec) for item in items]  # the runtime's rule for clips
         truth = np.array([it.label for it in items])
         deployed = pipeline.scores(inputs)

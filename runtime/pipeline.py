@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from cmmsf.config import ModelConfig
-from cmmsf.contracts import MODALITIES, OUTPUTS, SENTIMENT_CLASSES, class_of
+from cmmsf.contracts import (LENGTH_AXES, MODALITIES, OUTPUTS, PIPELINE_INPUTS, SENTIMENT_CLASSES, class_of,
+                             input_axes, static_axis_sizes)
 from inputs.clips import Clip, find_clips
 from inputs.errors import CmmsfError
-from inputs.features import ClipInputs, Preprocessor, collate
+from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
 from .backends import check_choice, load_backend, resolve_auto
 from .backends.base import Backend
@@ -36,6 +37,10 @@ def error_record(clip_id: str, err: BaseException) -> dict:
     return {"id": clip_id, "error": str(err) if isinstance(err, CmmsfError) else f"{type(err).__name__}: {err}"}
 
 
+class ShapeError(CmmsfError, ValueError):
+    """Input tensors the engines' build profile does not admit; the message names the tensor and the limit."""
+
+
 def polarity(score: float) -> str:
     return "positive" if score > 0 else "negative" if score < 0 else "neutral"
 
@@ -46,7 +51,7 @@ class Pipeline:
     def __init__(self, backend: Backend, engines: EngineFolder, note: str = "",
                  preprocessor: Preprocessor | None = None):
         self.backend, self.engines, self.note = backend, engines, note
-        self.preprocessor = preprocessor or Preprocessor(engines.config.input_spec())
+        self.preprocessor = preprocessor or Preprocessor(engines.input_spec())
 
     @classmethod
     def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
@@ -66,22 +71,51 @@ class Pipeline:
     def config(self) -> ModelConfig:
         return self.engines.config
 
+    def check_batch(self, batch: dict[str, np.ndarray], max_batch: int | None = None) -> None:
+        """Refuse, before any work, a batch the build profile does not admit: every contract input present
+        with its rank and fixed sizes (dtypes are cast by the backend), each length at most the profile's max, and at most
+        `max_batch` rows where given. Attention costs the square of a length: one request 100× too long
+        took a server from 9 to 19 GB before this check."""
+        config, limits = self.config, self.engines.profile["max_len"]
+        sizes = static_axis_sizes(config)
+        rows = {len(batch[s.name]) for s in PIPELINE_INPUTS if s.name in batch and np.ndim(batch[s.name])}
+        for spec in PIPELINE_INPUTS:
+            array = batch.get(spec.name)
+            axes = input_axes(spec, config)
+            if array is None:
+                raise ShapeError(f"the input {spec.name} is missing (the contract: {', '.join(axes)})")
+            if array.ndim != len(axes):
+                raise ShapeError(f"{spec.name} has {array.ndim} axes, the contract has {len(axes)} ({', '.join(axes)})")
+            for axis, size in zip(axes, array.shape):
+                if axis in LENGTH_AXES and size > limits[LENGTH_AXES[axis]]:
+                    raise ShapeError(f"{spec.name} has {size} {LENGTH_AXES[axis]} steps; these engines take at "
+                                     f"most {limits[LENGTH_AXES[axis]]} (the build profile's max)")
+                if axis in sizes and size != sizes[axis]:
+                    raise ShapeError(f"{spec.name} has {size} on axis {axis}, these engines take {sizes[axis]}")
+        if len(rows) > 1:
+            raise ShapeError(f"the inputs disagree on the batch size: {sorted(rows)}")
+        if max_batch is not None and rows and max(rows) > max_batch:
+            raise ShapeError(f"a batch of {max(rows)} rows; at most {max_batch}")
+
     def run_batch(self, batch: dict[str, np.ndarray]) -> BatchResult:
-        """All five stages on one padded batch, with milliseconds per stage."""
+        """All five stages on one padded batch (checked against the build profile first), with
+        milliseconds per stage."""
+        self.check_batch(batch)
         stage_ms: dict[str, float] = {}
         tensors = self.backend.run(batch, stage_ms)
         return BatchResult({k: tensors[k] for k in OUTPUTS}, stage_ms)
 
     def scores(self, items: list[ClipInputs], batch_size: int = 32) -> np.ndarray:
         """Scores of already-preprocessed items, in order, run in padded batches."""
-        spec = self.config.input_spec()
+        spec = self.preprocessor.spec
+        items = [truncate_to_limits(item, spec) for item in items]  # data prepared for the config's limits
         chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
         return np.concatenate([self.run_batch(collate(c, spec)).outputs["score"] for c in chunks]
                               or [np.zeros(0, np.float32)])
 
     def predict_inputs(self, items: list[ClipInputs]) -> list[dict]:
         """Result records for already-preprocessed clips, run as one micro-batch."""
-        result = self.run_batch(collate(items, self.config.input_spec()))
+        result = self.run_batch(collate(items, self.preprocessor.spec))
         records = []
         for row, item in enumerate(items):
             score = float(result.outputs["score"][row])
@@ -134,7 +168,7 @@ class Pipeline:
 def preprocessor_for(engines: EngineFolder, face_crop: bool = True, asr: str = "off") -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
     uses, and what a worker that only decodes (Ray tasks) builds on its own."""
-    preprocessor = Preprocessor(engines.config.input_spec(), face_crop=face_crop, asr=asr)
+    preprocessor = Preprocessor(engines.input_spec(), face_crop=face_crop, asr=asr)
     if asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, audio_front_end=preprocessor.speech is not None)
     return preprocessor

@@ -3,12 +3,14 @@
 `ServerClient("http://host:8000")` or `ServerClient("grpc://host:8001")`:
 - `tensors(batch)` sends stage-contract tensors to `cmmsf_tensors` → score [B], logits, gates;
 - `clip(data, id, transcript)` sends a clip's bytes to `cmmsf_clip` → the record `infer` writes.
-Server-side failures raise `tritonclient.utils.InferenceServerException`, as tritonclient does.
+A request the server refuses or fails raises `ServerRefused` with the server's own one-line reason
+(`audio has 800 audio steps; these engines take at most 40 …`), not the backend's traceback around it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlparse
 
 import numpy as np
@@ -24,6 +26,21 @@ _TRITON_TYPES = {np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL", np.dty
 
 class ClientError(CmmsfError, ValueError):
     """A server URL or client setup that cannot work; the message says why."""
+
+
+class ServerRefused(CmmsfError, RuntimeError):
+    """The server answered a request with an error; the message is its reason."""
+
+
+_REASON = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+def server_reason(text: str) -> str:
+    """The innermost `SomethingError: reason` line of a server error (PyTriton wraps each failure of an
+    inference callable in its traceback and a TritonModelException); the text itself when there is none."""
+    reasons = [m.group(2).strip() for m in _REASON.finditer(text)
+               if m.group(1) != "TritonModelException" and not m.group(2).startswith("Traceback")]
+    return reasons[-1] if reasons else text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -72,9 +89,14 @@ class ServerClient:
             entry.set_data_from_numpy(array)
             inputs.append(entry)
         wanted = [self.module.InferRequestedOutput(name) for name in outputs]
-        if self.protocol == "grpc":
-            return self.client.infer(model, inputs, outputs=wanted, client_timeout=self.timeout_s)
-        return self.client.infer(model, inputs, outputs=wanted)
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if self.protocol == "grpc":
+                return self.client.infer(model, inputs, outputs=wanted, client_timeout=self.timeout_s)
+            return self.client.infer(model, inputs, outputs=wanted)
+        except InferenceServerException as err:
+            raise ServerRefused(f"{model}: {server_reason(err.message() or str(err))}") from None
 
     def tensors(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The five stages on the server; `score` comes back as [B], as `Pipeline.run_batch` gives it."""

@@ -69,12 +69,18 @@ def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazi
 
 
 class TensorsModel:
-    """`cmmsf_tensors`: one dynamic batch of contract tensors through the five stages."""
+    """`cmmsf_tensors`: one dynamic batch of contract tensors through the five stages.
 
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
+    Each request is checked against the engines' build profile before any work (`Pipeline.check_batch`):
+    one too long, of the wrong width or rank gets an error response naming the limit, and costs no more
+    than its own bytes. Triton only batches requests whose shapes agree, so such a request fails alone."""
+
+    def __init__(self, pipeline: Pipeline, max_batch: int | None = None):
+        self.pipeline, self.max_batch = pipeline, max_batch
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        for request in requests:
+            self.pipeline.check_batch({name: request[name] for name in request}, self.max_batch)
         inputs = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
         outputs = self.pipeline.run_batch(inputs).outputs
         outputs = {**outputs, "score": outputs["score"].reshape(-1, 1)}  # Triton wants [B, 1] for a [B] tensor
@@ -160,7 +166,7 @@ def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: floa
     config = pipeline.config
     batching = ModelConfig(max_batch_size=max_batch,
                            batcher=DynamicBatcher(max_queue_delay_microseconds=round(queue_delay_ms * 1000)))
-    triton.bind(model_name=TENSORS_MODEL, infer_func=TensorsModel(pipeline),
+    triton.bind(model_name=TENSORS_MODEL, infer_func=TensorsModel(pipeline, max_batch),
                 inputs=[_tensor(s, config) for s in PIPELINE_INPUTS],
                 outputs=[_tensor(s, config) for s in STAGES["mgf_head"].outputs],
                 config=batching, strict=True)

@@ -20,7 +20,7 @@ pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip inst
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
 from runtime.pipeline import Pipeline  # noqa: E402
-from runtime.triton_client import ServerClient  # noqa: E402
+from runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
 COMPARED = ("id", "score", "polarity", "label7", "gates", "present", "absent", "masked", "transcript_source")
@@ -125,6 +125,49 @@ def test_a_corrupt_clip_fails_alone_while_a_good_one_is_served(server, pipeline,
     empty = ServerClient(server.http).clip(b"", "empty")
     assert empty == {"id": "empty", "error": "the request holds an empty clip"}
     assert ServerClient(server.http).ready()  # and it keeps serving
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (serve, tritonserver, the backend stubs)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+    return total
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tensors_beyond_the_build_profile_are_refused_and_cost_nothing(server, tiny_engines, protocol):
+    from runtime.engine_folder import EngineFolder
+
+    engines = EngineFolder.open(tiny_engines)
+    top = engines.profile["max_len"]["audio"]
+    client = ServerClient(getattr(server, protocol))
+    normal = make_inputs(engines.config, batch=1, text_len=5, audio_len=10, video_len=4, seed=1)
+    client.tensors(normal)
+    before = tree_rss_mb(server.process.pid)
+    # 20× the profile (the shipped model at 20× would need 3000² floats per head and layer)
+    huge = make_inputs(engines.config, batch=1, text_len=5, audio_len=top * 20, video_len=4, seed=1)
+    for _ in range(3):
+        with pytest.raises(ServerRefused) as refused:
+            client.tensors(huge)
+        assert str(refused.value) == (f"cmmsf_tensors: audio has {top * 20} audio steps; these engines take at "
+                                      f"most {top} (the build profile's max)")
+    assert tree_rss_mb(server.process.pid) - before < 150  # refused before any work
+    np.testing.assert_allclose(client.tensors(normal)["score"], client.tensors(normal)["score"])  # still serving
+    client.close()
 
 
 def test_health_readiness_and_metrics_are_tritons(server):

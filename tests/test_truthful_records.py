@@ -128,3 +128,30 @@ def test_files_that_are_not_clips_are_counted_and_bad_sidecars_fail_only_their_c
     assert got["big"]["error"] == f"the transcript {clips / 'big.txt'} is larger than 4 MB; that is not a transcript"
     said = flat(result.output)
     assert "skipped 4 files that are not clips: .jpg ×2, (not a regular file), .pdf" in said, said
+
+
+def test_the_build_profile_bounds_every_path(tmp_path, tiny_config):
+    """Engines built with shorter maxima than the config's: clips are truncated to the profile (and say
+    so); tensors past it are refused before any work, with the limit named."""
+    from cmmsf.sample_inputs import make_inputs
+    from runtime.pipeline import Pipeline, ShapeError
+
+    from .conftest import build_engines
+
+    engines = build_engines(tmp_path, tiny_config, {"text": 8, "audio": 20, "video": 10})
+    pipeline = Pipeline.load(engines)
+    write_video(tmp_path / "clip.mp4", seconds=2.5, fps=15)
+    (tmp_path / "clip.txt").write_text("one two three four five six seven eight nine ten eleven twelve")
+    record = pipeline.predict([tmp_path / "clip.mp4"])[0]
+    assert sorted(record["truncated"]) == ["audio", "text", "video"] and -3 <= record["score"] <= 3
+    for name, length, says in (("audio", 21, "audio has 21 audio steps; these engines take at most 20"),
+                               ("video", 11, "video has 11 video steps; these engines take at most 10")):
+        lengths = {"text_len": 5, "audio_len": 10, "video_len": 5, f"{name}_len": length}
+        with pytest.raises(ShapeError, match=says):
+            pipeline.run_batch(make_inputs(tiny_config, batch=1, **lengths))
+    wide = make_inputs(tiny_config, batch=1, text_len=5, audio_len=10, video_len=5)
+    wide["audio"] = np.zeros((1, 10, tiny_config.audio.feature_dim + 1), np.float32)
+    with pytest.raises(ShapeError, match="audio has 17 on axis Fa, these engines take 16"):
+        pipeline.run_batch(wide)
+    pipeline.run_batch(make_inputs(tiny_config, batch=1, text_len=8, audio_len=20, video_len=10))  # the max runs
+    pipeline.close()
