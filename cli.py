@@ -258,13 +258,16 @@ def run_serve(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     asr: str = typer.Option("auto", help="speech recognition for clips sent without a transcript: auto, always, off"),
     face_crop: FaceCrop = True,
-    log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file]"),
+    log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
+                                                       "clean stop, kept and named when Triton dies]"),
+    grace_period: float = typer.Option(10.0, min=0, help="on Ctrl-C or SIGTERM, seconds running requests have "
+                                                        "to be answered (new ones are refused) before Triton stops"),
 ) -> None:
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
     from runtime.triton_serve import ServeOptions, serve
 
     serve(ServeOptions(_engines_or_default(engines), address, http_port, grpc_port, metrics_port, max_batch,
-                       max_queue_delay_ms, backend, precision, asr, face_crop, log_file), console)
+                       max_queue_delay_ms, backend, precision, asr, face_crop, log_file, grace_period), console)
 
 
 @run_app.command("bench")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import sysconfig
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from inputs.features import ClipInputs
 
 from .backends.base import NUMPY_DTYPES
 from .pipeline import Pipeline, error_record
+from .serve_lifecycle import Housekeeping, InFlight, TritonWatchdog
 
 TENSORS_MODEL = "cmmsf_tensors"
 CLIP_MODEL = "cmmsf_clip"
@@ -41,6 +43,9 @@ CLIP_MODEL = "cmmsf_clip"
 
 class ServeError(CmmsfError, RuntimeError):
     """The server cannot start (PyTriton missing, a port taken); the message says what to do."""
+
+
+
 
 
 @dataclass
@@ -59,7 +64,10 @@ class ServeOptions:
     asr: str = "auto"
     face_crop: bool = True
     log_file: Path | None = None
-    """Triton's own log; a temporary file when not given (its path is printed)."""
+    """Triton's own log (and its children's output); when not given, a temporary file removed at a clean
+    stop and kept (its path printed) when Triton dies."""
+    grace_s: float = 10.0
+    """On Ctrl-C or SIGTERM, how long running requests have to be answered before Triton stops."""
 
 
 def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazily
@@ -159,18 +167,23 @@ def stub_sees_this_python() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
-def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: float) -> None:
-    """Bind `cmmsf_tensors` and `cmmsf_clip` to a started-or-not PyTriton `Triton`."""
+def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: float,
+                in_flight: InFlight | None = None) -> None:
+    """Bind `cmmsf_tensors` and `cmmsf_clip` to a started-or-not PyTriton `Triton`, each counted by
+    `in_flight` where given (so a stop can drain them)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    def counted(infer):
+        return in_flight.guard(infer) if in_flight else infer
 
     config = pipeline.config
     batching = ModelConfig(max_batch_size=max_batch,
                            batcher=DynamicBatcher(max_queue_delay_microseconds=round(queue_delay_ms * 1000)))
-    triton.bind(model_name=TENSORS_MODEL, infer_func=TensorsModel(pipeline, max_batch),
+    triton.bind(model_name=TENSORS_MODEL, infer_func=counted(TensorsModel(pipeline, max_batch)),
                 inputs=[_tensor(s, config) for s in PIPELINE_INPUTS],
                 outputs=[_tensor(s, config) for s in STAGES["mgf_head"].outputs],
                 config=batching, strict=True)
-    triton.bind(model_name=CLIP_MODEL, infer_func=ClipModel(pipeline),
+    triton.bind(model_name=CLIP_MODEL, infer_func=counted(ClipModel(pipeline)),
                 inputs=[Tensor(name="clip", dtype=bytes, shape=(1,)),
                         Tensor(name="transcript", dtype=bytes, shape=(1,), optional=True),
                         Tensor(name="id", dtype=bytes, shape=(1,), optional=True)],
@@ -178,12 +191,12 @@ def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: floa
                 config=batching, strict=True)
 
 
-def triton_config(opts: ServeOptions):
+def triton_config(opts: ServeOptions, log_file: Path):
     from pytriton.triton import TritonConfig
 
     return TritonConfig(http_address=opts.address, http_port=opts.http_port, grpc_address=opts.address,
                         grpc_port=opts.grpc_port, metrics_address=opts.address, metrics_port=opts.metrics_port,
-                        exit_timeout_secs=3, log_file=opts.log_file, allow_gpu_metrics=False)
+                        exit_timeout_secs=3, log_file=log_file, allow_gpu_metrics=False)
 
 
 def security_config():
@@ -211,7 +224,12 @@ def check_ports_free(opts: ServeOptions) -> None:
 
 
 def serve(opts: ServeOptions, console: Console) -> None:
-    """Start Triton with both models and block until Ctrl-C (or SIGTERM); the server stops cleanly."""
+    """Start Triton with both models and block until Ctrl-C or SIGTERM, then drain and stop.
+
+    The stop: new requests are refused (`the server is stopping`), the running ones are answered
+    (up to `opts.grace_s`), Triton stops, then every child process still alive is stopped and the
+    shared memory and temporary files of the run are removed (`serve_lifecycle.Housekeeping`). If
+    `tritonserver` dies on its own, the same clean-up runs and the error is one line (exit 1)."""
     try:
         from pytriton.exceptions import PyTritonError
         from pytriton.triton import Triton
@@ -223,32 +241,81 @@ def serve(opts: ServeOptions, console: Console) -> None:
     if len({opts.http_port, opts.grpc_port, opts.metrics_port}) < 3:
         raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     check_ports_free(opts)
-    if opts.log_file is None:
-        opts.log_file = Path(tempfile.mkstemp(prefix="cmmsf-triton-", suffix=".log")[1])
     pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
     stub_sees_this_python()
+    quiet_pytriton()
     # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into
     # whatever PyTriton is doing at that moment (a health probe, a lock) can leave its shutdown hanging
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    in_flight = InFlight()
+    house = Housekeeping((TENSORS_MODEL, CLIP_MODEL))
+    log = opts.log_file or house.log
     try:
-        with Triton(config=triton_config(opts), security_config=security_config()) as triton:
-            bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms)
-            triton.run()
+        with house:
+            triton = Triton(config=triton_config(opts, log), security_config=security_config())
+            watchdog = TritonWatchdog(lambda: die(triton, house, opts.log_file))
+            watchdog.start()
+            bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms, in_flight)
+            try:
+                triton.run()
+            except PyTritonError as err:  # a model that will not load, a server that will not start
+                watchdog.stop()
+                house.failed = True
+                raise ServeError(f"Triton Inference Server failed to start: {err} "
+                                 f"(its log: {opts.log_file or house.kept_log})") from None
+            echo_off(triton)
             console.print(f"serving {TENSORS_MODEL} and {CLIP_MODEL} ({pipeline.backend.label} on "
                           f"{pipeline.backend.provider}, dynamic batching up to {opts.max_batch}, "
                           f"{opts.max_queue_delay_ms:g} ms queue delay)", highlight=False)
             console.print(f"  HTTP  http://{opts.address}:{opts.http_port}  (health: /v2/health/ready)\n"
                           f"  gRPC  {opts.address}:{opts.grpc_port}\n"
                           f"  metrics http://{opts.address}:{opts.metrics_port}/metrics\n"
-                          f"  Triton log: {opts.log_file}   Ctrl-C stops", highlight=False)
-            while not stop.wait(1.0):
-                if not triton.is_alive():
-                    raise ServeError(f"Triton Inference Server stopped on its own; see its log: {opts.log_file}")
-        console.print("server stopped")
-    except PyTritonError as err:  # a port taken, a server that died: one line and where to look
-        raise ServeError(f"Triton Inference Server failed: {err} (its log: {opts.log_file})") from None
+                          + (f"  Triton log: {log}\n" if opts.log_file else "") + "  Ctrl-C stops",
+                          highlight=False)
+            stop.wait()
+            watchdog.stop()
+            left = in_flight.drain(opts.grace_s)
+            if left:
+                console.print(f"[yellow]{left} request(s) still running after the {opts.grace_s:g} s grace "
+                              "period: they fail[/]")
+            triton.stop()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         pipeline.close()
+    console.print("server stopped")
+
+
+def die(triton, house: Housekeeping, log_file: Path | None) -> None:
+    """`tritonserver` died: clean up as a stop would, say so in one line, and end the process (exit 1).
+
+    The one place `serve` ends the process itself: PyTriton's threads (its start-up, its exit callback)
+    wait for the dead server for minutes, and the interpreter's shutdown would wait for them."""
+    echo_off(triton)
+    house.failed = True
+    house.__exit__(None, None, None)
+    where = log_file or house.kept_log
+    Console(stderr=True).print("[red]error:[/] Triton Inference Server stopped on its own; the server is down"
+                               + (f" (its log: {where})" if where else ""), highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def echo_off(triton) -> None:
+    """PyTriton echoes everything `tritonserver` and its stubs print (their shutdown chatter: "Signal (2)
+    received", "Non-graceful termination detected") to our terminal; Triton's log file has what matters."""
+    server = getattr(triton, "_triton_server", None)
+    if server is not None and hasattr(server, "_verbose"):
+        server._verbose = False
+
+
+def quiet_pytriton() -> None:
+    """PyTriton logs "exited with failure" at every stop and warnings while it cleans up; `serve` says
+    itself what happened, in one line."""
+    import logging
+    import warnings
+
+    logging.getLogger("pytriton").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytriton")

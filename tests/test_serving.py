@@ -20,6 +20,7 @@ pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip inst
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
 from runtime.pipeline import Pipeline  # noqa: E402
+from runtime.serve_lifecycle import tree_rss_mb  # noqa: E402
 from runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
@@ -125,27 +126,6 @@ def test_a_corrupt_clip_fails_alone_while_a_good_one_is_served(server, pipeline,
     empty = ServerClient(server.http).clip(b"", "empty")
     assert empty == {"id": "empty", "error": "the request holds an empty clip"}
     assert ServerClient(server.http).ready()  # and it keeps serving
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (serve, tritonserver, the backend stubs)."""
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
-    return total
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

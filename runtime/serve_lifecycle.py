@@ -1,0 +1,261 @@
+"""What `cmmsf-run serve` owns besides the models: its child processes, its files and how it stops.
+
+PyTriton starts `tritonserver`, which starts one Python-backend stub per model; they talk through
+`/dev/shm` segments, and Triton writes each model's config into a `folderXXXXXX` under `$TMPDIR`. A
+server that is killed, or stopped under load, used to leave all of that behind. Here:
+
+- `Housekeeping` keeps Triton's default log in a folder of its own, makes this process the subreaper
+  of its descendants (so an orphaned stub is still ours), and on exit stops every descendant still
+  alive and removes what the run created and nothing else uses: its `/dev/shm` segments and the
+  model folders Triton writes into `/tmp` (a path Triton hard-codes, whatever `$TMPDIR` says) and
+  leaves there when it is killed.
+- `InFlight` counts the requests inside the inference callables; on Ctrl-C or SIGTERM `drain` stops
+  admitting new ones (they get a clean "the server is stopping" error) and waits, up to a grace
+  period, for the running ones to be answered before Triton is stopped.
+
+Linux only, as Triton is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inputs.errors import CmmsfError
+
+SHM = Path("/dev/shm")
+TRITON_TMP = Path("/tmp")
+"""Where tritonserver writes each loaded model's files (`folderXXXXXX`)."""
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class ServerStoppingError(CmmsfError, RuntimeError):
+    """A request that arrived while the server drains; the client may retry on another replica."""
+
+
+def become_subreaper() -> bool:
+    """Orphans of our descendants (a stub whose tritonserver died) are re-parented to this process, not
+    to init: they stay findable, and stoppable, as our descendants."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (serve, tritonserver, the stubs), in MB."""
+    total = 0.0
+    for member in [pid, *descendants(pid)]:
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+    return total
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _reap() -> None:
+    """Collect exited children (ours, and the orphans we adopted as subreaper) so none stays a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stop_processes(pids: list[int], grace_s: float = 3.0) -> list[int]:
+    """SIGTERM, then SIGKILL after `grace_s`, for each process still alive; returns those killed hard."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        _reap()
+        time.sleep(0.05)
+    hard = [p for p in pids if _alive(p)]
+    for pid in hard:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.05)
+    _reap()
+    return hard
+
+
+def mapped_shm() -> set[str]:
+    """Names under /dev/shm that some live process has mapped (read from /proc/*/maps)."""
+    names: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text(errors="replace")
+        except OSError:
+            continue
+        names.update(line.rsplit("/dev/shm/", 1)[1].split(" (deleted)")[0]
+                     for line in text.splitlines() if "/dev/shm/" in line)
+    return names
+
+
+def live_command_lines() -> str:
+    """Every live process's command line, joined: a model folder named in one is still in use."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(lines)
+
+
+def model_folder_of(path: Path, models: tuple[str, ...]) -> bool:
+    """True for a Triton model folder (`config.pbtxt` first) of one of `models`."""
+    try:
+        first = (path / "config.pbtxt").read_text(errors="replace").split("\n", 1)[0]
+    except OSError:
+        return False
+    return any(first.strip() == f'name: "{model}"' for model in models)
+
+
+class Housekeeping:
+    """`with Housekeeping(models) as house:` around everything the server starts; see the module docstring.
+
+    `house.failed = True` before leaving keeps Triton's default log (moved to `house.kept_log`) for the
+    error line to name; a clean stop leaves nothing behind. Leaving twice does no harm."""
+
+    def __init__(self, models: tuple[str, ...]) -> None:
+        self.models = models
+        self.folder = Path(tempfile.mkdtemp(prefix="cmmsf-serve-"))
+        self.log = self.folder / "triton.log"
+        self.failed = False
+        self.kept_log = Path(tempfile.gettempdir()) / f"cmmsf-triton-{os.getpid()}.log"
+        """Where the default log goes when the server failed (named in the error before it is moved)."""
+        self.killed: list[int] = []
+
+    def __enter__(self) -> "Housekeeping":
+        self._shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
+        self._folders_before = set(TRITON_TMP.glob("folder*"))
+        become_subreaper()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.killed = stop_processes(descendants(os.getpid()))
+        if SHM.is_dir():
+            in_use = mapped_shm()
+            for name in set(os.listdir(SHM)) - self._shm_before - in_use:
+                if name.startswith(("psm_", f"pytrtion{os.getpid()}-")):
+                    (SHM / name).unlink(missing_ok=True)
+        new_folders = set(TRITON_TMP.glob("folder*")) - self._folders_before
+        if new_folders:
+            running = live_command_lines()
+            for folder in new_folders:
+                if model_folder_of(folder, self.models) and str(folder) not in running:
+                    shutil.rmtree(folder, ignore_errors=True)
+        if self.failed and self.log.is_file():
+            shutil.move(self.log, self.kept_log)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def tritonserver_child() -> int | None:
+    """The pid of the `tritonserver` among this process's descendants, if one runs."""
+    for pid in descendants(os.getpid()):
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if program.endswith(b"/tritonserver"):
+            return pid
+    return None
+
+
+class TritonWatchdog(threading.Thread):
+    """Calls `on_death` once if the `tritonserver` child dies before `stop()`: whatever the main thread
+    is doing then (PyTriton's start-up waits minutes for a server that is gone), the watchdog acts."""
+
+    def __init__(self, on_death: Callable[[], None], poll_s: float = 0.25):
+        super().__init__(name="tritonserver watchdog", daemon=True)
+        self.on_death, self.poll_s = on_death, poll_s
+        self._stopped = threading.Event()
+        self.pid: int | None = None
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.poll_s):
+            if self.pid is None:
+                self.pid = tritonserver_child()
+            elif not _alive(self.pid) and not self._stopped.is_set():
+                self.on_death()
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class InFlight:
+    """Counts the requests inside the inference callables, and turns new ones away once draining."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._running = 0
+        self.admitting = True
+
+    def guard(self, infer: Callable[[list], Any]) -> Callable[[list], Any]:
+        """`infer` wrapped: counted while it runs; refused once `drain` has begun."""
+
+        def guarded(requests: list) -> Any:
+            with self._lock:
+                if not self.admitting:
+                    raise ServerStoppingError("the server is stopping; send the request again elsewhere or later")
+                self._running += 1
+            try:
+                return infer(requests)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    self._lock.notify_all()
+
+        return guarded
+
+    def drain(self, grace_s: float) -> int:
+        """Stop admitting, wait up to `grace_s` for the running calls to finish; returns those still running."""
+        with self._lock:
+            self.admitting = False
+            self._lock.wait_for(lambda: self._running == 0, timeout=grace_s)
+            return self._running
