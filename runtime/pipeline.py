@@ -55,8 +55,10 @@ class Pipeline:
 
     @classmethod
     def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
-             threads: int | None = None, face_crop: bool = True, asr: str = "off") -> "Pipeline":
-        """`asr`: auto (speech recognition for clips without a transcript), always, or off."""
+             threads: int | None = None, face_crop: bool = True, asr: str = "off",
+             memory_arena: bool = True) -> "Pipeline":
+        """`asr`: auto (speech recognition for clips without a transcript), always, or off;
+        `memory_arena`: see `load_backend` (off for a long-running server)."""
         check_choice(backend, precision)
         folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
@@ -65,7 +67,8 @@ class Pipeline:
         if backend == "auto":
             backend, why = resolve_auto(folder)
             note = f"auto → {backend} ({why})"
-        return cls(load_backend(backend, folder, precision=precision, threads=threads), folder, note, preprocessor)
+        return cls(load_backend(backend, folder, precision=precision, threads=threads, memory_arena=memory_arena),
+                   folder, note, preprocessor)
 
     @property
     def config(self) -> ModelConfig:

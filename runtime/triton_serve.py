@@ -241,7 +241,9 @@ def serve(opts: ServeOptions, console: Console) -> None:
     if len({opts.http_port, opts.grpc_port, opts.metrics_port}) < 3:
         raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     check_ports_free(opts)
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
+    # no memory arena: a server meets every batch size and length, and an arena would keep the largest
+    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr,
+                             memory_arena=False)
     stub_sees_this_python()
     quiet_pytriton()
     # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into

@@ -33,11 +33,13 @@ def check_choice(backend: str, precision: str) -> None:
         raise UsageError(f"unknown precision {precision!r}; choose one of {', '.join(ONNX_PRECISIONS)}")
 
 
-def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", threads: int | None = None) -> Backend:
+def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", threads: int | None = None,
+                 memory_arena: bool = True) -> Backend:
     """Instantiate a backend by name over an engine folder (hashes are verified before loading).
 
     `precision` picks the ONNX graphs ONNX Runtime loads; TensorRT runs the plans at the precision they
-    were built with and torch runs the FP32 checkpoint, so for them it is ignored.
+    were built with and torch runs the FP32 checkpoint, so for them it is ignored. `memory_arena`
+    (ONNX Runtime's CPU arena) is faster but keeps its peak for good: a server turns it off.
     """
     check_choice(name, precision)
     if name == "auto":
@@ -58,4 +60,4 @@ def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", thre
         return TorchBackend.from_checkpoint(engines.checkpoint_dir(), threads=threads)
     from .onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend.from_engines(engines, precision=precision, threads=threads)
+    return OnnxRuntimeBackend.from_engines(engines, precision=precision, threads=threads, memory_arena=memory_arena)

@@ -32,8 +32,13 @@ def disabled_optimizers(path: Path) -> list[str] | None:
     return None if any(node.op_type == "Conv" for node in graph.node) else ["NchwcTransformer"]
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, memory_arena: bool = True) -> ort.SessionOptions:
+    """`memory_arena` off: each run allocates and frees its own memory. The arena is ~15-25% faster at
+    typical lengths (2 cores) but keeps the peak of the largest batch ever seen (measured on the
+    shipped engines: 0.45 GB → 1.79 GB after five batch-8 maximum-length runs, never returned; 0.34 GB
+    throughout without it), which a long-running server cannot afford."""
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -61,10 +66,12 @@ def provider_options(provider: str, folder: Path, precision: str) -> dict[str, s
 class OrtSession:
     """One ONNX graph in one session; `provider` is the provider the session actually bound."""
 
-    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
+                 memory_arena: bool = True):
         self.path = Path(path)
         self.session = ort.InferenceSession(
-            str(self.path), sess_options=session_options(threads), providers=providers or ["CPUExecutionProvider"],
+            str(self.path), sess_options=session_options(threads, memory_arena),
+            providers=providers or ["CPUExecutionProvider"],
             disabled_optimizers=disabled_optimizers(self.path))
         self.provider = self.session.get_providers()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -79,19 +86,20 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, graphs: dict[str, Path], precision: str, providers: list[str] | None = None,
-                 threads: int | None = None, cache_dir: Path | None = None):
+                 threads: int | None = None, cache_dir: Path | None = None, memory_arena: bool = True):
         providers = providers or available_providers()
         cache_dir = cache_dir or next(iter(graphs.values())).parent
         configured = [(p, provider_options(p, cache_dir, precision)) for p in providers]
-        self.sessions = {stage: OrtSession(path, configured, threads) for stage, path in graphs.items()}
+        self.sessions = {stage: OrtSession(path, configured, threads, memory_arena) for stage, path in graphs.items()}
         self.provider = "+".join(sorted({s.provider for s in self.sessions.values()}))
         self.precision = precision
         self.requested = providers
 
     @classmethod
     def from_engines(cls, engines: EngineFolder, precision: str = "fp32", threads: int | None = None,
-                     providers: list[str] | None = None) -> "OnnxRuntimeBackend":
-        return cls(engines.files(precision), precision, providers, threads, cache_dir=engines.path)
+                     providers: list[str] | None = None, memory_arena: bool = True) -> "OnnxRuntimeBackend":
+        return cls(engines.files(precision), precision, providers, threads, cache_dir=engines.path,
+                   memory_arena=memory_arena)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))
