@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inputs.errors import UsageError
 
@@ -54,6 +55,11 @@ FaceCrop = Annotated[bool, typer.Option(
          "--no-face-crop for input that is already a face crop (the centre square is read)")]
 """Every command that reads video declares this one option, so all of them crop as training did."""
 
+EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export", "onnxconverter_common": "export",
+            "pytriton": "serve", "tritonclient": "serve", "ray": "ray", "pyarrow": "ray"}
+"""Which extra brings a module the base install leaves out (pyproject.toml)."""
+
+
 def friendly(command: Callable) -> Callable:
     """Turn known failures into `error: <message>` and exit code 1 (2 for an unusable option value)."""
 
@@ -71,16 +77,23 @@ def friendly(command: Callable) -> Callable:
                 sys.stderr.flush()
                 os._exit(ExitCode.INTERRUPTED)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except ModuleNotFoundError as err:
+            extra = EXTRA_OF.get((err.name or "").split(".")[0])
+            if extra is None:
+                raise
+            err_console.print(f"[red]error:[/] this needs {err.name}, which the base (runtime) install leaves out: "
+                              + escape(f"pip install 'cmmsf[{extra}]'"), highlight=False)
+            raise typer.Exit(ExitCode.FAILED) from None
         except Exception as err:  # noqa: BLE001
             from inputs.errors import CmmsfError
 
             if isinstance(err, UsageError):
-                err_console.print(f"[red]usage error:[/] {err}", highlight=False)
+                err_console.print(f"[red]usage error:[/] {escape(str(err))}", highlight=False)
                 raise typer.Exit(ExitCode.USAGE) from None
             if isinstance(err, (CmmsfError, OSError, ValueError)):
                 message = str(err) if isinstance(err, (CmmsfError, ValueError)) or not err.strerror else (
                     f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}")
-                err_console.print(f"[red]error:[/] {message}", highlight=False)
+                err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
                 raise typer.Exit(ExitCode.FAILED) from None
             raise
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -24,12 +25,13 @@ from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoin
 from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.model import CMMSF
 from cmmsf.sample_inputs import make_inputs
+from inputs.backbone_files import tokenizer_file
 from inputs.errors import CmmsfError
 from inputs.hashing import sha256_file
 from runtime.backends.base import Backend
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.backends.torch_ref import TorchBackend
-from runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError,
+from runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, TOKENIZER, Artifact, EngineFolder, ManifestError,
                                    artifact_record, checkpoint_reference, write_manifest)
 
 from . import tensorrt_build
@@ -172,6 +174,8 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
         if not report.passed:
             raise BuildError(f"plan parity failed; see {out / PARITY_REPORT}:\n  " + "\n  ".join(report.failures))
 
+    tokenizer = out / TOKENIZER
+    shutil.copyfile(tokenizer_file(config.text.backbone), tokenizer)  # the device needs no backbone package
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"config": config.to_dict(), "checkpoint": checkpoint_reference(ck_folder, out),
@@ -182,6 +186,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
                      "tensorrt": tensorrt_info.get("tensorrt")},
         "tensorrt": tensorrt_info,
         "asr": asr_record(),
+        "tokenizer": artifact_record(tokenizer),
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
         "build_seconds": log.seconds,

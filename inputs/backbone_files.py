@@ -42,7 +42,11 @@ def resolve_backbone_dir(backbone: str) -> Path:
 
 
 def tokenizer_file(backbone: str) -> Path:
-    """The `tokenizer.json` to use. A `random` backbone borrows MiniLM's (same BERT uncased vocabulary)."""
+    """The `tokenizer.json` to use: the file itself when `backbone` names one (an engine folder's own, so
+    a device needs no backbone package), else the backbone folder's. A `random` backbone borrows
+    MiniLM's (same BERT uncased vocabulary)."""
+    if backbone.endswith(".json") and Path(backbone).is_file():
+        return Path(backbone)
     path = resolve_backbone_dir(backbone) / "tokenizer.json"
     if not path.is_file():
         raise BackboneMissingError(f"no tokenizer.json in {path.parent}")

@@ -27,13 +27,16 @@ from inputs.hashing import sha256_file
 from inputs.spec import InputSpec
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
-3: the speech recognition model's hash (`asr`) is sealed too."""
+3: the speech recognition model's hash (`asr`) is sealed too; 4: the text tokenizer ships in the
+folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch)."""
 
-SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt")
+SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer")
 """The manifest fields that change what the engines compute or which files they are (`asr`, the speech
 recognition model's hash, is optional: builds without ASR installed have none)."""
+
+TOKENIZER = "tokenizer.json"
 
 DEFAULT_CHECKPOINT_REF = "default"
 
@@ -105,6 +108,9 @@ def _shape_problem(manifest: Any) -> str | None:
                 return f"stage {stage} {kind} artifact lacks file/sha256/bytes"
             if Path(record["file"]).name != record["file"]:
                 return f"stage {stage} {kind} names {record['file']!r}, not a file inside the folder"
+    tokenizer = manifest["tokenizer"]
+    if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or "sha256" not in tokenizer:
+        return f"tokenizer must record {TOKENIZER} and its sha256"
     profile = manifest["profile"]
     if not isinstance(profile, dict) or not isinstance(profile.get("max_len"), dict):
         return "profile.max_len is not an object"
@@ -160,11 +166,22 @@ class EngineFolder:
         """{"batch": [min, opt, max], "max_len": {modality: steps}}."""
         return self.manifest["profile"]
 
+    @cached_property
+    def tokenizer_file(self) -> Path:
+        """The folder's own `tokenizer.json`, checked against its sha256 once."""
+        record, path = self.manifest["tokenizer"], self.path / TOKENIZER
+        if not path.is_file() or sha256_file(path) != record["sha256"]:
+            raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
+                                f"`cmmsf-export build --out {self.path} --force`")
+        return path
+
     def input_spec(self) -> InputSpec:
-        """The config's input rules with each max length bounded by the build profile, so a clip longer
-        than these engines admit is truncated (and listed in `truncated`), never sent past the profile."""
+        """The config's input rules, tokenised with this folder's own tokenizer and with each max length
+        bounded by the build profile, so a clip longer than these engines admit is truncated (and listed
+        in `truncated`), never sent past the profile."""
         spec, top = self.config.input_spec(), self.profile["max_len"]
-        return dataclasses.replace(spec, text_max_len=min(spec.text_max_len, int(top["text"])),
+        return dataclasses.replace(spec, text_backbone=str(self.tokenizer_file),
+                                   text_max_len=min(spec.text_max_len, int(top["text"])),
                                    audio_max_len=min(spec.audio_max_len, int(top["audio"])),
                                    video_max_len=min(spec.video_max_len, int(top["video"])))
 

@@ -194,6 +194,32 @@ class Housekeeping:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+M_ARENA_MAX = -8
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own heap arena (up to 8 per core) and rarely returns
+    their freed pages: a threaded server's memory creeps up under mixed load. Two arenas, set before the
+    server's threads start, is the usual remedy (as MALLOC_ARENA_MAX=2); not glibc: nothing happens."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_ARENA_MAX, arenas)
+
+
+def trim_malloc() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def tritonserver_child() -> int | None:
     """The pid of the `tritonserver` among this process's descendants, if one runs."""
     for pid in descendants(os.getpid()):
@@ -208,16 +234,21 @@ def tritonserver_child() -> int | None:
 
 class TritonWatchdog(threading.Thread):
     """Calls `on_death` once if the `tritonserver` child dies before `stop()`: whatever the main thread
-    is doing then (PyTriton's start-up waits minutes for a server that is gone), the watchdog acts."""
+    is doing then (PyTriton's start-up waits minutes for a server that is gone), the watchdog acts.
+    It also trims the heap every `trim_every_s`, so memory freed after a burst goes back to the system."""
 
-    def __init__(self, on_death: Callable[[], None], poll_s: float = 0.25):
+    def __init__(self, on_death: Callable[[], None], poll_s: float = 0.25, trim_every_s: float = 10.0):
         super().__init__(name="tritonserver watchdog", daemon=True)
-        self.on_death, self.poll_s = on_death, poll_s
+        self.on_death, self.poll_s, self.trim_every_s = on_death, poll_s, trim_every_s
         self._stopped = threading.Event()
         self.pid: int | None = None
 
     def run(self) -> None:
+        trimmed = time.monotonic()
         while not self._stopped.wait(self.poll_s):
+            if time.monotonic() - trimmed > self.trim_every_s:  # memory back to its level after a burst
+                trim_malloc()
+                trimmed = time.monotonic()
             if self.pid is None:
                 self.pid = tritonserver_child()
             elif not _alive(self.pid) and not self._stopped.is_set():

@@ -35,7 +35,7 @@ from inputs.features import ClipInputs
 
 from .backends.base import NUMPY_DTYPES
 from .pipeline import Pipeline, error_record
-from .serve_lifecycle import Housekeeping, InFlight, TritonWatchdog
+from .serve_lifecycle import Housekeeping, InFlight, TritonWatchdog, limit_malloc_arenas
 
 TENSORS_MODEL = "cmmsf_tensors"
 CLIP_MODEL = "cmmsf_clip"
@@ -241,6 +241,7 @@ def serve(opts: ServeOptions, console: Console) -> None:
     if len({opts.http_port, opts.grpc_port, opts.metrics_port}) < 3:
         raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     check_ports_free(opts)
+    limit_malloc_arenas()  # before any thread of ours, ONNX Runtime's or PyTriton's allocates
     # no memory arena: a server meets every batch size and length, and an arena would keep the largest
     pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr,
                              memory_arena=False)
