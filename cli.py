@@ -122,7 +122,8 @@ def export_build(
 
     base = default_profile(ModelConfig.load(resolve_checkpoint(checkpoint) / CONFIG))
     profile = ShapeProfile(parse_batch(batch), parse_max_len(max_len, base.max_len))
-    build(BuildOptions(checkpoint, out, precision, tensorrt, profile, force), console)
+    build(BuildOptions(checkpoint=checkpoint, out=out, precision=precision, tensorrt=tensorrt, profile=profile,
+                       force=force), console)
 
 
 @export_app.command("check")
@@ -163,7 +164,8 @@ def export_triton(
     """Engine folder(s) → a Triton Inference Server model repository: one model per stage + an ensemble."""
     from export.triton_repository import TritonRepositoryOptions, write_repository
 
-    write_repository(TritonRepositoryOptions(engines, out, format, precision, max_queue_delay_ms, force), console)
+    write_repository(TritonRepositoryOptions(engines=engines, out=out, format=format, precision=precision,
+                                             max_queue_delay_ms=max_queue_delay_ms, force=force), console)
 
 
 # ---------------------------------------------------------------- cmmsf-run
@@ -222,8 +224,9 @@ def run_infer(
 
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
     settings = RaySettings(ray, ray_actors, num_gpus_per_actor) if ray else None
-    records = infer(InferOptions(paths, _engines_or_default(engines, human), out, batch, resume, backend, precision,
-                                 face_crop, asr, settings, wait), human)
+    records = infer(InferOptions(paths=paths, engines=_engines_or_default(engines, human), out=out, batch=batch,
+                                 resume=resume, backend=backend, precision=precision, face_crop=face_crop, asr=asr,
+                                 ray=settings, wait=wait), human)
     if any("error" in r for r in records):
         raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
 
@@ -253,8 +256,10 @@ def run_stream(
     source that stops sending ends the stream after --read-timeout (no reconnect)."""
     from runtime.stream import StreamOptions, run_stream as stream
 
-    stream(StreamOptions(source, _engines_or_default(engines), window, hop, transcript, realtime, out, plot,
-                         backend, precision, connect_timeout, read_timeout, asr, face_crop), err_console)
+    stream(StreamOptions(source=source, engines=_engines_or_default(engines), window=window, hop=hop,
+                         transcript=transcript, realtime=realtime, out=out, plot=plot, backend=backend,
+                         precision=precision, connect_timeout=connect_timeout, read_timeout=read_timeout, asr=asr,
+                         face_crop=face_crop), err_console)
 
 
 @run_app.command("serve")
@@ -279,8 +284,10 @@ def run_serve(
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
     from runtime.triton_serve import ServeOptions, serve
 
-    serve(ServeOptions(_engines_or_default(engines), address, http_port, grpc_port, metrics_port, max_batch,
-                       max_queue_delay_ms, backend, precision, asr, face_crop, log_file, grace_period), console)
+    serve(ServeOptions(engines=_engines_or_default(engines), address=address, http_port=http_port,
+                       grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
+                       max_queue_delay_ms=max_queue_delay_ms, backend=backend, precision=precision, asr=asr,
+                       face_crop=face_crop, log_file=log_file, grace_s=grace_period), console)
 
 
 @run_app.command("bench")
@@ -311,7 +318,8 @@ def run_bench(
     if serve:
         from runtime.load_test import LoadOptions, read_clip, run_load, typical_request
 
-        opts = LoadOptions(serve, serve_model, _positive_ints(clients, "--clients"), requests)
+        opts = LoadOptions(urls=serve, model=serve_model, clients=_positive_ints(clients, "--clients"),
+                           requests=requests)
         if serve_model == "clip":
             if audio is None:
                 raise UsageError("--serve-model clip needs the clip to send: --audio FILE")
@@ -326,8 +334,9 @@ def run_bench(
         return
     from runtime.bench import BenchOptions, run_bench as bench
 
-    bench(BenchOptions(_engines_or_default(engines), _split(backends), sizes, _split(precision), runs, warmup,
-                       threads, json_out, plot, front_ends, audio), console)
+    bench(BenchOptions(engines=_engines_or_default(engines), backends=_split(backends), batches=sizes,
+                       precisions=_split(precision), runs=runs, warmup=warmup, threads=threads, json_out=json_out,
+                       plot=plot, front_ends=front_ends, audio=audio), console)
 
 
 @run_app.command("eval")
@@ -344,7 +353,8 @@ def run_eval(
     """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
     from runtime.evaluate import EvalOptions, run_eval as evaluate
 
-    evaluate(EvalOptions(data, _engines_or_default(engines), split, labels, backend, precision, json_out), console)
+    evaluate(EvalOptions(data=data, engines=_engines_or_default(engines), split=split, labels=labels, backend=backend,
+                         precision=precision, json_out=json_out), console)
 
 
 # ---------------------------------------------------------------- cmmsf-train

@@ -51,7 +51,7 @@ class BuildError(CmmsfError, RuntimeError):
     """A build or check that must stop; the message is meant for the user, not a traceback."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BuildOptions:
     checkpoint: str = "default"
     out: Path | None = None

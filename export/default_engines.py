@@ -42,5 +42,5 @@ def ensure_default_engines(console: Console, path: Path = DEFAULT_ENGINES) -> Pa
                       "checkpoint (about 30 s)…", highlight=False)
         from .build import BuildOptions, build
 
-        build(BuildOptions("default", path, force=True), console)
+        build(BuildOptions(checkpoint="default", out=path, force=True), console)
     return path

@@ -115,7 +115,7 @@ def ensemble_config(config: ModelConfig, max_batch: int) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TritonRepositoryOptions:
     engines: list[Path]
     """One folder, or several holding TensorRT plans of the same model built on different GPUs."""

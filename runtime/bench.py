@@ -33,7 +33,7 @@ from .backends import check_choice, load_backend
 from .engine_folder import EngineFolder
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BenchOptions:
     engines: Path
     backends: list[str] = field(default_factory=lambda: ["onnxruntime", "torch"])

@@ -25,7 +25,7 @@ from .pipeline import Pipeline
 from .report import metrics_table
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalOptions:
     data: Path
     engines: Path

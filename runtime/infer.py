@@ -19,7 +19,7 @@ from .report import infer_summary, skipped_summary
 from .results import ResultWriter
 
 
-@dataclass
+@dataclass(kw_only=True)
 class InferOptions:
     paths: list[Path]
     engines: Path

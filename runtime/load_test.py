@@ -31,7 +31,7 @@ SCORE_TOLERANCE = 1e-4
 """Batched and unbatched runs of one input agree to float noise; more than this is a wrong answer."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadOptions:
     urls: list[str]
     model: str = "tensors"

@@ -76,9 +76,9 @@ class Pipeline:
 
     def check_batch(self, batch: dict[str, np.ndarray], max_batch: int | None = None) -> None:
         """Refuse, before any work, a batch the build profile does not admit: every contract input present
-        with its rank and fixed sizes (dtypes are cast by the backend), each length at most the profile's max, and at most
-        `max_batch` rows where given. Attention costs the square of a length: one request 100× too long
-        took a server from 9 to 19 GB before this check."""
+        with its rank and fixed sizes (dtypes are cast by the backend), each length at most the profile's
+        max, and at most `max_batch` rows where given. Attention costs the square of a length: one request
+        100× too long took a server from 9 to 19 GB before this check."""
         config, limits = self.config, self.engines.profile["max_len"]
         sizes = static_axis_sizes(config)
         rows = {len(batch[s.name]) for s in PIPELINE_INPUTS if s.name in batch and np.ndim(batch[s.name])}

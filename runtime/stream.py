@@ -217,7 +217,7 @@ def plot_timeline(records: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StreamOptions:
     source: str
     engines: Path

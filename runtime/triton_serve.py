@@ -48,7 +48,7 @@ class ServeError(CmmsfError, RuntimeError):
 
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ServeOptions:
     engines: Path
     address: str = "127.0.0.1"

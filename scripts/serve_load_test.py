@@ -34,8 +34,8 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(width=150)
     engines = args.engines or ensure_default_engines(console)
-    opts = LoadOptions([], args.model, [int(c) for c in args.clients.split(",")], args.requests,
-                       tensors=typical_request(engines))
+    opts = LoadOptions(urls=[], model=args.model, clients=[int(c) for c in args.clients.split(",")],
+                       requests=args.requests, tensors=typical_request(engines))
     if args.model == "clip":
         opts.clip, opts.clip_id = args.clip.read_bytes(), args.clip.name
     rows: dict[str, list[dict]] = {}

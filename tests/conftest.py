@@ -47,7 +47,7 @@ def build_engines(folder: Path, config, max_lengths: dict[str, int], batch: tupl
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(build_model(config), folder / "ck")
-    build(BuildOptions(str(checkpoint), folder / "engines", profile=ShapeProfile(batch, max_lengths)),
+    build(BuildOptions(checkpoint=str(checkpoint), out=folder / "engines", profile=ShapeProfile(batch, max_lengths)),
           Console(quiet=True))
     return folder / "engines"
 
@@ -85,5 +85,5 @@ def tiny_engines(tmp_path_factory, tiny_checkpoint):
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
     profile = ShapeProfile((1, 2, 4), {"text": 16, "audio": 40, "video": 30})
-    build(BuildOptions(str(tiny_checkpoint), out, profile=profile), Console(quiet=True))
+    build(BuildOptions(checkpoint=str(tiny_checkpoint), out=out, profile=profile), Console(quiet=True))
     return out

@@ -140,7 +140,7 @@ def test_eval_on_a_feature_vector_checkpoint_gives_metrics(tmp_path):
     data = write_mmsa_pickle(tmp_path / "mosi.pkl")
     fit(features_config(), data, tmp_path / "run", TrainOptions(epochs=1, batch_size=4))
     out = tmp_path / "engines"
-    build(BuildOptions(str(tmp_path / "run" / "checkpoint"), out,
+    build(BuildOptions(checkpoint=str(tmp_path / "run" / "checkpoint"), out=out,
                        profile=ShapeProfile((1, 2, 4), {"text": 16, "audio": 40, "video": 30})), Console(quiet=True))
     result = runner.invoke(run_app, ["eval", str(data), "--engines", str(out), "--precision", "fp16",
                                      "--json", str(tmp_path / "m.json")])

@@ -93,7 +93,7 @@ def test_check_passes_then_detects_a_tampered_artifact(tiny_engines, tmp_path):
 
 def test_overwrite_is_refused_without_force(tiny_engines, tiny_checkpoint):
     with pytest.raises(BuildError, match="--force"):
-        build(BuildOptions(str(tiny_checkpoint), tiny_engines))
+        build(BuildOptions(checkpoint=str(tiny_checkpoint), out=tiny_engines))
 
 
 def test_cli_bad_checkpoint_path_is_one_clear_line(tmp_path):
@@ -114,7 +114,8 @@ def test_failed_parity_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch
     monkeypatch.setattr(parity, "FP32_TOLERANCE", 0.0)  # nothing can pass a zero tolerance
     out = tmp_path / "e"
     with pytest.raises(BuildError, match="parity failed"):
-        build(BuildOptions(str(tiny_checkpoint), out, profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3})))
+        build(BuildOptions(checkpoint=str(tiny_checkpoint), out=out,
+                           profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3})))
     assert not (out / "manifest.json").exists()
     assert json.loads((out / "parity_report.json").read_text())["passed"] is False
 
@@ -143,7 +144,7 @@ def test_tensorrt_build_path_per_version():
 
 @pytest.mark.skipif(unavailable_reason() is not None, reason=f"TensorRT build needs a GPU: {unavailable_reason()}")
 def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: no cover - GPU machines only
-    manifest = build(BuildOptions(str(tiny_checkpoint), tmp_path / "trt", tensorrt="on",
+    manifest = build(BuildOptions(checkpoint=str(tiny_checkpoint), out=tmp_path / "trt", tensorrt="on",
                                   profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4})))
     assert manifest["tensorrt"]["status"] == "built"
     from runtime.backends.tensorrt import TensorRTBackend
@@ -173,7 +174,7 @@ def test_every_paper_variant_builds_and_exports_with_parity(variant, tmp_path):
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(build_model(preset("tiny", variant)), tmp_path / "ck")
-    manifest = build(BuildOptions(str(checkpoint), tmp_path / "e",
+    manifest = build(BuildOptions(checkpoint=str(checkpoint), out=tmp_path / "e",
                                   profile=ShapeProfile((1, 1, 3), {"text": 6, "audio": 8, "video": 4})),
                      Console(quiet=True))
     assert manifest["parity"]["passed"] and manifest["model"]["config"] == preset("tiny", variant).to_dict()

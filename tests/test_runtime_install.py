@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,20 @@ from .media import write_video
 ROOT = Path(__file__).resolve().parents[1]
 
 
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "engines", "runs", "build", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", "results.jsonl")
+
+
 @pytest.fixture(scope="module")
 def base_venv(tmp_path_factory) -> Path:
-    venv = tmp_path_factory.mktemp("base-install") / "venv"
+    """A venv holding the base install only, built from a copy of the source (setuptools writes build/
+    and egg-info beside the source it builds: not into the checkout)."""
+    root = tmp_path_factory.mktemp("base-install")
+    source, venv = root / "source", root / "venv"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                           str(ROOT)], capture_output=True, text=True, timeout=1200)
+                           str(source)], capture_output=True, text=True, timeout=1200)
     if done.returncode != 0 and "Could not find a version" in done.stderr + done.stdout:
         pytest.skip("the package registry is not reachable from here")
     assert done.returncode == 0, done.stderr[-3000:]

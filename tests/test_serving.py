@@ -169,7 +169,7 @@ def test_load_test_counts_everything_and_sees_batches(server, tiny_engines):
     from runtime.engine_folder import EngineFolder
 
     config = EngineFolder.open(tiny_engines).config
-    opts = LoadOptions([], "tensors", [4], requests=24, timeout_s=120,
+    opts = LoadOptions(urls=[], model="tensors", clients=[4], requests=24, timeout_s=120,
                        tensors=make_inputs(config, 1, 8, 20, 6, padded=False))
     for url in (server.http, server.grpc):
         row = load_row(url, 4, opts)
