@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from inputs.errors import UsageError
 from inputs.spec import InputSpec
@@ -33,8 +33,17 @@ BiGRU / ResNet (Fig. 11); Table 7 varies the text encoder alone. With the video 
 branch A is a temporal Conv1d over the vectors in the ResNet's place."""
 
 
-CHOICES: dict[str, tuple[str, ...]] = {"positional_encoding": ("sinusoidal", "none"), "pooling": ("max", "mean")}
-"""The allowed values of ModelConfig's string switches (validate() refuses others)."""
+def literal_problem(section: Any, prefix: str = "") -> str | None:
+    """The first field of a config dataclass whose value is not among its `Literal[...]` choices, in one
+    line (`video.backbone 'vgg' is not one of resnet, fer`), or None. Read from the annotations, so a
+    new switch is checked the day it is declared."""
+    hints = get_type_hints(type(section))
+    for item in dataclasses.fields(section):
+        choices = get_args(hints[item.name]) if get_origin(hints[item.name]) is Literal else ()
+        value = getattr(section, item.name)
+        if choices and value not in choices:
+            return f"{prefix}{item.name} {value!r} is not one of {', '.join(map(str, choices))}"
+    return None
 
 
 def branch_mode(modality: str, choice: str) -> str:
@@ -169,9 +178,10 @@ class ModelConfig:
         """Raise ValueError naming the field for a choice that cannot build; returns self."""
         for modality, sub in (("text", self.text), ("audio", self.audio), ("video", self.video)):
             branch_mode(modality, sub.encoder)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for prefix, section in (("", self), ("text.", self.text), ("audio.", self.audio), ("video.", self.video)):
+            problem = literal_problem(section, prefix)
+            if problem:
+                raise ValueError(problem)
         for name in ("num_heads", "fusion_heads"):
             heads = getattr(self, name) or self.num_heads
             if self.d_model % heads:

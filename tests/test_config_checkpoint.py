@@ -61,3 +61,17 @@ def test_bad_checkpoint_paths_say_what_is_wrong(tmp_path):
     (tmp_path / "half" / "config.json").write_text(json.dumps({}))
     with pytest.raises(CheckpointError, match="model.safetensors is missing"):
         load_checkpoint(tmp_path / "half")
+
+
+@pytest.mark.parametrize("section,key,value", [("video", "backbone", "vgg"), ("audio", "frontend", "wav2vec"),
+                                               ("video", "frontend", "pixels"), (None, "pooling", "sum")])
+def test_every_literal_switch_is_checked_when_a_config_loads(section, key, value):
+    """Choices are read from the `Literal[...]` annotations: an unknown one fails at load, naming the field
+    (an unknown video.backbone used to load and fail later with a misleading message)."""
+    from cmmsf.config import ModelConfig, preset
+
+    data = preset("tiny").to_dict()
+    (data[section] if section else data)[key] = value
+    name = f"{section}.{key}" if section else key
+    with pytest.raises(ValueError, match=f"^{name} '{value}' is not one of "):
+        ModelConfig.from_dict(data)
