@@ -76,6 +76,20 @@ def test_the_tracker_detects_every_kth_frame_smooths_holds_and_lets_go():
     assert far == FaceBox(400, 300, 50)  # another face, not a slow slide across the frame
 
 
+def test_a_followed_face_is_searched_among_its_own_sizes_and_found_when_it_shrinks():
+    """While it follows a face the tracker skips the cascade's finest scales (faces under 0.6 of the
+    followed one): the same box as the full search, and a face that halves still found (the fallback)."""
+    big, small = draw_face(320, 0.0), draw_face(160, 0.0)
+    frame = paste(big, 60, 100)
+    full = detect_face(frame)
+    assert detect_face(frame, min_side=0.6 * full.side) == full
+    assert detect_face(paste(small, 60, 100), min_side=0.6 * full.side) is None  # too small for the narrow search
+    tracker = FaceTracker(detect_every=1, keep=0.0)
+    followed = tracker.update(frame)
+    shrunk = tracker.update(paste(small, 60, 100))
+    assert followed == full and shrunk == detect_face(paste(small, 60, 100))  # keep=0: the new box as found
+
+
 def test_framing_places_a_photo_of_the_documented_size_somewhere_in_a_webcam_frame():
     rng = np.random.default_rng(3)
     photo = draw_face(96, 0.0)
