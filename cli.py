@@ -23,12 +23,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from inputs.errors import UsageError
+from inputs.errors import CmmsfError, UsageError
 
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
-
 
 
 class ExitCode(IntEnum):
@@ -85,8 +84,6 @@ def friendly(command: Callable) -> Callable:
                               + escape(f"pip install 'cmmsf[{extra}]'"), highlight=False)
             raise typer.Exit(ExitCode.FAILED) from None
         except Exception as err:  # noqa: BLE001
-            from inputs.errors import CmmsfError
-
             if isinstance(err, UsageError):
                 err_console.print(f"[red]usage error:[/] {escape(str(err))}", highlight=False)
                 raise typer.Exit(ExitCode.USAGE) from None

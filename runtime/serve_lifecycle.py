@@ -1,8 +1,8 @@
 """What `cmmsf-run serve` owns besides the models: its child processes, its files and how it stops.
 
 PyTriton starts `tritonserver`, which starts one Python-backend stub per model; they talk through
-`/dev/shm` segments, and Triton writes each model's config into a `folderXXXXXX` under `$TMPDIR`. A
-server that is killed, or stopped under load, used to leave all of that behind. Here:
+`/dev/shm` segments, and Triton writes each model's config into a `/tmp/folderXXXXXX`. A server that
+is killed, or stopped under load, used to leave all of that behind. Here:
 
 - `Housekeeping` keeps Triton's default log in a folder of its own, makes this process the subreaper
   of its descendants (so an orphaned stub is still ours), and on exit stops every descendant still
@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,27 @@ class ServerStoppingError(CmmsfError, RuntimeError):
     """A request that arrived while the server drains; the client may retry on another replica."""
 
 
+@lru_cache(maxsize=1)
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
 def become_subreaper() -> bool:
     """Orphans of our descendants (a stub whose tritonserver died) are re-parented to this process, not
     to init: they stay findable, and stoppable, as our descendants."""
+    libc = _libc()
+    return libc is not None and hasattr(libc, "prctl") and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _command_line(pid: int | str) -> bytes | None:
+    """A process's command line as /proc holds it (arguments NUL-separated), None once it has gone."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def descendants(pid: int) -> list[int]:
@@ -137,13 +151,8 @@ def mapped_shm() -> set[str]:
 
 def live_command_lines() -> str:
     """Every live process's command line, joined: a model folder named in one is still in use."""
-    lines = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return "\n".join(lines)
+    lines = (_command_line(entry.name) for entry in Path("/proc").glob("[0-9]*"))
+    return "\n".join(line.replace(b"\0", b" ").decode(errors="replace") for line in lines if line)
 
 
 def model_folder_of(path: Path, models: tuple[str, ...]) -> bool:
@@ -168,7 +177,6 @@ class Housekeeping:
         self.failed = False
         self.kept_log = Path(tempfile.gettempdir()) / f"cmmsf-triton-{os.getpid()}.log"
         """Where the default log goes when the server failed (named in the error before it is moved)."""
-        self.killed: list[int] = []
 
     def __enter__(self) -> "Housekeeping":
         self._shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
@@ -177,7 +185,7 @@ class Housekeeping:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.killed = stop_processes(descendants(os.getpid()))
+        stop_processes(descendants(os.getpid()))
         if SHM.is_dir():
             in_use = mapped_shm()
             for name in set(os.listdir(SHM)) - self._shm_before - in_use:
@@ -195,13 +203,6 @@ class Housekeeping:
 
 
 M_ARENA_MAX = -8
-
-
-def _libc():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    except OSError:
-        return None
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -223,11 +224,7 @@ def trim_malloc() -> None:
 def tritonserver_child() -> int | None:
     """The pid of the `tritonserver` among this process's descendants, if one runs."""
     for pid in descendants(os.getpid()):
-        try:
-            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-        except OSError:
-            continue
-        if program.endswith(b"/tritonserver"):
+        if (_command_line(pid) or b"").split(b"\0", 1)[0].endswith(b"/tritonserver"):
             return pid
     return None
 

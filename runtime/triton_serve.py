@@ -45,9 +45,6 @@ class ServeError(CmmsfError, RuntimeError):
     """The server cannot start (PyTriton missing, a port taken); the message says what to do."""
 
 
-
-
-
 @dataclass(kw_only=True)
 class ServeOptions:
     engines: Path
@@ -306,14 +303,14 @@ STOP_TIMEOUT_S = 15.0
 def die(triton, house: Housekeeping, log_file: Path | None) -> None:
     """`tritonserver` died: clean up as a stop would, say so in one line, and end the process (exit 1).
 
-    The one place `serve` ends the process itself: PyTriton's threads (its start-up, its exit callback)
-    wait for the dead server for minutes, and the interpreter's shutdown would wait for them."""
+    It ends the process itself, as a stop that PyTriton left hanging does: PyTriton's threads (its
+    start-up, its exit callback) wait for the dead server for minutes, and the interpreter's shutdown
+    would wait for them."""
     echo_off(triton)
     house.failed = True
     house.__exit__(None, None, None)
-    where = log_file or house.kept_log
-    Console(stderr=True).print("[red]error:[/] Triton Inference Server stopped on its own; the server is down"
-                               + (f" (its log: {where})" if where else ""), highlight=False)
+    Console(stderr=True).print("[red]error:[/] Triton Inference Server stopped on its own; the server is down "
+                               f"(its log: {log_file or house.kept_log})", highlight=False)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
