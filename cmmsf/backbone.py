@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
-from inputs.backbone_files import resolve_backbone_dir
+from cmmsf.inputs.backbone_files import resolve_backbone_dir
 
 from .config import TextConfig
 

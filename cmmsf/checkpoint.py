@@ -11,8 +11,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from inputs.backbone_files import weights_sha256
-from inputs.errors import CmmsfError
+from cmmsf.inputs.backbone_files import weights_sha256
+from cmmsf.inputs.errors import CmmsfError
 
 from .config import DEFAULT_CHECKPOINT, ModelConfig
 from .model import CMMSF, build_model

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from inputs.errors import UsageError
-from inputs.spec import InputSpec
+from cmmsf.inputs.errors import UsageError
+from cmmsf.inputs.spec import InputSpec
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 """The trained checkpoint shipped with the package (`--checkpoint default`)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from inputs.spec import MODALITIES  # noqa: F401 - re-exported: the stage contracts' modality order
+from cmmsf.inputs.spec import MODALITIES  # noqa: F401 - re-exported: the stage contracts' modality order
 
 if TYPE_CHECKING:
     from cmmsf.config import ModelConfig

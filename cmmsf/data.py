@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inputs.clips import find_clips
-from inputs.errors import CmmsfError, UsageError
-from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
-from inputs.text import encode
+from cmmsf.inputs.clips import find_clips
+from cmmsf.inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
+from cmmsf.inputs.text import encode
 
 from .config import ModelConfig
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inputs.errors import UsageError
-from inputs.features import ClipInputs
-from inputs.video import frames_to_input
+from cmmsf.inputs.errors import UsageError
+from cmmsf.inputs.features import ClipInputs
+from cmmsf.inputs.video import frames_to_input
 
 from .contracts import MODALITIES
 from .data import Labelled

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 FEATURES = 128 + 7
 """Per frame: the last module's 128 pooled channels and the 7 expression logits."""

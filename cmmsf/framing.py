@@ -5,7 +5,7 @@ A webcam or a talking-head video shows a face of 130-200 px somewhere in a 640×
 crop. `place_in_frame` makes such a frame from a face photo: the photo scaled to a random side in
 FACE_PX, put at a random spot of a FRAME-sized background (a smooth random colour field with sensor
 noise, like a blurred room). `cmmsf-train eval` scores each test photo both ways through the same
-detector and crop (inputs/video.py) and reports how often the 3-way valence class agrees.
+detector and crop (cmmsf/inputs/video.py) and reports how often the 3-way valence class agrees.
 """
 
 from __future__ import annotations

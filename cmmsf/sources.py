@@ -6,7 +6,7 @@ is read: `speech` (RAVDESS, EmoDB) or `faces` (faces/, FER2013). Its name says w
 cmmsf/recipes/sources.json apply (how an emotion maps to the sentiment scale, how it is split and
 weighted, the targets `cmmsf-train eval` checks, each number with its reasoning); a folder of another
 name takes the rules of its layout's reference set (`ravdess` or `faces`). Inputs go through the
-runtime's own preprocessing (`Preprocessor.audio`, the face detector of inputs/video.py), so training
+runtime's own preprocessing (`Preprocessor.audio`, the face detector of cmmsf/inputs/video.py), so training
 sees what deployment sees: a photo in which the detector finds no face is skipped, as a clip without
 one has no video.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inputs.features import ClipInputs, Preprocessor
-from inputs.media import decode_audio
-from inputs.video import crop_face, detect_face, frames_to_input
+from cmmsf.inputs.features import ClipInputs, Preprocessor
+from cmmsf.inputs.media import decode_audio
+from cmmsf.inputs.video import crop_face, detect_face, frames_to_input
 
 from .config import ModelConfig
 from .data import Labelled, Skipped, source_name

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from inputs.errors import UsageError
+from cmmsf.inputs.errors import UsageError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig

@@ -25,13 +25,13 @@ from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoin
 from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.model import CMMSF
 from cmmsf.sample_inputs import make_inputs
-from inputs.backbone_files import tokenizer_file
-from inputs.errors import CmmsfError
-from inputs.hashing import sha256_file
-from runtime.backends.base import Backend
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.backends.torch_ref import TorchBackend
-from runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, TOKENIZER, Artifact, EngineFolder, ManifestError,
+from cmmsf.inputs.backbone_files import tokenizer_file
+from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.hashing import sha256_file
+from cmmsf.runtime.backends.base import Backend
+from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from cmmsf.runtime.backends.torch_ref import TorchBackend
+from cmmsf.runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, TOKENIZER, Artifact, EngineFolder, ManifestError,
                                    artifact_record, checkpoint_reference, write_manifest)
 
 from . import tensorrt_build
@@ -166,7 +166,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
     else:
         tensorrt_info = _build_plans(out, stages, config, profile, opts.precision, log)
         with log.step("parity plans vs pytorch") as step:
-            from runtime.backends.tensorrt import TensorRTBackend
+            from cmmsf.runtime.backends.tensorrt import TensorRTBackend
 
             plans = {s: out / stages[s]["artifacts"][Artifact.PLAN.value]["file"] for s in STAGE_ORDER}
             report = run_parity(model, {"plan": TensorRTBackend(plans, opts.precision)}, profile, out, report)
@@ -201,7 +201,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> dict:
 
 def asr_record() -> dict | None:
     """The speech recognition model runs before the engines and changes their text input: record it."""
-    from inputs.asr import AsrMissingError, asr_model_dir, asr_model_sha256
+    from cmmsf.inputs.asr import AsrMissingError, asr_model_dir, asr_model_sha256
 
     try:
         asr_model_dir()  # raises AsrMissingError when the package is not installed
@@ -251,7 +251,7 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
         if reason:
             console.print(f"[yellow]plans not checked: {reason}[/]")
         else:
-            from runtime.backends.tensorrt import TensorRTBackend
+            from cmmsf.runtime.backends.tensorrt import TensorRTBackend
 
             candidates["plan"] = TensorRTBackend.from_engines(engines)
     report = run_parity(model, candidates, profile, folder)

@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cmmsf.config import DEFAULT_CHECKPOINT
-from inputs.errors import CmmsfError
-from runtime.engine_folder import EngineFolder, ManifestError
+from cmmsf.inputs.errors import CmmsfError
+from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
 
 DEFAULT_ENGINES = Path("engines/default")
 

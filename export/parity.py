@@ -20,9 +20,9 @@ import numpy as np
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES, STAGES
 from cmmsf.sample_inputs import make_inputs
-from inputs.spec import DATA_KEY
-from inputs.text import encode
-from runtime.backends.base import Backend
+from cmmsf.inputs.spec import DATA_KEY
+from cmmsf.inputs.text import encode
+from cmmsf.runtime.backends.base import Backend
 
 from .profiles import ShapeProfile
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import LENGTH_AXES, STAGES, input_axes, static_axis_sizes
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 
 class ProfileError(CmmsfError, ValueError):

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30  # 1 GiB: Jetson builds run out of memory with more
 

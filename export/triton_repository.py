@@ -21,8 +21,8 @@ from rich.console import Console
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import PIPELINE_INPUTS, STAGE_ORDER, STAGES, TensorSpec, sample_dims
-from inputs.errors import CmmsfError
-from runtime.engine_folder import Artifact, EngineFolder
+from cmmsf.inputs.errors import CmmsfError
+from cmmsf.runtime.engine_folder import Artifact, EngineFolder
 
 ENSEMBLE = "cmmsf"
 STAGE_PREFIX = "cmmsf_"

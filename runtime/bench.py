@@ -142,9 +142,9 @@ def _timed(call, runs: int, warmup: int) -> dict:
 
 def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Console) -> dict[str, dict]:
     """Rows for the speech front-ends (batch 1), or one `unavailable` row when the model is missing."""
-    from inputs.asr import AsrMissingError, SpeechRecognizer
-    from inputs.media import decode_audio
-    from inputs.speech_features import whisper_features
+    from cmmsf.inputs.asr import AsrMissingError, SpeechRecognizer
+    from cmmsf.inputs.media import decode_audio
+    from cmmsf.inputs.speech_features import whisper_features
 
     rate = config.audio.sample_rate
     if opts.audio is not None:

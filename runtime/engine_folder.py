@@ -22,9 +22,9 @@ from typing import Any
 
 from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
 from cmmsf.contracts import STAGE_ORDER
-from inputs.errors import CmmsfError
-from inputs.hashing import sha256_file
-from inputs.spec import InputSpec
+from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.hashing import sha256_file
+from cmmsf.inputs.spec import InputSpec
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 4

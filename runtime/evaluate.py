@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from cmmsf.metrics import regression_metrics
-from inputs.features import mask_untrained
+from cmmsf.inputs.features import mask_untrained
 
 from .backends import load_backend
 from .pipeline import Pipeline

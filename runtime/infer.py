@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from inputs.clips import find_clips
+from cmmsf.inputs.clips import find_clips
 
 from .backends import check_choice
 from .engine_folder import EngineFolder

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from inputs.errors import UsageError
+from cmmsf.inputs.errors import UsageError
 
 from .triton_client import ServerClient
 from .triton_serve import CLIP_MODEL, TENSORS_MODEL
@@ -200,7 +200,7 @@ class LocalServer:
 
         self.log = tempfile.TemporaryFile()
         self.folder = tempfile.TemporaryDirectory(prefix="cmmsf-serve-")
-        command = [sys.executable, "-m", "cli", "serve", "--engines", str(self.engines),
+        command = [sys.executable, "-m", "cmmsf.cli", "serve", "--engines", str(self.engines),
                    "--log-file", str(Path(self.folder.name) / "triton.log"),
                    "--http-port", str(self.ports["http"]), "--grpc-port", str(self.ports["grpc"]),
                    "--metrics-port", str(self.ports["metrics"]), *self.args]

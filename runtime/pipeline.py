@@ -1,6 +1,6 @@
 """The Python API behind `cmmsf-run infer`: `Pipeline.load(engines).predict(paths)`.
 
-An engine folder (opened once), one backend, and the input handling of `inputs/`; each batch goes
+An engine folder (opened once), one backend, and the input handling of `cmmsf/inputs/`; each batch goes
 through the one stage chain (`Backend.run`), timed per stage, and becomes result records.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import (LENGTH_AXES, MODALITIES, OUTPUTS, PIPELINE_INPUTS, SENTIMENT_CLASSES, class_of,
                              input_axes, static_axis_sizes)
-from inputs.clips import Clip, find_clips
-from inputs.errors import CmmsfError
-from inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
+from cmmsf.inputs.clips import Clip, find_clips
+from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
 from .backends import check_choice, load_backend, resolve_auto
 from .backends.base import Backend
@@ -181,7 +181,7 @@ def check_asr_model(engines: EngineFolder, audio_front_end: bool = False) -> Non
     """Refuse speech recognition (or the `whisper` audio front-end) with another ASR model than the
     engines were built with (other words or audio steps, other scores); engines built without a record
     of it are not checked."""
-    from inputs.asr import asr_model_sha256
+    from cmmsf.inputs.asr import asr_model_sha256
 
     recorded = (engines.manifest.get("asr") or {}).get("model_sha256")
     if recorded and recorded != (here := asr_model_sha256()):

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from inputs.clips import Clip
-from inputs.errors import CmmsfError
+from cmmsf.inputs.clips import Clip
+from cmmsf.inputs.errors import CmmsfError
 
 LOCAL = "local"
 
@@ -45,8 +45,8 @@ class RaySettings:
 def _preprocessor(engines: str, face_crop: bool, asr: str):
     """One preprocessor per worker process (Ray reuses workers across tasks): the tokenizer and the ASR
     model load once, not once per clip."""
-    from runtime.engine_folder import EngineFolder
-    from runtime.pipeline import preprocessor_for
+    from cmmsf.runtime.engine_folder import EngineFolder
+    from cmmsf.runtime.pipeline import preprocessor_for
 
     return preprocessor_for(EngineFolder.open(engines), face_crop=face_crop, asr=asr)
 
@@ -60,7 +60,7 @@ def preprocess_row(row: dict[str, Any], engines: str, face_crop: bool, asr: str)
         item = _preprocessor(engines, face_crop, asr).from_clip(clip)
         return {"id": clip.id, "error": "", "item": pickle.dumps(item)}
     except Exception as err:  # noqa: BLE001 - any failure of one clip becomes its error line
-        from runtime.pipeline import error_record
+        from cmmsf.runtime.pipeline import error_record
 
         return {"id": clip.id, "error": error_record(clip.id, err)["error"], "item": b""}
 
@@ -69,7 +69,7 @@ class StageActor:
     """A Ray actor holding one backend: micro-batches of preprocessed clips → JSON records."""
 
     def __init__(self, engines: str, backend: str, precision: str):
-        from runtime.pipeline import Pipeline
+        from cmmsf.runtime.pipeline import Pipeline
 
         self.pipeline = Pipeline.load(engines, backend, precision, asr="off")  # inputs arrive preprocessed
 

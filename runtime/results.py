@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 STDOUT = "-"
 

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 SHM = Path("/dev/shm")
 TRITON_TMP = Path("/tmp")

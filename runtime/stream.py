@@ -5,11 +5,11 @@ Work done once as data arrives: every sampled frame is cropped, resized and norm
 the five stages on its own span; windows overlap by `window - hop` seconds, and what no later window
 needs is forgotten (memory stays flat however long the stream runs). Words: a transcript (sidecar of a file, or --transcript) has no word timing, so every window sees the
 whole transcript. Without one (`--asr auto`, the default; `always` ignores a transcript), speech is
-recognised as the audio arrives (inputs/asr.RollingTranscriber): each window gets the words whose middle
+recognised as the audio arrives (cmmsf/inputs/asr.RollingTranscriber): each window gets the words whose middle
 falls inside it, recognised from audio up to the window's end only, never from the future, and its
 line carries them (`transcript`, `words`, `stage_ms.asr`). Live sources need no transcript at all.
 
-The source is opened and decoded in a background thread (inputs/live.py), so Ctrl-C ends the command
+The source is opened and decoded in a background thread (cmmsf/inputs/live.py), so Ctrl-C ends the command
 at once even while FFmpeg waits on a network. Network and camera sources get a connect timeout and a
 read timeout: a source that accepts and then sends nothing, or stalls mid-stream, ends the command with
 one error line after `read_timeout` seconds. There is no automatic reconnect: a dropped source ends the
@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from inputs.asr import RollingTranscriber, words_in
-from inputs.audio import StreamingLogMel
-from inputs.clips import TRANSCRIPT_SUFFIXES
-from inputs.errors import UsageError
-from inputs.features import ClipInputs, NoUsableInput, Preprocessor
-from inputs.speech_features import StreamingWhisper
-from inputs.live import AudioChunk, is_live, read_source
-from inputs.text import Transcript, read_transcript
-from inputs.video import NO_FACE, FaceTracker, frame_to_input
+from cmmsf.inputs.asr import RollingTranscriber, words_in
+from cmmsf.inputs.audio import StreamingLogMel
+from cmmsf.inputs.clips import TRANSCRIPT_SUFFIXES
+from cmmsf.inputs.errors import UsageError
+from cmmsf.inputs.features import ClipInputs, NoUsableInput, Preprocessor
+from cmmsf.inputs.speech_features import StreamingWhisper
+from cmmsf.inputs.live import AudioChunk, is_live, read_source
+from cmmsf.inputs.text import Transcript, read_transcript
+from cmmsf.inputs.video import NO_FACE, FaceTracker, frame_to_input
 
 from .pipeline import Pipeline
 from .results import ResultWriter, writes_to_stdout
@@ -234,7 +234,7 @@ class StreamOptions:
     asr: str = "auto"
     """auto: recognise speech when there is no transcript; always: even when there is; off: never."""
     face_crop: bool = True
-    """Track the face and read only it (inputs/video.py); False for input that is already cropped."""
+    """Track the face and read only it (cmmsf/inputs/video.py); False for input that is already cropped."""
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:

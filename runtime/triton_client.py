@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from cmmsf.contracts import OUTPUTS
-from inputs.errors import CmmsfError
+from cmmsf.inputs.errors import CmmsfError
 
 from .triton_serve import CLIP_MODEL, TENSORS_MODEL
 

@@ -5,7 +5,7 @@ health, readiness, metrics and the dynamic batcher, and calls back into this pro
 Two models:
 
 - `cmmsf_tensors`: the stage-contract inputs in, `score` / `logits` / `gates` out, for clients that
-  preprocess themselves (`inputs/`). Triton batches requests whose shapes agree.
+  preprocess themselves (`cmmsf/inputs/`). Triton batches requests whose shapes agree.
 - `cmmsf_clip`: a clip's encoded bytes (mp4, wav, …) plus an optional transcript and id in, the record
   `cmmsf-run infer` writes out (JSON), speech recognition where the transcript is missing. Each
   request of a batch is decoded on its own; the usable ones run as one padded batch. A clip that
@@ -29,9 +29,9 @@ import numpy as np
 from rich.console import Console
 
 from cmmsf.contracts import PIPELINE_INPUTS, STAGES, sample_dims
-from inputs.clips import MEDIA_SUFFIXES, Clip
-from inputs.errors import CmmsfError, UsageError
-from inputs.features import ClipInputs
+from cmmsf.inputs.clips import MEDIA_SUFFIXES, Clip
+from cmmsf.inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.features import ClipInputs
 
 from .backends.base import NUMPY_DTYPES
 from .pipeline import Pipeline, error_record

@@ -26,8 +26,8 @@ from rich.console import Console
 
 from cmmsf.metrics import valence_metrics
 from cmmsf.sources import emotion_score, face_bucket, load_sources_config
-from export.default_engines import DEFAULT_ENGINES, ensure_default_engines
-from runtime.pipeline import Pipeline
+from cmmsf.export.default_engines import DEFAULT_ENGINES, ensure_default_engines
+from cmmsf.runtime.pipeline import Pipeline
 
 
 def still_mp4(image_rgb: np.ndarray, path: Path, seconds: float = 1.0, fps: int = 30) -> None:

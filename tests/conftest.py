@@ -42,8 +42,8 @@ def build_engines(folder: Path, config, max_lengths: dict[str, int], batch: tupl
 
     from cmmsf.checkpoint import save_checkpoint
     from cmmsf.model import build_model
-    from export.build import BuildOptions, build
-    from export.profiles import ShapeProfile
+    from cmmsf.export.build import BuildOptions, build
+    from cmmsf.export.profiles import ShapeProfile
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(build_model(config), folder / "ck")
@@ -80,8 +80,8 @@ def tiny_engines(tmp_path_factory, tiny_checkpoint):
     """One real build of the tiny checkpoint (ONNX both precisions, parity, manifest), shared by tests."""
     from rich.console import Console
 
-    from export.build import BuildOptions, build
-    from export.profiles import ShapeProfile
+    from cmmsf.export.build import BuildOptions, build
+    from cmmsf.export.profiles import ShapeProfile
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
     profile = ShapeProfile((1, 2, 4), {"text": 16, "audio": 40, "video": 30})

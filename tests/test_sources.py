@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import train_app
+from cmmsf.cli import train_app
 from cmmsf.checkpoint import load_checkpoint
 from cmmsf.config import preset
 from cmmsf.data import load_dataset

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import train_app
+from cmmsf.cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
 from cmmsf.data import DataError, Labelled, load_dataset, load_mmsa_pickle, load_transcript_csv

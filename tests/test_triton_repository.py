@@ -17,12 +17,12 @@ pytest.importorskip("tritonclient", reason="the schema ships with tritonclient: 
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
-from cli import export_app  # noqa: E402
+from cmmsf.cli import export_app  # noqa: E402
 from cmmsf.contracts import PIPELINE_INPUTS, STAGE_ORDER, STAGES  # noqa: E402
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
-from export.triton_repository import ENSEMBLE, STAGE_PREFIX, stage_config, to_pbtxt  # noqa: E402
-from runtime.engine_folder import EngineFolder  # noqa: E402
-from runtime.pipeline import Pipeline  # noqa: E402
+from cmmsf.export.triton_repository import ENSEMBLE, STAGE_PREFIX, stage_config, to_pbtxt  # noqa: E402
+from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
+from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:

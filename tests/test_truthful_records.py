@@ -16,8 +16,8 @@ import av
 import pytest
 from typer.testing import CliRunner
 
-from cli import run_app
-from inputs.files import TRANSCRIPT_MAX_BYTES, InputFileError, read_small_file
+from cmmsf.cli import run_app
+from cmmsf.inputs.files import TRANSCRIPT_MAX_BYTES, InputFileError, read_small_file
 
 from .media import write_video, write_wav
 
@@ -133,7 +133,7 @@ def test_the_build_profile_bounds_every_path(tmp_path, tiny_config):
     """Engines built with shorter maxima than the config's: clips are truncated to the profile (and say
     so); tensors past it are refused before any work, with the limit named."""
     from cmmsf.sample_inputs import make_inputs
-    from runtime.pipeline import Pipeline, ShapeError
+    from cmmsf.runtime.pipeline import Pipeline, ShapeError
 
     from .conftest import build_engines
 
@@ -159,7 +159,7 @@ def test_the_build_profile_bounds_every_path(tmp_path, tiny_config):
 def test_a_server_pipeline_runs_without_the_memory_arena(tiny_engines):
     """ONNX Runtime's CPU arena keeps its largest allocation for good (the shipped engines: 0.45 → 1.79 GB
     after five maximum-size batches); `serve` loads its pipeline with the arena off."""
-    from runtime.pipeline import Pipeline
+    from cmmsf.runtime.pipeline import Pipeline
 
     for arena in (True, False):
         pipeline = Pipeline.load(tiny_engines, "onnxruntime", memory_arena=arena)

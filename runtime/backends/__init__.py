@@ -3,7 +3,7 @@ here, else ONNX Runtime. Each backend module has a `from_engines` loader and a r
 
 from __future__ import annotations
 
-from inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.errors import CmmsfError, UsageError
 
 from ..engine_folder import ONNX_PRECISIONS, EngineFolder
 from .base import Backend

@@ -1,0 +1,443 @@
+"""The three Typer apps: `cmmsf-export`, `cmmsf-run` and `cmmsf-train`. Thin: parse, call, print.
+
+Heavy imports happen inside each command, so `--help` is instant and `cmmsf-run` never loads torch
+unless the torch backend is asked for. Known failures print one red line, never a traceback.
+
+Exit codes (`ExitCode`, also in every `--help` and the README) mean one thing each: 0 done; 1 the command
+failed (input, engines, output or disk: the red line says which); 2 called wrongly (a mistyped or unusable
+option: Click's own code, and `UsageError`'s); 3 `infer` finished but some clips failed (their error lines
+are in the results); 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from cmmsf.inputs.errors import CmmsfError, UsageError
+
+# Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    """Click exits 2 on a mistyped option; an unusable value (`UsageError`) gets the same code."""
+    SOME_CLIPS_FAILED = 3
+    INTERRUPTED = 130
+
+
+EXIT_CODES_HELP = ("Exit codes: 0 done, 1 failed (the red line says why), 2 called wrongly (an option), "
+                   "3 some clips failed (their errors are in the results), 130 interrupted.")
+
+export_app = typer.Typer(help="Export a CM-MSF checkpoint per stage to ONNX and TensorRT. " + EXIT_CODES_HELP,
+                         no_args_is_help=True)
+run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, benchmarks, evaluation. "
+                      + EXIT_CODES_HELP, no_args_is_help=True)
+train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints. " + EXIT_CODES_HELP, no_args_is_help=True)
+
+FaceCrop = Annotated[bool, typer.Option(
+    "--face-crop/--no-face-crop",
+    help="find and track the face and read only it (a frame without one has no video: `no face`); "
+         "--no-face-crop for input that is already a face crop (the centre square is read)")]
+"""Every command that reads video declares this one option, so all of them crop as training did."""
+
+EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export", "onnxconverter_common": "export",
+            "pytriton": "serve", "tritonclient": "serve", "ray": "ray", "pyarrow": "ray"}
+"""Which extra brings a module the base install leaves out (pyproject.toml)."""
+
+
+def friendly(command: Callable) -> Callable:
+    """Turn known failures into `error: <message>` and exit code 1 (2 for an unusable option value)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            live = sys.modules.get("cmmsf.inputs.live")
+            if live is not None and live.readers_still_running():
+                # a reader blocked inside FFmpeg would crash the interpreter's shutdown; every finally
+                # (results, sessions) has run by now, so flush and leave at once
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(ExitCode.INTERRUPTED)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except ModuleNotFoundError as err:
+            extra = EXTRA_OF.get((err.name or "").split(".")[0])
+            if extra is None:
+                raise
+            err_console.print(f"[red]error:[/] this needs {err.name}, which the base (runtime) install leaves out: "
+                              + escape(f"pip install 'cmmsf[{extra}]'"), highlight=False)
+            raise typer.Exit(ExitCode.FAILED) from None
+        except Exception as err:  # noqa: BLE001
+            if isinstance(err, UsageError):
+                err_console.print(f"[red]usage error:[/] {escape(str(err))}", highlight=False)
+                raise typer.Exit(ExitCode.USAGE) from None
+            if isinstance(err, (CmmsfError, OSError, ValueError)):
+                message = str(err) if isinstance(err, (CmmsfError, ValueError)) or not err.strerror else (
+                    f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}")
+                err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+                raise typer.Exit(ExitCode.FAILED) from None
+            raise
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- cmmsf-export
+
+
+@export_app.command("build")
+@friendly
+def export_build(
+    checkpoint: str = typer.Option("default", help="`default` (shipped) or a checkpoint folder"),
+    out: Optional[Path] = typer.Option(None, help="output folder [default: engines/<checkpoint>]"),
+    precision: str = typer.Option("fp16", help="TensorRT plan precision: fp16 or fp32"),
+    tensorrt: str = typer.Option("auto", help="auto: build plans where TensorRT and a GPU exist; on; off"),
+    batch: str = typer.Option("1,1,8", help="profile batch MIN,OPT,MAX"),
+    max_len: str = typer.Option("", help="profile max lengths, e.g. text=64,audio=150,video=180"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing build"),
+) -> None:
+    """Checkpoint → per-stage ONNX (FP32, FP16), parity checks, TensorRT plans, manifest.json."""
+    from cmmsf.checkpoint import CONFIG, resolve_checkpoint
+    from cmmsf.config import ModelConfig
+    from cmmsf.export.build import BuildOptions, build
+    from cmmsf.export.profiles import ShapeProfile, default_profile, parse_batch, parse_max_len
+
+    base = default_profile(ModelConfig.load(resolve_checkpoint(checkpoint) / CONFIG))
+    profile = ShapeProfile(parse_batch(batch), parse_max_len(max_len, base.max_len))
+    build(BuildOptions(checkpoint=checkpoint, out=out, precision=precision, tensorrt=tensorrt, profile=profile,
+                       force=force), console)
+
+
+@export_app.command("check")
+@friendly
+def export_check(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
+    """Re-hash every artifact and the checkpoint, then re-run parity."""
+    from cmmsf.export.build import check
+
+    check(folder, console)
+
+
+@export_app.command("inspect")
+@friendly
+def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
+    """Print a build's manifest as a table."""
+    from cmmsf.export.report import manifest_table
+    from cmmsf.runtime.engine_folder import EngineFolder
+
+    engines = EngineFolder.open(folder)
+    console.print(manifest_table(engines.manifest))
+    trt = engines.tensorrt
+    console.print(f"TensorRT: {trt.get('status')} {trt.get('reason') or trt.get('gpu') or ''}")
+    console.print(f"checkpoint: {engines.checkpoint_ref} ({engines.checkpoint_problem() or 'present and unchanged'})")
+    console.print(f"versions: {json.dumps(engines.manifest.get('versions', {}))}")
+
+
+@export_app.command("triton")
+@friendly
+def export_triton(
+    engines: list[Path] = typer.Option(..., help="engine folder; repeat for TensorRT plans of the same model "
+                                                 "built on GPUs of different compute capability"),
+    out: Path = typer.Option(Path("model_repository"), help="the model repository folder to write"),
+    format: str = typer.Option("auto", help="auto (plans where every folder has them, else ONNX), onnx or plan"),
+    precision: str = typer.Option("fp16", help="which ONNX graphs onnxruntime_onnx models serve: fp16 or fp32"),
+    max_queue_delay_ms: float = typer.Option(2.0, min=0, help="Triton's dynamic-batching queue delay"),
+    force: bool = typer.Option(False, "--force", help="replace an existing repository"),
+) -> None:
+    """Engine folder(s) → a Triton Inference Server model repository: one model per stage + an ensemble."""
+    from cmmsf.export.triton_repository import TritonRepositoryOptions, write_repository
+
+    write_repository(TritonRepositoryOptions(engines=engines, out=out, format=format, precision=precision,
+                                             max_queue_delay_ms=max_queue_delay_ms, force=force), console)
+
+
+# ---------------------------------------------------------------- cmmsf-run
+
+ENGINES_HELP = "engine folder [default: engines/default, exported from the shipped checkpoint if missing]"
+BACKEND_HELP = "auto, tensorrt, onnxruntime or torch"
+PRECISION_HELP = "which ONNX graphs ONNX Runtime loads: fp32 or fp16 (TensorRT runs its plans, torch FP32)"
+
+
+def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path:
+    """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
+    if engines is not None:
+        return engines
+    from cmmsf.export.default_engines import ensure_default_engines
+
+    return ensure_default_engines(out)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in _split(text)]
+    except ValueError:
+        raise UsageError(f"{option} wants comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} wants positive integers, got {text!r}")
+    return values
+
+
+@run_app.command("infer")
+@friendly
+def run_infer(
+    paths: list[Path] = typer.Argument(..., help="clip files and/or folders (files grouped by stem)"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip (`-` = standard output)"),
+    batch: int = typer.Option(1, min=1, help="clips per micro-batch"),
+    resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    face_crop: FaceCrop = True,
+    asr: str = typer.Option("auto", help="speech recognition: auto (clips without a transcript), always, off"),
+    ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
+                                                "running cluster, or ray://HOST:10001"),
+    ray_actors: int = typer.Option(1, min=1, help="with --ray: stage actors (one backend each)"),
+    num_gpus_per_actor: float = typer.Option(0.0, min=0, help="with --ray: GPUs each stage actor reserves"),
+    wait: bool = typer.Option(False, "--wait", help="when another run is writing --out, wait for it "
+                                                    "[default: stop at once, naming it]"),
+) -> None:
+    """Batch inference over clips → results.jsonl and a summary table. Exit 3 when some clips failed."""
+    from cmmsf.runtime.infer import InferOptions, run_infer as infer
+    from cmmsf.runtime.ray_batch import RaySettings
+    from cmmsf.runtime.results import writes_to_stdout
+
+    human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
+    settings = RaySettings(ray, ray_actors, num_gpus_per_actor) if ray else None
+    records = infer(InferOptions(paths=paths, engines=_engines_or_default(engines, human), out=out, batch=batch,
+                                 resume=resume, backend=backend, precision=precision, face_crop=face_crop, asr=asr,
+                                 ray=settings, wait=wait), human)
+    if any("error" in r for r in records):
+        raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
+
+
+@run_app.command("stream")
+@friendly
+def run_stream(
+    source: str = typer.Argument(..., help="a media file, a camera index (0) or a URL"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    window: float = typer.Option(4.0, help="window length in seconds"),
+    hop: float = typer.Option(2.0, help="seconds between window starts"),
+    transcript: Optional[Path] = typer.Option(None, help="transcript for the whole stream (.txt/.srt/.vtt)"),
+    realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file"),
+    plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),
+    read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
+    asr: str = typer.Option("auto", help="speech recognition as audio arrives: auto (when there is no "
+                            "transcript), always, or off"),
+    face_crop: FaceCrop = True,
+) -> None:
+    """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
+
+    Without a transcript, each window carries the words recognised in it (--asr). A network or camera
+    source that stops sending ends the stream after --read-timeout (no reconnect)."""
+    from cmmsf.runtime.stream import StreamOptions, run_stream as stream
+
+    stream(StreamOptions(source=source, engines=_engines_or_default(engines), window=window, hop=hop,
+                         transcript=transcript, realtime=realtime, out=out, plot=plot, backend=backend,
+                         precision=precision, connect_timeout=connect_timeout, read_timeout=read_timeout, asr=asr,
+                         face_crop=face_crop), err_console)
+
+
+@run_app.command("serve")
+@friendly
+def run_serve(
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    address: str = typer.Option("127.0.0.1", help="listen address for HTTP, gRPC and metrics (0.0.0.0: all)"),
+    http_port: int = typer.Option(8000, help="Triton HTTP/REST port"),
+    grpc_port: int = typer.Option(8001, help="Triton gRPC port"),
+    metrics_port: int = typer.Option(8002, help="Triton metrics port (/metrics, Prometheus format)"),
+    max_batch: int = typer.Option(8, min=1, help="largest dynamic batch (1 = no batching)"),
+    max_queue_delay_ms: float = typer.Option(2.0, min=0, help="how long Triton waits to fill a batch"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    asr: str = typer.Option("auto", help="speech recognition for clips sent without a transcript: auto, always, off"),
+    face_crop: FaceCrop = True,
+    log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
+                                                       "clean stop, kept and named when Triton dies]"),
+    grace_period: float = typer.Option(10.0, min=0, help="on Ctrl-C or SIGTERM, seconds running requests have "
+                                                        "to be answered (new ones are refused) before Triton stops"),
+) -> None:
+    """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
+    from cmmsf.runtime.triton_serve import ServeOptions, serve
+
+    serve(ServeOptions(engines=_engines_or_default(engines), address=address, http_port=http_port,
+                       grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
+                       max_queue_delay_ms=max_queue_delay_ms, backend=backend, precision=precision, asr=asr,
+                       face_crop=face_crop, log_file=log_file, grace_s=grace_period), console)
+
+
+@run_app.command("bench")
+@friendly
+def run_bench(
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    backends: str = typer.Option("onnxruntime,torch", help="comma-separated backends to compare"),
+    batch: str = typer.Option("1,8", help="comma-separated batch sizes"),
+    precision: str = typer.Option("fp32", help="comma-separated ONNX precisions for onnxruntime, e.g. fp32,fp16"),
+    runs: int = typer.Option(50, min=3, help="timed runs per backend and batch"),
+    warmup: int = typer.Option(5, min=0, help="untimed runs first"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per backend [default: all cores]"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
+    front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
+    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: a generated tone]; "
+                                         "with --serve-model clip, the clip every request sends"),
+    serve: list[str] = typer.Option([], help="load-test a running server instead: http://HOST:PORT or "
+                                             "grpc://HOST:PORT (repeat for both)"),
+    serve_model: str = typer.Option("tensors", help="with --serve: tensors (cmmsf_tensors) or clip (cmmsf_clip)"),
+    clients: str = typer.Option("1,8", help="with --serve: comma-separated numbers of concurrent clients"),
+    requests: int = typer.Option(200, min=1, help="with --serve: requests per server and client count"),
+) -> None:
+    """Per-stage and end-to-end latency p50/p90/p99, throughput and memory, backends side by side.
+
+    With --serve, a load test of a running `cmmsf-run serve` (or any Triton serving its models)."""
+    sizes = _positive_ints(batch, "--batch")
+    if serve:
+        from cmmsf.runtime.load_test import LoadOptions, read_clip, run_load, typical_request
+
+        opts = LoadOptions(urls=serve, model=serve_model, clients=_positive_ints(clients, "--clients"),
+                           requests=requests)
+        if serve_model == "clip":
+            if audio is None:
+                raise UsageError("--serve-model clip needs the clip to send: --audio FILE")
+            opts.clip, opts.clip_id = read_clip(audio), audio.name
+        else:
+            opts.tensors = typical_request(_engines_or_default(engines))
+        rows = run_load(opts, console)
+        if json_out:
+            json_out.write_text(json.dumps(rows, indent=1) + "\n")
+        if any(r["errors"] or r["lost"] for r in rows):
+            raise typer.Exit(ExitCode.FAILED)
+        return
+    from cmmsf.runtime.bench import BenchOptions, run_bench as bench
+
+    bench(BenchOptions(engines=_engines_or_default(engines), backends=_split(backends), batches=sizes,
+                       precisions=_split(precision), runs=runs, warmup=warmup, threads=threads, json_out=json_out,
+                       plot=plot, front_ends=front_ends, audio=audio), console)
+
+
+@run_app.command("eval")
+@friendly
+def run_eval(
+    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
+) -> None:
+    """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
+    from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
+
+    evaluate(EvalOptions(data=data, engines=_engines_or_default(engines), split=split, labels=labels, backend=backend,
+                         precision=precision, json_out=json_out), console)
+
+
+# ---------------------------------------------------------------- cmmsf-train
+
+
+@train_app.command("fit")
+@friendly
+def train_fit(
+    data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
+                                    "faces-style folder; repeat to train on several sources at once"),
+    out: Path = typer.Option(Path("runs/fit"), help="run folder"),
+    preset: str = typer.Option("edge", help="paper, edge or tiny"),
+    variant: str = typer.Option("full", help="full, no-bilstm, no-mgf, cm-msf-i, cm-msf-ii, text-bert, text-lstm"),
+    config: Optional[Path] = typer.Option(None, help="a config JSON instead of a preset"),
+    recipe: str = typer.Option("edge", help="training recipe: edge, paper, or a JSON file (cmmsf/recipes/)"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="[default: the recipe's]"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="[default: the recipe's]"),
+    lr: Optional[float] = typer.Option(None, help="[default: the recipe's]"),
+    loss: Optional[str] = typer.Option(None, help="l1 or mse [default: the recipe's]"),
+    seed: int = typer.Option(0),
+    seeds: int = typer.Option(1, min=1, help="train this many seeds and report mean ± std"),
+    modality_dropout: Optional[float] = typer.Option(None, help="probability of masking a whole modality"),
+    patience: Optional[int] = typer.Option(None, help="early stop after this many stale epochs (0 = never)"),
+    init: Optional[str] = typer.Option(None, help="start from this checkpoint's weights (`default` or a folder)"),
+    sources: Optional[Path] = typer.Option(None, help="emotion→sentiment mapping and splits "
+                                           "[default: cmmsf/recipes/sources.json]"),
+) -> None:
+    """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
+    from cmmsf.config import ModelConfig, preset as make_preset, with_variant
+    from cmmsf.train import TrainOptions, fit
+    from cmmsf.runtime.report import metrics_table
+
+    model_config = with_variant(ModelConfig.load(config) if config else make_preset(preset), variant)
+    opts = TrainOptions.from_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
+                                    modality_dropout=modality_dropout, patience=patience, init=init)
+    summary = fit(model_config, data, out, opts, seeds, labels, console, sources)
+    means = {split: {k: v["mean"] for k, v in m.items()} for split, m in summary["summary"].items()}
+    stds = {split: {k: v["std"] for k, v in m.items() if k != "n"} for split, m in summary["summary"].items()}
+    console.print(f"mean ± std over {seeds} seed(s):")
+    console.print(metrics_table(means, stds))
+    console.print(f"run folder: {out}  (checkpoint: {out / ('seed_%d' % seed if seeds > 1 else '') / 'checkpoint'})")
+
+
+@train_app.command("eval")
+@friendly
+def train_eval(
+    data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
+                                    "faces-style folder; repeat for several sources"),
+    checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
+    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
+    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
+                                             "[default: text, audio, video and all, each on its own]"),
+    sources: Optional[Path] = typer.Option(None, help="splits and gates [default: cmmsf/recipes/sources.json]"),
+    gates: bool = typer.Option(True, help="exit 1 when a source misses its gate"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
+) -> None:
+    """MMSA metrics and valence accuracies per source and per modality subset, with the gates."""
+    from cmmsf.checkpoint import load_checkpoint
+    from cmmsf.data import normalise_split
+    from cmmsf.evaluation import parse_subsets, subset_table
+    from cmmsf.sources import load_sources_config
+    from cmmsf.train import load_splits
+    from cmmsf.runtime.report import subset_view
+
+    subsets = parse_subsets(modalities)
+    model = load_checkpoint(checkpoint)
+    split = normalise_split(split)
+    items = load_splits(data, model.config, labels, sources, console, splits=(split,))[split]
+    if not items:
+        raise ValueError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
+    untrained = sorted({m for keep in subsets.values() for m in keep} - set(model.config.trained_modalities))
+    if untrained:
+        console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
+    rows = subset_table(model, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
+    console.print(subset_view(rows, f"{split} split, {checkpoint} (MMSA metrics; accuracies in %)"))
+    if json_out:
+        json_out.write_text(json.dumps([{"source": r.source, "modalities": r.subset, **r.metrics,
+                                         "gate": r.gate, "failures": r.failures} for r in rows], indent=1) + "\n")
+        console.print(f"wrote {json_out}")
+    failed = [f"{r.source} {r.subset}" for r in rows if r.failures]
+    if failed:
+        err_console.print(f"[red]gate missed:[/] {', '.join(failed)}")
+        raise typer.Exit(ExitCode.FAILED)
+
+
+if __name__ == "__main__":
+    run_app()
