@@ -48,11 +48,22 @@ run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, bench
                       + EXIT_CODES_HELP, no_args_is_help=True)
 train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints. " + EXIT_CODES_HELP, no_args_is_help=True)
 
+# ---------------------------------------------------------------- options shared by the commands that run engines
+# Declared once: every command that reads video has --face-crop, every one that reads audio has --asr, and
+# `_settings` turns them into the one RunSettings the pipeline takes (cmmsf/runtime/settings.py).
+
+Engines = Annotated[Optional[Path], typer.Option(
+    help="engine folder [default: engines/default, exported from the shipped checkpoint if missing]")]
+Backend = Annotated[str, typer.Option(help="auto, tensorrt, onnxruntime or torch")]
+Precision = Annotated[str, typer.Option(help="which ONNX graphs ONNX Runtime loads: fp32 or fp16 (TensorRT runs "
+                                             "its plans, torch FP32)")]
 FaceCrop = Annotated[bool, typer.Option(
     "--face-crop/--no-face-crop",
     help="find and track the face and read only it (a frame without one has no video: `no face`); "
          "--no-face-crop for input that is already a face crop (the centre square is read)")]
-"""Every command that reads video declares this one option, so all of them crop as training did."""
+Asr = Annotated[str, typer.Option(help="speech recognition: auto (clips and streams without a transcript), "
+                                       "always, or off")]
+Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads per backend session [default: all cores]")]
 
 EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export", "onnxconverter_common": "export",
             "pytriton": "serve", "tritonclient": "serve", "ray": "ray", "pyarrow": "ray"}
@@ -167,11 +178,6 @@ def export_triton(
 
 # ---------------------------------------------------------------- cmmsf-run
 
-ENGINES_HELP = "engine folder [default: engines/default, exported from the shipped checkpoint if missing]"
-BACKEND_HELP = "auto, tensorrt, onnxruntime or torch"
-PRECISION_HELP = "which ONNX graphs ONNX Runtime loads: fp32 or fp16 (TensorRT runs its plans, torch FP32)"
-
-
 def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path:
     """The given engine folder, or engines/default, exported on the fly from the shipped checkpoint."""
     if engines is not None:
@@ -179,6 +185,15 @@ def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path
     from cmmsf.export.default_engines import ensure_default_engines
 
     return ensure_default_engines(out)
+
+
+def _settings(engines: Optional[Path], backend: str = "auto", precision: str = "fp32", asr: str = "off",
+              face_crop: bool = True, threads: Optional[int] = None, out: Console = console):
+    """The shared options as the one RunSettings every command passes whole."""
+    from cmmsf.runtime.settings import RunSettings
+
+    return RunSettings(engines=_engines_or_default(engines, out), backend=backend, precision=precision, asr=asr,
+                       face_crop=face_crop, threads=threads)
 
 
 def _split(text: str) -> list[str]:
@@ -199,14 +214,15 @@ def _positive_ints(text: str, option: str) -> list[int]:
 @friendly
 def run_infer(
     paths: list[Path] = typer.Argument(..., help="clip files and/or folders (files grouped by stem)"),
-    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    engines: Engines = None,
     out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip (`-` = standard output)"),
     batch: int = typer.Option(1, min=1, help="clips per micro-batch"),
     resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    backend: Backend = "auto",
+    precision: Precision = "fp32",
     face_crop: FaceCrop = True,
-    asr: str = typer.Option("auto", help="speech recognition: auto (clips without a transcript), always, off"),
+    asr: Asr = "auto",
+    threads: Threads = None,
     ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
                                                 "running cluster, or ray://HOST:10001"),
     ray_actors: int = typer.Option(1, min=1, help="with --ray: stage actors (one backend each)"),
@@ -215,15 +231,19 @@ def run_infer(
                                                     "[default: stop at once, naming it]"),
 ) -> None:
     """Batch inference over clips → results.jsonl and a summary table. Exit 3 when some clips failed."""
-    from cmmsf.runtime.infer import InferOptions, run_infer as infer
-    from cmmsf.runtime.ray_batch import RaySettings
+    from cmmsf.runtime.infer import InferOptions, LocalScorer, run_infer as infer
     from cmmsf.runtime.results import writes_to_stdout
 
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
-    settings = RaySettings(ray, ray_actors, num_gpus_per_actor) if ray else None
-    records = infer(InferOptions(paths=paths, engines=_engines_or_default(engines, human), out=out, batch=batch,
-                                 resume=resume, backend=backend, precision=precision, face_crop=face_crop, asr=asr,
-                                 ray=settings, wait=wait), human)
+    scorer = LocalScorer
+    if ray:
+        from cmmsf.runtime.scale.ray_batch import RayScorer, RaySettings
+
+        cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
+        scorer = functools.partial(RayScorer, cluster=cluster)
+    settings = _settings(engines, backend, precision, asr, face_crop, threads, human)
+    records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait),
+                    human, scorer)
     if any("error" in r for r in records):
         raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
 
@@ -232,20 +252,20 @@ def run_infer(
 @friendly
 def run_stream(
     source: str = typer.Argument(..., help="a media file, a camera index (0) or a URL"),
-    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    engines: Engines = None,
     window: float = typer.Option(4.0, help="window length in seconds"),
     hop: float = typer.Option(2.0, help="seconds between window starts"),
     transcript: Optional[Path] = typer.Option(None, help="transcript for the whole stream (.txt/.srt/.vtt)"),
     realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file"),
     plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    backend: Backend = "auto",
+    precision: Precision = "fp32",
     connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),
     read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
-    asr: str = typer.Option("auto", help="speech recognition as audio arrives: auto (when there is no "
-                            "transcript), always, or off"),
+    asr: Asr = "auto",
     face_crop: FaceCrop = True,
+    threads: Threads = None,
 ) -> None:
     """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
 
@@ -253,50 +273,50 @@ def run_stream(
     source that stops sending ends the stream after --read-timeout (no reconnect)."""
     from cmmsf.runtime.stream import StreamOptions, run_stream as stream
 
-    stream(StreamOptions(source=source, engines=_engines_or_default(engines), window=window, hop=hop,
-                         transcript=transcript, realtime=realtime, out=out, plot=plot, backend=backend,
-                         precision=precision, connect_timeout=connect_timeout, read_timeout=read_timeout, asr=asr,
-                         face_crop=face_crop), err_console)
+    stream(StreamOptions(source=source, settings=_settings(engines, backend, precision, asr, face_crop, threads,
+                                                           err_console),
+                         window=window, hop=hop, transcript=transcript, realtime=realtime, out=out, plot=plot,
+                         connect_timeout=connect_timeout, read_timeout=read_timeout), err_console)
 
 
 @run_app.command("serve")
 @friendly
 def run_serve(
-    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    engines: Engines = None,
     address: str = typer.Option("127.0.0.1", help="listen address for HTTP, gRPC and metrics (0.0.0.0: all)"),
     http_port: int = typer.Option(8000, help="Triton HTTP/REST port"),
     grpc_port: int = typer.Option(8001, help="Triton gRPC port"),
     metrics_port: int = typer.Option(8002, help="Triton metrics port (/metrics, Prometheus format)"),
     max_batch: int = typer.Option(8, min=1, help="largest dynamic batch (1 = no batching)"),
     max_queue_delay_ms: float = typer.Option(2.0, min=0, help="how long Triton waits to fill a batch"),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
-    asr: str = typer.Option("auto", help="speech recognition for clips sent without a transcript: auto, always, off"),
+    backend: Backend = "auto",
+    precision: Precision = "fp32",
+    asr: Asr = "auto",
     face_crop: FaceCrop = True,
+    threads: Threads = None,
     log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
                                                        "clean stop, kept and named when Triton dies]"),
     grace_period: float = typer.Option(10.0, min=0, help="on Ctrl-C or SIGTERM, seconds running requests have "
                                                         "to be answered (new ones are refused) before Triton stops"),
 ) -> None:
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
-    from cmmsf.runtime.triton_serve import ServeOptions, serve
+    from cmmsf.runtime.serving.server import ServeOptions, serve
 
-    serve(ServeOptions(engines=_engines_or_default(engines), address=address, http_port=http_port,
-                       grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
-                       max_queue_delay_ms=max_queue_delay_ms, backend=backend, precision=precision, asr=asr,
-                       face_crop=face_crop, log_file=log_file, grace_s=grace_period), console)
+    serve(ServeOptions(settings=_settings(engines, backend, precision, asr, face_crop, threads), address=address,
+                       http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
+                       max_queue_delay_ms=max_queue_delay_ms, log_file=log_file, grace_s=grace_period), console)
 
 
 @run_app.command("bench")
 @friendly
 def run_bench(
-    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    engines: Engines = None,
     backends: str = typer.Option("onnxruntime,torch", help="comma-separated backends to compare"),
     batch: str = typer.Option("1,8", help="comma-separated batch sizes"),
     precision: str = typer.Option("fp32", help="comma-separated ONNX precisions for onnxruntime, e.g. fp32,fp16"),
     runs: int = typer.Option(50, min=3, help="timed runs per backend and batch"),
     warmup: int = typer.Option(5, min=0, help="untimed runs first"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per backend [default: all cores]"),
+    threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
     front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
@@ -313,7 +333,7 @@ def run_bench(
     With --serve, a load test of a running `cmmsf-run serve` (or any Triton serving its models)."""
     sizes = _positive_ints(batch, "--batch")
     if serve:
-        from cmmsf.runtime.load_test import LoadOptions, read_clip, run_load, typical_request
+        from cmmsf.runtime.serving.load_test import LoadOptions, read_clip, run_load, typical_request
 
         opts = LoadOptions(urls=serve, model=serve_model, clients=_positive_ints(clients, "--clients"),
                            requests=requests)
@@ -340,18 +360,19 @@ def run_bench(
 @friendly
 def run_eval(
     data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
-    engines: Optional[Path] = typer.Option(None, help=ENGINES_HELP),
+    engines: Engines = None,
     split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    backend: Backend = "auto",
+    precision: Precision = "fp32",
+    threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
 ) -> None:
     """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
     from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
 
-    evaluate(EvalOptions(data=data, engines=_engines_or_default(engines), split=split, labels=labels, backend=backend,
-                         precision=precision, json_out=json_out), console)
+    evaluate(EvalOptions(data=data, settings=_settings(engines, backend, precision, threads=threads), split=split,
+                         labels=labels, json_out=json_out), console)
 
 
 # ---------------------------------------------------------------- cmmsf-train

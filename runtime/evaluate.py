@@ -1,7 +1,7 @@
 """`cmmsf-run eval`: the training metrics computed with the deployed artifacts.
 
 Works for every front-end (clips, transcripts, MMSA feature pickles): items are batched by the same
-`inputs.features.collate` as training and run through the one stage chain. Also counts the Acc-2
+`cmmsf.inputs.features.collate` as training and run through the one stage chain. Also counts the Acc-2
 decisions that differ from the PyTorch checkpoint on the same inputs, the number that tells a user
 whether deployment (FP16 included) changed any answer; that needs torch and the checkpoint, and is
 skipped with a note when either is missing (an engine folder copied to a Jetson has neither).
@@ -23,16 +23,15 @@ from cmmsf.inputs.features import mask_untrained
 from .backends import load_backend
 from .pipeline import Pipeline
 from .report import metrics_table
+from .settings import RunSettings
 
 
 @dataclass(kw_only=True)
 class EvalOptions:
     data: Path
-    engines: Path
+    settings: RunSettings
     split: str = "test"
     labels: Path | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
     json_out: Path | None = None
 
 
@@ -48,7 +47,7 @@ def torch_reference_problem(pipeline: Pipeline) -> str | None:
 def run_eval(opts: EvalOptions, console: Console) -> dict:
     from cmmsf.data import load_dataset
 
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision)
+    pipeline = Pipeline.load(opts.settings)
     try:
         config = pipeline.config
         items, skipped = load_dataset(opts.data, opts.split, config, opts.labels)

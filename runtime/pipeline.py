@@ -22,6 +22,7 @@ from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to
 from .backends import check_choice, load_backend, resolve_auto
 from .backends.base import Backend
 from .engine_folder import EngineFolder, ManifestError
+from .settings import RunSettings
 
 
 @dataclass
@@ -54,21 +55,20 @@ class Pipeline:
         self.preprocessor = preprocessor or Preprocessor(engines.input_spec())
 
     @classmethod
-    def load(cls, engines: str | Path | EngineFolder, backend: str = "auto", precision: str = "fp32",
-             threads: int | None = None, face_crop: bool = True, asr: str = "off",
-             memory_arena: bool = True) -> "Pipeline":
-        """`asr`: auto (speech recognition for clips without a transcript), always, or off;
-        `memory_arena`: see `load_backend` (off for a long-running server)."""
-        check_choice(backend, precision)
-        folder = engines if isinstance(engines, EngineFolder) else EngineFolder.open(engines)
+    def load(cls, settings: RunSettings | str | Path) -> "Pipeline":
+        """The pipeline `settings` describe (runtime/settings.py); an engine folder's path alone means the
+        default settings for it."""
+        settings = RunSettings.of(settings)
+        check_choice(settings.backend, settings.precision)
+        folder = EngineFolder.open(settings.engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
-        preprocessor = preprocessor_for(folder, face_crop=face_crop, asr=asr)
-        note = ""
+        preprocessor = preprocessor_for(folder, settings)
+        backend, note = settings.backend, ""
         if backend == "auto":
             backend, why = resolve_auto(folder)
             note = f"auto → {backend} ({why})"
-        return cls(load_backend(backend, folder, precision=precision, threads=threads, memory_arena=memory_arena),
-                   folder, note, preprocessor)
+        return cls(load_backend(backend, folder, precision=settings.precision, threads=settings.threads,
+                                memory_arena=settings.memory_arena), folder, note, preprocessor)
 
     @property
     def config(self) -> ModelConfig:
@@ -168,11 +168,11 @@ class Pipeline:
         self.backend.close()
 
 
-def preprocessor_for(engines: EngineFolder, face_crop: bool = True, asr: str = "off") -> Preprocessor:
+def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
     uses, and what a worker that only decodes (Ray tasks) builds on its own."""
-    preprocessor = Preprocessor(engines.input_spec(), face_crop=face_crop, asr=asr)
-    if asr != "off" or preprocessor.speech is not None:
+    preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr)
+    if settings.asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, audio_front_end=preprocessor.speech is not None)
     return preprocessor
 

@@ -40,6 +40,7 @@ from cmmsf.inputs.video import NO_FACE, FaceTracker, frame_to_input
 
 from .pipeline import Pipeline
 from .results import ResultWriter, writes_to_stdout
+from .settings import RunSettings
 
 
 def pace_until(deadline: float) -> None:
@@ -220,21 +221,15 @@ def plot_timeline(records: list[dict], path: Path, title: str) -> None:
 @dataclass(kw_only=True)
 class StreamOptions:
     source: str
-    engines: Path
+    settings: RunSettings
     window: float = 4.0
     hop: float = 2.0
     transcript: Path | None = None
     realtime: bool = False
     out: Path | None = None
     plot: Path | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
     connect_timeout: float = 10.0
     read_timeout: float = 10.0
-    asr: str = "auto"
-    """auto: recognise speech when there is no transcript; always: even when there is; off: never."""
-    face_crop: bool = True
-    """Track the face and read only it (cmmsf/inputs/video.py); False for input that is already cropped."""
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
@@ -247,7 +242,7 @@ def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
     pipeline = None
     records, busy, started = [], 0.0, time.perf_counter()
     try:
-        pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr)
+        pipeline = Pipeline.load(opts.settings)
         console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
         if sink:
             sink.start()

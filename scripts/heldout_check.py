@@ -62,7 +62,7 @@ def main() -> None:
     rules = load_sources_config()
     if args.engines == DEFAULT_ENGINES:  # as `infer` does: never measure engines of a replaced checkpoint
         ensure_default_engines(Console(stderr=True))
-    pipeline = Pipeline.load(args.engines, asr="off")
+    pipeline = Pipeline.load(args.engines)  # RunSettings defaults: ASR off
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         voices, labels = Path(tmp) / "voices", {}

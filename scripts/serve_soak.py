@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cmmsf.export.default_engines import ensure_default_engines  # noqa: E402
 from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
-from cmmsf.runtime.load_test import LocalServer, typical_request  # noqa: E402
-from cmmsf.runtime.serve_lifecycle import tree_rss_mb  # noqa: E402
-from cmmsf.runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.runtime.serving.load_test import LocalServer, typical_request  # noqa: E402
+from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402
+from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
 KINDS = ("tensors", "too long", "clip", "corrupt", "empty")

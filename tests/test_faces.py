@@ -150,6 +150,7 @@ def test_an_undecodable_container_is_one_error_line_and_the_run_goes_on(tmp_path
 
 def test_a_stream_follows_the_face_and_says_no_face_once_it_has_left(tmp_path, tiny_engines):
     from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.settings import RunSettings
     from cmmsf.runtime.stream import iter_windows
 
     write_video(tmp_path / "leaves.mp4", seconds=4.0, face=2.0, frame_size=(160, 120))
@@ -160,6 +161,6 @@ def test_a_stream_follows_the_face_and_says_no_face_once_it_has_left(tmp_path, t
     # the tracker holds the box through two missed detections (2/3 s at 15 fps), then lets go
     assert windows[3]["absent"]["video"] == NO_FACE and not windows[3]["present"]["video"]
     assert all("score" in w for w in windows)  # the tone keeps every window scored
-    plain = Pipeline.load(tiny_engines, face_crop=False)
+    plain = Pipeline.load(RunSettings(engines=tiny_engines, face_crop=False))
     assert all(r["present"]["video"] for r, _ in iter_windows(plain, str(tmp_path / "leaves.mp4"), window=1.0,
                                                               hop=1.0))

@@ -19,9 +19,9 @@ pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip inst
 
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
-from cmmsf.runtime.load_test import LocalServer  # noqa: E402
-from cmmsf.runtime.serve_lifecycle import descendants, mapped_shm  # noqa: E402
-from cmmsf.runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.runtime.serving.load_test import LocalServer  # noqa: E402
+from cmmsf.runtime.serving.lifecycle import descendants, mapped_shm  # noqa: E402
+from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
 OURS = ('name: "cmmsf_tensors"', 'name: "cmmsf_clip"')
 DROPPED = ("Stream removed", "Socket closed", "connection closed", "Connection reset", "RemoteDisconnected",

@@ -18,10 +18,11 @@ pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip insta
 pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip install -e '.[serve]'")
 
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
-from cmmsf.runtime.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
+from cmmsf.runtime.serving.load_test import LoadOptions, LocalServer, load_row  # noqa: E402
 from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
-from cmmsf.runtime.serve_lifecycle import tree_rss_mb  # noqa: E402
-from cmmsf.runtime.triton_client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.runtime.settings import RunSettings  # noqa: E402
+from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402
+from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
 COMPARED = ("id", "score", "polarity", "label7", "gates", "present", "absent", "masked", "transcript_source")
@@ -53,7 +54,7 @@ def tritonservers_on(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_engines):
-    loaded = Pipeline.load(tiny_engines, "onnxruntime", asr="auto")
+    loaded = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime", asr="auto"))
     yield loaded
     loaded.close()
 

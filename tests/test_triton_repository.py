@@ -23,6 +23,7 @@ from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from cmmsf.export.triton_repository import ENSEMBLE, STAGE_PREFIX, stage_config, to_pbtxt  # noqa: E402
 from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
 from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
+from cmmsf.runtime.settings import RunSettings  # noqa: E402
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -95,7 +96,7 @@ def test_running_the_ensemble_steps_gives_the_pipeline_scores(repository, tiny_e
         outputs = session.run(list(step.output_map.keys()),
                               {key: tensors[value] for key, value in step.input_map.items()})
         tensors.update({step.output_map[name]: value for name, value in zip(step.output_map.keys(), outputs)})
-    pipeline = Pipeline.load(tiny_engines, "onnxruntime", precision="fp16")
+    pipeline = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime", precision="fp16"))
     np.testing.assert_allclose(tensors["score"], pipeline.run_batch(batch).outputs["score"], atol=1e-5)
     pipeline.close()
 

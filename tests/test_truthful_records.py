@@ -160,9 +160,10 @@ def test_a_server_pipeline_runs_without_the_memory_arena(tiny_engines):
     """ONNX Runtime's CPU arena keeps its largest allocation for good (the shipped engines: 0.45 → 1.79 GB
     after five maximum-size batches); `serve` loads its pipeline with the arena off."""
     from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.settings import RunSettings
 
     for arena in (True, False):
-        pipeline = Pipeline.load(tiny_engines, "onnxruntime", memory_arena=arena)
+        pipeline = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime", memory_arena=arena))
         options = [s.session.get_session_options() for s in pipeline.backend.sessions.values()]
         assert [o.enable_cpu_mem_arena for o in options] == [arena] * 5
         pipeline.close()

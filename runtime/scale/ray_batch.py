@@ -16,7 +16,7 @@ import json
 import logging
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,11 @@ import numpy as np
 
 from cmmsf.inputs.clips import Clip
 from cmmsf.inputs.errors import CmmsfError
+
+from ..backends import check_choice
+from ..engine_folder import EngineFolder
+from ..pipeline import Pipeline, error_record, preprocessor_for
+from ..settings import RunSettings
 
 LOCAL = "local"
 
@@ -42,36 +47,29 @@ class RaySettings:
 
 
 @lru_cache(maxsize=4)
-def _preprocessor(engines: str, face_crop: bool, asr: str):
+def _preprocessor(settings: RunSettings):
     """One preprocessor per worker process (Ray reuses workers across tasks): the tokenizer and the ASR
     model load once, not once per clip."""
-    from cmmsf.runtime.engine_folder import EngineFolder
-    from cmmsf.runtime.pipeline import preprocessor_for
-
-    return preprocessor_for(EngineFolder.open(engines), face_crop=face_crop, asr=asr)
+    return preprocessor_for(EngineFolder.open(settings.engines), settings)
 
 
-def preprocess_row(row: dict[str, Any], engines: str, face_crop: bool, asr: str) -> dict[str, Any]:
+def preprocess_row(row: dict[str, Any], settings: RunSettings) -> dict[str, Any]:
     """A Ray task: one clip → its preprocessed inputs (pickled; only our own workers read them back)
     or its error, exactly as `Pipeline.iter_predict` words it."""
     clip = Clip(row["id"], Path(row["media"]) if row["media"] else None,
                 Path(row["transcript"]) if row["transcript"] else None)
     try:
-        item = _preprocessor(engines, face_crop, asr).from_clip(clip)
+        item = _preprocessor(settings).from_clip(clip)
         return {"id": clip.id, "error": "", "item": pickle.dumps(item)}
     except Exception as err:  # noqa: BLE001 - any failure of one clip becomes its error line
-        from cmmsf.runtime.pipeline import error_record
-
         return {"id": clip.id, "error": error_record(clip.id, err)["error"], "item": b""}
 
 
 class StageActor:
     """A Ray actor holding one backend: micro-batches of preprocessed clips → JSON records."""
 
-    def __init__(self, engines: str, backend: str, precision: str):
-        from cmmsf.runtime.pipeline import Pipeline
-
-        self.pipeline = Pipeline.load(engines, backend, precision, asr="off")  # inputs arrive preprocessed
+    def __init__(self, settings: RunSettings):
+        self.pipeline = Pipeline.load(replace(settings, asr="off"))  # inputs arrive preprocessed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         entries = [{"id": str(clip_id), "error": str(error)} if error else pickle.loads(item)
@@ -110,29 +108,47 @@ def connect(address: str) -> None:
         raise RayError(f"cannot reach a Ray cluster at {address}: {err}") from None
 
 
-def ray_records(clips: list[Clip], engines: Path, settings: RaySettings, batch: int, backend: str,
-                precision: str, face_crop: bool, asr: str) -> Iterator[dict]:
+class RayScorer:
+    """`infer`'s scorer on a cluster (runtime/infer.py): the options, engines and ASR model are checked
+    here, once, before any worker starts; records come back as the cluster finishes them."""
+
+    def __init__(self, settings: RunSettings, cluster: RaySettings):
+        check_choice(settings.backend, settings.precision)
+        preprocessor_for(EngineFolder.open(settings.engines), settings)
+        # every node reads the engines at this path (README: a shared filesystem or the same copy)
+        self.settings = replace(settings, engines=Path(settings.engines).resolve())
+        self.cluster = cluster
+        self.label = (f"Ray: {cluster.address}, {cluster.actors} stage actor(s) on {settings.backend} "
+                      f"{settings.precision}" + (f", {cluster.num_gpus_per_actor:g} GPU each"
+                                                 if cluster.num_gpus_per_actor else ""))
+
+    def records(self, clips: list[Clip], batch: int) -> Iterator[dict]:
+        return ray_records(clips, self.settings, self.cluster, batch)
+
+    def close(self) -> None:
+        pass
+
+
+def ray_records(clips: list[Clip], settings: RunSettings, cluster: RaySettings, batch: int) -> Iterator[dict]:
     """Yield one record per clip as the cluster finishes them (in no particular order)."""
-    connect(settings.address)
+    connect(cluster.address)
     import ray
 
     context = ray.data.DataContext.get_current()
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # after importing ray.data, which sets its own
     context.enable_progress_bars = False  # the driver shows one rich progress bar, as without Ray
     context.print_on_execution_start = False
-    engines_path = str(Path(engines).resolve())
     rows = [{"id": c.id, "media": str(c.media.resolve()) if c.media else "",
              "transcript": str(c.transcript.resolve()) if c.transcript else ""} for c in clips]
     # decoding runs in as many tasks at once as the cluster has CPUs; a task-pool size other than the
     # actor pool's also keeps Ray from fusing decoding into the stage actors
     decoders = max(1, int(ray.cluster_resources().get("CPU", 1)))
     dataset = (ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
-               .map(preprocess_row, fn_kwargs={"engines": engines_path, "face_crop": face_crop, "asr": asr},
+               .map(preprocess_row, fn_kwargs={"settings": settings},
                     compute=ray.data.TaskPoolStrategy(size=decoders))
-               .map_batches(StageActor, fn_constructor_kwargs={"engines": engines_path, "backend": backend,
-                                                               "precision": precision},
+               .map_batches(StageActor, fn_constructor_kwargs={"settings": settings},
                             batch_size=batch, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=settings.actors),
-                            num_gpus=settings.num_gpus_per_actor or None))
+                            compute=ray.data.ActorPoolStrategy(size=cluster.actors),
+                            num_gpus=cluster.num_gpus_per_actor or None))
     for row in dataset.iter_rows():
         yield json.loads(row["record"])

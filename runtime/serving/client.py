@@ -18,7 +18,7 @@ import numpy as np
 from cmmsf.contracts import OUTPUTS
 from cmmsf.inputs.errors import CmmsfError
 
-from .triton_serve import CLIP_MODEL, TENSORS_MODEL
+from .server import CLIP_MODEL, TENSORS_MODEL
 
 PROTOCOLS = ("http", "grpc")
 _TRITON_TYPES = {np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL", np.dtype(np.float32): "FP32"}

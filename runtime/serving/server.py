@@ -22,7 +22,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,10 @@ from cmmsf.inputs.clips import MEDIA_SUFFIXES, Clip
 from cmmsf.inputs.errors import CmmsfError, UsageError
 from cmmsf.inputs.features import ClipInputs
 
-from .backends.base import NUMPY_DTYPES
-from .pipeline import Pipeline, error_record
-from .serve_lifecycle import Housekeeping, InFlight, TritonWatchdog, limit_malloc_arenas
+from ..backends.base import NUMPY_DTYPES
+from ..pipeline import Pipeline, error_record
+from ..settings import RunSettings
+from .lifecycle import Housekeeping, InFlight, TritonWatchdog, limit_malloc_arenas
 
 TENSORS_MODEL = "cmmsf_tensors"
 CLIP_MODEL = "cmmsf_clip"
@@ -47,7 +48,7 @@ class ServeError(CmmsfError, RuntimeError):
 
 @dataclass(kw_only=True)
 class ServeOptions:
-    engines: Path
+    settings: RunSettings
     address: str = "127.0.0.1"
     """Where HTTP, gRPC and metrics listen; 0.0.0.0 serves other machines too."""
     http_port: int = 8000
@@ -56,10 +57,6 @@ class ServeOptions:
     max_batch: int = 8
     """The dynamic batcher's largest batch; 1 turns batching off."""
     max_queue_delay_ms: float = 2.0
-    backend: str = "auto"
-    precision: str = "fp32"
-    asr: str = "auto"
-    face_crop: bool = True
     log_file: Path | None = None
     """Triton's own log (and its children's output); when not given, a temporary file removed at a clean
     stop and kept (its path printed) when Triton dies."""
@@ -240,8 +237,7 @@ def serve(opts: ServeOptions, console: Console) -> None:
     check_ports_free(opts)
     limit_malloc_arenas()  # before any thread of ours, ONNX Runtime's or PyTriton's allocates
     # no memory arena: a server meets every batch size and length, and an arena would keep the largest
-    pipeline = Pipeline.load(opts.engines, opts.backend, opts.precision, face_crop=opts.face_crop, asr=opts.asr,
-                             memory_arena=False)
+    pipeline = Pipeline.load(replace(opts.settings, memory_arena=False))
     stub_sees_this_python()
     quiet_pytriton()
     # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into

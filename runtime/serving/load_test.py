@@ -23,8 +23,8 @@ from rich.table import Table
 
 from cmmsf.inputs.errors import UsageError
 
-from .triton_client import ServerClient
-from .triton_serve import CLIP_MODEL, TENSORS_MODEL
+from .client import ServerClient
+from .server import CLIP_MODEL, TENSORS_MODEL
 
 MODELS = {"tensors": TENSORS_MODEL, "clip": CLIP_MODEL}
 SCORE_TOLERANCE = 1e-4
@@ -50,7 +50,7 @@ def typical_request(engines: Path) -> dict[str, np.ndarray]:
     """A batch-1 `cmmsf_tensors` request at the engines' typical lengths (the profile's opt), as `bench` feeds."""
     from cmmsf.sample_inputs import make_inputs
 
-    from .engine_folder import EngineFolder
+    from ..engine_folder import EngineFolder
 
     folder = EngineFolder.open(engines)
     lengths = folder.typical_lengths
