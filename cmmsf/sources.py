@@ -179,7 +179,7 @@ def load_speech(folder: Path, name: str, split: str, config: ModelConfig, source
             audio = preprocessor.audio(wave)
             if audio is None:
                 raise ValueError("silent or no audio track")
-            limited = preprocessor.limit(ClipInputs(row["file"], {
+            limited = preprocessor.assemble(ClipInputs(row["file"], {
                 "text": preprocessor.text(row["statement"]), "audio": audio, "video": None})).arrays
             items.append(SpokenClip(row["file"], name, row["emotion"],
                                     emotion_score(row["emotion"], sources, row.get("intensity", "normal")),

@@ -19,7 +19,6 @@ A window with no usable modality is an error line (`no usable input: …`), as a
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,18 +28,22 @@ import numpy as np
 from rich.console import Console
 
 from cmmsf.inputs.asr import RollingTranscriber, words_in
-from cmmsf.inputs.audio import StreamingLogMel
+from cmmsf.inputs.audio import StreamingLogMel, StreamingWave, audible
 from cmmsf.inputs.clips import TRANSCRIPT_SUFFIXES
 from cmmsf.inputs.errors import UsageError
-from cmmsf.inputs.features import ClipInputs, NoUsableInput, Preprocessor
+from cmmsf.inputs.features import ClipInputs, Preprocessor, clean_audio, sidecar_notes
 from cmmsf.inputs.speech_features import StreamingWhisper
 from cmmsf.inputs.live import AudioChunk, is_live, read_source
 from cmmsf.inputs.text import Transcript, read_transcript
 from cmmsf.inputs.video import NO_FACE, FaceTracker, frame_to_input
 
-from .pipeline import Pipeline
-from .results import ResultWriter, writes_to_stdout
+from .pipeline import Pipeline, error_record
+from .results import STDOUT, ResultWriter, writes_to_stdout
 from .settings import RunSettings
+
+
+MIN_TAIL_S = 0.1
+"""Media past the last window's end that gets no window of its own (an AAC track's padding, say)."""
 
 
 def pace_until(deadline: float) -> None:
@@ -51,16 +54,41 @@ def pace_until(deadline: float) -> None:
 
 @dataclass
 class StreamState:
-    """What has arrived so far: preprocessed frames with their times, and streaming log-mel."""
+    """What has arrived so far: preprocessed frames with their times, streaming log-mel and the raw samples."""
 
     mel: StreamingLogMel | StreamingWhisper
     """Audio steps as audio arrives, by the model's front-end."""
+    frame_period: float
+    """Seconds one sampled frame stands for (1 / the model's fps): a frame at t covers [t, t + period)."""
     tracker: FaceTracker | None = None
     """The stream's one face tracker (None: frames are already face crops)."""
+    wave: StreamingWave | None = None
+    """The raw samples (the Whisper front-end's own buffer where it has one)."""
     frame_times: list[float] = field(default_factory=list)
     frames: list[np.ndarray | None] = field(default_factory=list)
     """Each sampled frame's model input, None where the tracker had no face."""
     media_time: float = 0.0
+    """Media seconds that have arrived: the end of the last frame, or of the last audio chunk's start."""
+
+    def __post_init__(self):
+        if self.wave is None:
+            self.wave = self.mel.samples if isinstance(self.mel, StreamingWhisper) else StreamingWave(
+                self.mel.sample_rate)
+
+    def push_audio(self, samples: np.ndarray) -> None:
+        self.mel.push(samples)
+        if not isinstance(self.mel, StreamingWhisper):  # it keeps the samples itself
+            self.wave.push(samples)
+
+    def push_frame(self, time_s: float, model_input: np.ndarray | None) -> None:
+        self.frame_times.append(time_s)
+        self.frames.append(model_input)
+        self.media_time = max(self.media_time, time_s + self.frame_period)
+
+    @property
+    def end(self) -> float:
+        """Where the media that has arrived ends (to the audio sample)."""
+        return max(self.media_time, self.wave.seconds)
 
     def video_window(self, start: float, end: float) -> tuple[np.ndarray | None, str]:
         """The window's face frames, and why there are none (`no frames in this window`, `no face`)."""
@@ -69,10 +97,12 @@ class StreamState:
         return (np.stack(picked) if picked else None), ("no frames in this window" if not arrived else NO_FACE)
 
     def forget_before(self, start: float) -> None:
-        """Drop frames and log-mel steps that no window from `start` on can use."""
+        """Drop frames, log-mel steps and samples that no window from `start` on can use."""
         keep = next((i for i, t in enumerate(self.frame_times) if t >= start), len(self.frame_times))
         del self.frame_times[:keep], self.frames[:keep]
         self.mel.forget_before(start)
+        if not isinstance(self.mel, StreamingWhisper):
+            self.wave.forget_before(start)
 
 
 def _sidecar_transcript(source: str, explicit: Path | None) -> Transcript | None:
@@ -98,9 +128,10 @@ class WindowWords:
         self.ids = pre.text(self.transcript.text) if self.transcript else None
         self.absent = ("no transcript" if self.transcript is None else
                        self.transcript.problem or "no words in the transcript")
-        self.notes: dict = {"transcript_source": "asr" if self.rolling else "sidecar" if self.transcript else "none"}
-        if self.transcript and self.transcript.decoding != "utf-8":
-            self.notes["transcript_decoding"] = self.transcript.decoding
+        self.notes: dict = (sidecar_notes(self.transcript) if self.transcript else
+                            {"transcript_source": "asr" if self.rolling else "none"})
+        if self.transcript:
+            self.notes["transcript"] = self.transcript.text
 
     def push(self, samples: np.ndarray) -> None:
         if self.rolling:
@@ -137,7 +168,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     state = StreamState(
         StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
         else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz),
-        FaceTracker() if pre.face_crop else None)
+        1.0 / config.video.fps, FaceTracker() if pre.face_crop else None)
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:
@@ -148,12 +179,11 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
             pace_until(wall_start + item.time_s)
         work = time.perf_counter()
         if isinstance(item, AudioChunk):
-            state.mel.push(item.samples)
+            state.push_audio(item.samples)
             words.push(item.samples)
+            state.media_time = max(state.media_time, item.time_s)
         else:
-            state.frame_times.append(item.time_s)
-            state.frames.append(frame_to_input(item.rgb, config.video.image_size, state.tracker))
-        state.media_time = max(state.media_time, item.time_s)
+            state.push_frame(item.time_s, frame_to_input(item.rgb, config.video.image_size, state.tracker))
         busy += time.perf_counter() - work
         while state.media_time >= next_window * hop + window:
             record, spent = run(next_window * hop)
@@ -164,8 +194,8 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
             if inspect is not None:
                 inspect((len(state.frames), state.mel.held_steps))
             yield record, busy
-    end = max(state.media_time, state.mel.seconds)
-    while next_window == 0 or (next_window - 1) * hop + window < end:  # until a window reaches the end
+    end = state.end
+    while next_window == 0 or (next_window - 1) * hop + window < end - MIN_TAIL_S:  # until one reaches the end
         record, spent = run(next_window * hop, end)
         busy += spent
         next_window += 1
@@ -174,25 +204,29 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
 
 def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, start: float, window: float,
                 end_of_media: float | None) -> tuple[dict, float]:
+    """One window through the clip path: the same assembly (`Preprocessor.assemble`), the same record
+    (`Pipeline.predict_inputs`) and error record as `infer`, plus the window's span and latency."""
     began = time.perf_counter()
+    pre = pipeline.preprocessor
     end = start + window if end_of_media is None else min(start + window, end_of_media)
     text_ids, text_absent, notes, front_ms = words.window(start, end)
+    wave = clean_audio(state.wave.window(start, end), notes)
+    pre.speech_notes(wave, notes, front_ms)
+    notes["decoded_s"] = round(end - start, 3)
     video, video_absent = state.video_window(start, end)
-    arrays = {"text": text_ids, "audio": state.mel.window(start, end), "video": video}
-    absent = {m: reason for m, reason in (("text", text_absent), ("audio", "no audio in this window"),
-                                          ("video", video_absent)) if arrays[m] is None}
-    item = pipeline.preprocessor.limit(ClipInputs(f"{start:.2f}-{end:.2f}", arrays, absent=absent, notes=notes,
-                                                  front_ms=front_ms))
-    record: dict = {"start_s": round(start, 3), "end_s": round(end, 3)}
+    audio = state.mel.window(start, end) if audible(wave, pre.spec.sample_rate) else None
+    arrays = {"text": text_ids, "audio": audio, "video": video}
+    audio_absent = "no audio in this window" if wave is None else "silent"
+    absent = {m: reason for m, reason in (("text", text_absent), ("audio", audio_absent), ("video", video_absent))
+              if arrays[m] is None}
+    window_id = f"{start:.2f}-{end:.2f}"
+    span = {"start_s": round(start, 3), "end_s": round(end, 3)}
     try:
-        result = pipeline.predict_inputs([item.require_usable()])[0]
-    except NoUsableInput as err:
-        record["error"] = str(err)
-        record.update(item.notes)
-    else:
-        record.update({k: result[k] for k in ("score", "label7", "gates", "present", "absent", "masked", "truncated",
-                                              "stage_ms")})
-        record.update(item.notes)
+        item = pre.assemble(ClipInputs(window_id, arrays, duration_s=end - start, absent=absent, notes=notes,
+                                       front_ms=front_ms))
+        record = {**span, **pipeline.predict_inputs([item])[0]}
+    except Exception as err:  # noqa: BLE001 - a window that cannot be scored is its error line, as a clip's
+        record = {**span, **error_record(window_id, err), **notes}
     spent = time.perf_counter() - began
     record["latency_ms"] = round(spent * 1e3, 2)
     return record, spent
@@ -238,22 +272,24 @@ def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
     Inputs are checked before anything loads: the transcript (a regular file under the size cap) and
     the results file (held for the run, as `infer` holds its own)."""
     transcript = _sidecar_transcript(opts.source, opts.transcript)
-    sink = ResultWriter(opts.out, resume=False) if opts.out and not writes_to_stdout(opts.out) else None
+    # the same JSON-lines writer as infer's, to standard output and (locked) to --out
+    sinks = [ResultWriter(STDOUT, resume=False)]
+    if opts.out and not writes_to_stdout(opts.out):
+        sinks.append(ResultWriter(opts.out, resume=False))
     pipeline = None
     records, busy, started = [], 0.0, time.perf_counter()
     try:
         pipeline = Pipeline.load(opts.settings)
         console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
-        if sink:
+        for sink in sinks:
             sink.start()
         for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime,
                                          opts.connect_timeout, opts.read_timeout):
-            print(json.dumps(record, separators=(",", ":")), flush=True)
-            if sink:
+            for sink in sinks:
                 sink.write(record)
             records.append(record)
     finally:
-        if sink:
+        for sink in sinks:
             sink.close()
         if pipeline:
             pipeline.close()

@@ -150,6 +150,39 @@ def test_stream_windows_cover_the_clip(tiny_engines, tmp_path):
     assert plot.stat().st_size > 1000 and "real-time factor" in result.output
 
 
+WINDOW_ONLY = {"start_s", "end_s", "latency_ms"}
+"""What a stream window's record has beyond a clip's: its span and its latency."""
+PER_RUN = {"id", "stage_ms", "duration_s"}
+"""Fields that name or time the run (a window's id is its span) rather than describe the input."""
+
+
+@pytest.mark.parametrize("framing", ["face in a frame", "audio only"])
+def test_a_window_over_the_whole_clip_is_the_clip(tiny_engines, tmp_path, framing):
+    """One spine: `stream` with a window covering the clip gives `infer`'s score, gates and fields."""
+    if framing == "audio only":
+        media = write_wav(tmp_path / "talk.wav", seconds=2.0)
+    else:
+        media = write_video(tmp_path / "talk.mp4", seconds=2.5, frame_size=(320, 240))
+    (tmp_path / "talk.txt").write_text("what a lovely surprise")
+    infer_out, stream_out = tmp_path / "infer.jsonl", tmp_path / "stream.jsonl"
+    result = runner.invoke(run_app, ["infer", str(media), "--engines", str(tiny_engines), "--out", str(infer_out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(run_app, ["stream", str(media), "--engines", str(tiny_engines), "--window", "30",
+                                     "--hop", "30", "--out", str(stream_out)])
+    assert result.exit_code == 0, result.output
+    [clip] = records_by_id(infer_out).values()
+    [window] = [json.loads(line) for line in stream_out.read_text().splitlines()]
+    assert set(window) - set(clip) == WINDOW_ONLY and set(clip) - set(window) == set()
+    assert window["score"] == pytest.approx(clip["score"], abs=1e-4)
+    assert window["gates"] == pytest.approx(clip["gates"], abs=1e-4)
+    assert window["end_s"] == pytest.approx(clip["decoded_s"], abs=0.05)
+    same = set(clip) - PER_RUN - {"score", "gates", "absent"}
+    assert {k: window[k] for k in same} == {k: clip[k] for k in same}
+    assert window["absent"].keys() == clip["absent"].keys()
+    assert clip["present"]["text"] and clip["present"]["audio"]
+    assert clip["present"]["video"] == (framing == "face in a frame")
+
+
 def test_bench_compares_backends_and_precisions_in_one_report(tiny_engines, tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(run_app, ["bench", "--engines", str(tiny_engines), "--backends", "onnxruntime,torch",
@@ -190,7 +223,7 @@ def test_untrained_modalities_are_masked_but_reported_present(tiny_config):
     tiny_config.trained_modalities = ["text"]
     item = ClipInputs("x", {"text": np.arange(40, dtype=np.int32), "audio": np.zeros((5, 16), np.float32),
                             "video": None})
-    Preprocessor(tiny_config.input_spec()).limit(item)
+    Preprocessor(tiny_config.input_spec()).assemble(item)
     assert item.masked == ["audio"] and item.arrays["audio"] is None
     assert item.present == {"text": True, "audio": True, "video": False}
     assert item.truncated == ["text"] and len(item.arrays["text"]) == tiny_config.text.max_len

@@ -120,6 +120,34 @@ class StreamingLogMel:
         self.steps_dropped += drop
 
 
+class StreamingWave:
+    """The raw samples of a stream that no window has finished with: a window's audio cut out as a clip's
+    would be (for voice-activity detection, the silence rule and the Whisper front-end)."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.wave = np.zeros(0, np.float32)
+        self.offset = 0
+        """Samples dropped from the front of self.wave."""
+
+    def push(self, chunk: np.ndarray) -> None:
+        self.wave = np.concatenate([self.wave, np.asarray(chunk, np.float32)])
+
+    @property
+    def seconds(self) -> float:
+        return (self.offset + len(self.wave)) / self.sample_rate
+
+    def window(self, start_s: float, end_s: float) -> np.ndarray | None:
+        """The samples in [start_s, end_s), None when none have arrived."""
+        first = max(int(start_s * self.sample_rate) - self.offset, 0)
+        last = min(int(end_s * self.sample_rate) - self.offset, len(self.wave))
+        return self.wave[first:last] if last > first else None
+
+    def forget_before(self, start_s: float) -> None:
+        drop = min(max(0, int(start_s * self.sample_rate) - self.offset), len(self.wave))
+        self.wave, self.offset = self.wave[drop:], self.offset + drop
+
+
 SILENCE_PEAK = 1e-4
 """Audio whose loudest sample stays below this (-80 dBFS) carries nothing to hear: absent."""
 

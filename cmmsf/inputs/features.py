@@ -111,11 +111,7 @@ class Preprocessor:
         sidecar = clip.transcript if self.asr != "always" else None
         if sidecar is not None:
             transcript = read_transcript(sidecar)
-            item_notes["transcript_source"] = "sidecar"
-            if transcript.decoding != "utf-8":
-                item_notes["transcript_decoding"] = transcript.decoding
-            if transcript.cues:
-                item_notes["cues"] = [vars(c) for c in transcript.cues]
+            item_notes.update(sidecar_notes(transcript))
         elif self.recognizer is not None and audible(wave, self.spec.sample_rate):
             heard = self.recognizer.transcribe(wave)
             front_ms["asr"] = heard.seconds * 1e3
@@ -160,14 +156,7 @@ class Preprocessor:
             check_decoded_length(duration or 0.0, stated, cut, notes)
             duration = stated or duration
         wave = clean_audio(wave, notes)
-        if audible(wave, spec.sample_rate):
-            began = time.perf_counter()
-            speech = speech_seconds(wave, spec.sample_rate)
-            if speech is not None:
-                front_ms["vad"] = (time.perf_counter() - began) * 1e3
-                notes["speech_s"] = round(speech, 2)
-                if speech == 0:
-                    warn(notes, "no speech in the audio (voice-activity detection): the voice score reads noise")
+        self.speech_notes(wave, notes, front_ms)
         transcript = self.words(clip, wave, notes, front_ms)
         arrays = {"text": self.text(transcript.text) if transcript else None,
                   "audio": self.audio(wave), "video": self.video(frames)}
@@ -180,12 +169,35 @@ class Preprocessor:
                                                                        else "under 20 ms")
         if arrays["video"] is None:
             absent["video"] = "no video stream" if frames is None or not len(frames) else NO_FACE
-        item = ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes, front_ms=front_ms)
-        return self.limit(item).require_usable()
+        return self.assemble(ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes,
+                                        front_ms=front_ms))
 
-    def limit(self, item: ClipInputs) -> ClipInputs:
-        """Apply the documented rules: mask modalities never trained, truncate to max lengths."""
-        return truncate_to_limits(mask_untrained(item, self.spec), self.spec)
+    def speech_notes(self, wave: np.ndarray | None, notes: dict[str, Any], front_ms: dict[str, float]) -> None:
+        """`speech_s` (and the `vad` milliseconds) of audible audio, and a warning when none of it is speech."""
+        if not audible(wave, self.spec.sample_rate):
+            return
+        began = time.perf_counter()
+        speech = speech_seconds(wave, self.spec.sample_rate)
+        if speech is not None:
+            front_ms["vad"] = (time.perf_counter() - began) * 1e3
+            notes["speech_s"] = round(speech, 2)
+            if speech == 0:
+                warn(notes, "no speech in the audio (voice-activity detection): the voice score reads noise")
+
+    def assemble(self, item: ClipInputs) -> ClipInputs:
+        """The last step of every clip and stream window: the documented rules applied (modalities never
+        trained masked, max lengths cut), then NoUsableInput unless some modality is left."""
+        return truncate_to_limits(mask_untrained(item, self.spec), self.spec).require_usable()
+
+
+def sidecar_notes(transcript: Transcript) -> dict[str, Any]:
+    """What a record says of words read from a transcript file (clip sidecar or `stream --transcript`)."""
+    notes: dict[str, Any] = {"transcript_source": "sidecar"}
+    if transcript.decoding != "utf-8":
+        notes["transcript_decoding"] = transcript.decoding
+    if transcript.cues:
+        notes["cues"] = [vars(c) for c in transcript.cues]
+    return notes
 
 
 def asr_problem(heard: Recognised) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .asr import SpeechRecognizer
+from .audio import StreamingWave
 
 ENCODER_HZ = 50.0
 """Whisper's encoder emits one state per 20 ms."""
@@ -43,29 +44,25 @@ class StreamingWhisper:
 
     def __init__(self, recognizer: SpeechRecognizer, sample_rate: int, frame_rate_hz: float):
         self.recognizer, self.sample_rate, self.rate = recognizer, sample_rate, frame_rate_hz
-        self.wave = np.zeros(0, np.float32)
-        self.offset = 0
-        """Samples dropped from the front of self.wave."""
+        self.samples = StreamingWave(sample_rate)
 
     def push(self, chunk: np.ndarray) -> None:
-        self.wave = np.concatenate([self.wave, np.asarray(chunk, np.float32)])
+        self.samples.push(chunk)
 
     @property
     def seconds(self) -> float:
-        return (self.offset + len(self.wave)) / self.sample_rate
+        return self.samples.seconds
 
     @property
     def held_steps(self) -> int:
         """Audio held, in model steps (what memory holds for the next windows)."""
-        return int(len(self.wave) * self.rate / self.sample_rate)
+        return int(len(self.samples.wave) * self.rate / self.sample_rate)
 
     def window(self, start_s: float, end_s: float) -> np.ndarray | None:
-        first = max(int(start_s * self.sample_rate) - self.offset, 0)
-        last = min(int(end_s * self.sample_rate) - self.offset, len(self.wave))
-        if last - first < self.sample_rate // 50:
+        wave = self.samples.window(start_s, end_s)
+        if wave is None or len(wave) < self.sample_rate // 50:
             return None
-        return whisper_features(self.recognizer, self.wave[first:last], self.rate)
+        return whisper_features(self.recognizer, wave, self.rate)
 
     def forget_before(self, start_s: float) -> None:
-        drop = min(max(0, int(start_s * self.sample_rate) - self.offset), len(self.wave))
-        self.wave, self.offset = self.wave[drop:], self.offset + drop
+        self.samples.forget_before(start_s)
