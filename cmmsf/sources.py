@@ -17,12 +17,14 @@ import csv
 import json
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import with_config
 
 from cmmsf.inputs.features import ClipInputs, Preprocessor
 from cmmsf.inputs.media import decode_audio
@@ -31,15 +33,77 @@ from cmmsf.inputs.video import crop_face, detect_face, frames_to_input
 from .config import ModelConfig
 from .data import Labelled, Skipped, source_name
 from .metrics import valence_classes
+from .validation import STRICT, validated
 
 SOURCES_FILE = Path(__file__).resolve().parent / "recipes" / "sources.json"
 
+@with_config(STRICT)
+@dataclass
+class SpeakerRules:
+    """A speech corpus split by actor (RAVDESS, EmoDB): no voice of dev or test is heard in training."""
+
+    split_by: Literal["actor"]
+    dev_actors: list[int]
+    test_actors: list[int]
+    text_dropout: float = 0.0
+    train_repeat: int = 1
+
+
+@with_config(STRICT)
+@dataclass
+class PhotoRules:
+    """A face-photo set split by person (the name before _NNNN) or by image (a stable hash of its name)."""
+
+    split_by: Literal["person", "image"]
+    dev_bucket: int
+    test_bucket: int
+    buckets: int
+    train_frames: tuple[int, int]
+    eval_frames: int
+    max_shift: int
+    train_repeat: int = 1
+
+
+@with_config(STRICT)
+@dataclass
+class Gate:
+    """The bar a source's row must clear in `cmmsf-train eval` (cmmsf/evaluation.py GATE_KEYS)."""
+
+    modalities: str
+    mae_max: float | None = None
+    corr_min: float | None = None
+    valence2_balanced_min: float | None = None
+    valence3_balanced_min: float | None = None
+
+
+@with_config(STRICT)
+@dataclass
+class SourcesFile:
+    """What sources.json holds besides the per-source rules (every other key is a source's name)."""
+
+    emotion_to_sentiment: dict[str, float]
+    balance: dict[Literal["cap"], float]
+    intensity_scale: dict[str, float] = field(default_factory=dict)
+    gates: dict[str, Gate] = field(default_factory=dict)
+
+
+SOURCE_FILE_KEYS = {f.name for f in dataclasses.fields(SourcesFile)}
+
+
 def load_sources_config(path: str | Path | None = None) -> dict[str, Any]:
-    """The sources file (default: cmmsf/recipes/sources.json) with `_why` comments removed."""
+    """The sources file (default: cmmsf/recipes/sources.json) with `_why` comments removed, checked by
+    pydantic (cmmsf/validation.py): a misspelt key or a wrong type is one line naming it."""
     path = Path(path) if path else SOURCES_FILE
     if not path.is_file():
         raise FileNotFoundError(f"sources file not found: {path}")
-    return _strip_comments(json.loads(path.read_text(encoding="utf-8")))
+    sources = _strip_comments(json.loads(path.read_text(encoding="utf-8")))
+    what = f"sources file {path}"
+    validated(SourcesFile, {k: v for k, v in sources.items() if k in SOURCE_FILE_KEYS}, what)
+    for name, rules in sources.items():
+        if name not in SOURCE_FILE_KEYS:  # a source's rules, their kind told by split_by
+            kind = SpeakerRules if isinstance(rules, dict) and rules.get("split_by") == "actor" else PhotoRules
+            validated(kind, rules, what, prefix=f"{name}.")
+    return sources
 
 
 def _strip_comments(value: Any) -> Any:

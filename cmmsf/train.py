@@ -16,8 +16,9 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,11 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from pydantic import with_config
+
 from cmmsf.inputs.errors import UsageError
+from cmmsf.validation import STRICT, FileFieldError, validated
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
-from .contracts import ENCODER_OF, MODALITIES, STAGE_ORDER
+from .contracts import ENCODER_OF, MODALITIES, StageName
 from .data import Labelled, load_dataset, make_batch
 from .fer_backbone import FerFrameEncoder
 from .metrics import regression_metrics, valence_classes, valence_metrics
@@ -40,27 +44,27 @@ from .sources import LOADERS as EMOTION_LOADERS
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
+@with_config(STRICT)
 @dataclass
 class TrainOptions:
     """One run's training settings; defaults are the `edge` recipe (cmmsf/recipes/edge.json)."""
 
     epochs: int = 20
     batch_size: int = 32
-    optimizer: str = "adamw"
-    """adamw or adam."""
+    optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = 5e-4
     backbone_lr: float = 3e-5
     """For the fine-tuned layers of the pretrained text backbone."""
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     """Clip the gradient norm to this (0 = off)."""
-    loss: str = "l1"
+    loss: Literal["l1", "mse"] = "l1"
     ce_weight: float = 0.1
     readout_balance: float = 0.0
     """With loss mse: the score is read as a class at ±this (0.5 for label7); scale the class-balance weights
     of emotion sources so that the read class, not the mean, is balanced (0 = off). See `readout_weights`."""
     modality_dropout: float = 0.15
-    select: str = "mae"
+    select: Literal["mae", "valence3"] = "mae"
     """What picks the checkpoint, stops early and decays the rate: `mae` (mean over sources of the valid MAE)
     or `valence3` (mean over sources of the valid 3-way valence balanced accuracy, what the face gate reads)."""
     patience: int = 5
@@ -74,7 +78,7 @@ class TrainOptions:
     threads: int | None = None
     init: str | None = None
     """Start from this checkpoint's weights (`default` or a folder) instead of fresh ones."""
-    freeze: list[str] = field(default_factory=list)
+    freeze: list[StageName] = field(default_factory=list)
     """Stages (contracts.STAGES names) whose weights stay as initialised, e.g. the text encoder."""
 
     @classmethod
@@ -85,21 +89,10 @@ class TrainOptions:
             names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.json")))
             raise UsageError(f"unknown recipe {recipe!r}: name one of {names} or a JSON file")
         values = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path} has unknown keys {sorted(unknown)}")
-        opts = cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
-        if opts.optimizer not in ("adam", "adamw") or opts.loss not in ("l1", "mse"):
-            raise ValueError("optimizer must be adam or adamw and loss l1 or mse, "
-                             f"got {opts.optimizer!r}, {opts.loss!r}")
-        if opts.select not in SELECTION_METRICS:
-            raise ValueError(f"select must be one of {', '.join(SELECTION_METRICS)}, got {opts.select!r}")
+        # fields, types and choices by pydantic (cmmsf/validation.py), the file's name in the error line
+        opts = validated(cls, {**values, **{k: v for k, v in overrides.items() if v is not None}}, f"recipe {path}")
         if opts.readout_balance and opts.loss != "mse":
-            raise ValueError("readout_balance corrects weighted MSE; with loss l1 leave it at 0")
-        unknown_stages = set(opts.freeze) - set(STAGE_ORDER)
-        if unknown_stages:
-            raise ValueError(f"freeze names unknown stages {sorted(unknown_stages)}; "
-                             f"stages are {', '.join(STAGE_ORDER)}")
+            raise FileFieldError(f"readout_balance corrects weighted MSE; with loss l1 leave it at 0 (recipe {path})")
         return opts
 
 
