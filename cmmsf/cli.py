@@ -153,9 +153,9 @@ def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) 
     engines = EngineFolder.open(folder)
     console.print(manifest_table(engines.manifest))
     trt = engines.tensorrt
-    console.print(f"TensorRT: {trt.get('status')} {trt.get('reason') or trt.get('gpu') or ''}")
+    console.print(f"TensorRT: {trt.status} {trt.reason or trt.gpu or ''}")
     console.print(f"checkpoint: {engines.checkpoint_ref} ({engines.checkpoint_problem() or 'present and unchanged'})")
-    console.print(f"versions: {json.dumps(engines.manifest.get('versions', {}))}")
+    console.print(f"versions: {json.dumps(engines.manifest.versions)}")
 
 
 @export_app.command("triton")

@@ -33,12 +33,13 @@ def describe(err: ValidationError, what: str, prefix: str = "") -> str:
     unknown = [prefix + ".".join(map(str, p["loc"])) for p in problems if p["type"] in UNKNOWN_FIELD]
     if unknown:
         return f"unknown {what} keys: {unknown}"
+    missing = [prefix + ".".join(map(str, p["loc"])) for p in problems if p["type"] == "missing"]
+    if missing:
+        return f"it lacks {', '.join(missing)} ({what})"
     first = problems[0]
     where = prefix + ".".join(str(part) for part in first["loc"]) or "(the whole file)"
     if first["type"] == "literal_error":
         problem = f"{where} {first['input']!r} is not one of {first['ctx']['expected']}"
-    elif first["type"] == "missing":
-        problem = f"{where} is missing"
     else:
         problem = f"{where} {first['input']!r}: {first['msg']}"
     more = f", and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""

@@ -31,8 +31,8 @@ from cmmsf.inputs.hashing import sha256_file
 from cmmsf.runtime.backends.base import Backend
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
-from cmmsf.runtime.engine_folder import (MANIFEST, ONNX_PRECISIONS, TOKENIZER, Artifact, EngineFolder, ManifestError,
-                                   artifact_record, checkpoint_reference, write_manifest)
+from cmmsf.runtime.engine_folder import ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError, checkpoint_reference
+from cmmsf.runtime.manifest import MANIFEST, TOKENIZER, Manifest, artifact_record, write_manifest
 
 from . import tensorrt_build
 from .fp16 import convert_to_fp16
@@ -120,7 +120,7 @@ def _parity_detail(report: ParityReport) -> str:
                      for kind, c in report.chained.items())
 
 
-def build(opts: BuildOptions, console: Console | None = None) -> dict:
+def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
     """Run the whole build; returns the manifest. Raises BuildError with a one-line reason."""
     console = console or Console()
     if opts.precision not in PRECISIONS or opts.tensorrt not in TENSORRT_MODES:
@@ -244,7 +244,7 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
     console.print(f"[green]✓[/] manifest sealed; {sum(len(engines.files(k)) for k in engines.kinds())} artifacts "
                   "match their sha256; re-running parity…")
     model = load_checkpoint(engines.checkpoint_dir())
-    profile = ShapeProfile(tuple(engines.profile["batch"]), engines.profile["max_len"])
+    profile = ShapeProfile(tuple(engines.profile.batch), dict(engines.profile.max_len))
     candidates = _onnx_backends({kind: engines.files(kind) for kind in PRECISIONS})
     if engines.has_plans:
         reason = tensorrt_build.unavailable_reason()

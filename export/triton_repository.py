@@ -137,7 +137,7 @@ def _plan_folders(folders: list[EngineFolder], fmt: str) -> list[EngineFolder]:
         lacking = ", ".join(str(f.path) for f in folders if not f.has_plans)
         raise RepositoryError(f"--format plan: {lacking} has no TensorRT plans; build them on its GPU with "
                               "`cmmsf-export build --tensorrt on`, or use --format onnx")
-    capabilities = [str(f.tensorrt.get("compute_capability", "")) for f in with_plans]
+    capabilities = [str(f.tensorrt.compute_capability or "") for f in with_plans]
     if len(set(capabilities)) < len(capabilities) or not all(capabilities):
         raise RepositoryError(f"plans for several GPUs need one folder per compute capability, got {capabilities}")
     return with_plans
@@ -148,7 +148,7 @@ def _same_model(folders: list[EngineFolder]) -> None:
     first = folders[0]
     for other in folders[1:]:
         for stage in STAGE_ORDER:
-            if other.record(stage, Artifact.FP32.value)["sha256"] != first.record(stage, Artifact.FP32.value)["sha256"]:
+            if other.record(stage, Artifact.FP32.value).sha256 != first.record(stage, Artifact.FP32.value).sha256:
                 raise RepositoryError(f"{other.path} holds another model than {first.path} ({stage} differs); "
                                       "one repository serves one model")
 
@@ -167,7 +167,7 @@ def write_repository(opts: TritonRepositoryOptions, console: Console) -> Path:
     _same_model(folders)
     planned = _plan_folders(folders, opts.format)
     primary = folders[0]
-    config, max_batch = primary.config, int(primary.profile["batch"][2])
+    config, max_batch = primary.config, int(primary.profile.batch[2])
     delay_us = int(round(opts.max_queue_delay_ms * 1000))
 
     opts.out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def write_repository(opts: TritonRepositoryOptions, console: Console) -> Path:
                 several = len(planned) > 1
                 names = {}
                 for folder, files in zip(planned, plan_files):
-                    cc = str(folder.tensorrt["compute_capability"])
+                    cc = str(folder.tensorrt.compute_capability)
                     name = f"model.sm{cc.replace('.', '')}.plan" if several else "model.plan"
                     shutil.copy2(files[stage], version / name)
                     names[cc] = name
@@ -200,7 +200,7 @@ def write_repository(opts: TritonRepositoryOptions, console: Console) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    kind = (f"TensorRT plans for compute capability {', '.join(str(f.tensorrt['compute_capability']) for f in planned)}"
+    kind = (f"TensorRT plans for compute capability {', '.join(str(f.tensorrt.compute_capability) for f in planned)}"
             if planned else f"ONNX Runtime, {opts.precision} graphs")
     console.print(f"Triton model repository: {opts.out} ({len(STAGE_ORDER)} stages + ensemble `{ENSEMBLE}`; {kind})")
     return opts.out
@@ -209,7 +209,7 @@ def write_repository(opts: TritonRepositoryOptions, console: Console) -> Path:
 def repository_readme(primary: EngineFolder, planned: list[EngineFolder], opts: TritonRepositoryOptions,
                       max_batch: int) -> str:
     """How to serve the repository with NGC's container, and what each model takes."""
-    trt = primary.tensorrt.get("tensorrt") if planned else None
+    trt = primary.tensorrt.tensorrt if planned else None
     image = ("the `nvcr.io/nvidia/tritonserver:<release>-py3` release whose TensorRT is "
              f"{trt} (the version that built the plans; see NVIDIA's support matrix)" if planned else
              "any recent `nvcr.io/nvidia/tritonserver:<release>-py3` release (ONNX Runtime backend)")
@@ -225,7 +225,7 @@ Written by `cmmsf-export triton` from `{primary.path}`. Models:
 
 Every model batches dynamically up to {max_batch} requests (queue delay {opts.max_queue_delay_ms:g} ms).
 Triton batches requests whose shapes agree: clients that pad to a few fixed lengths batch best.
-Lengths beyond the build's profile ({primary.profile['max_len']}) are refused by TensorRT plans.
+Lengths beyond the build's profile ({dict(primary.profile.max_len)}) are refused by TensorRT plans.
 
 Serve it with {image}:
 

@@ -90,7 +90,7 @@ def _rows(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
 
 def _precision_of(name: str, asked: str, engines: EngineFolder) -> str:
     """The precision a backend runs in: ONNX Runtime as asked, TensorRT as its plans were built, torch fp32."""
-    return {"onnxruntime": asked, "tensorrt": engines.manifest.get("precision", "fp16")}.get(name, "fp32")
+    return {"onnxruntime": asked, "tensorrt": engines.manifest.precision}.get(name, "fp32")
 
 
 def run_bench(opts: BenchOptions, console: Console) -> dict:

@@ -1,7 +1,8 @@
 """An engine folder and its manifest.json: read once, checked once, resolved relative to the folder.
 
 The exporter writes the manifest (atomically, last, and only when parity passed). Everything else
-reads a folder through `EngineFolder.open`, which validates the manifest's shape, refuses a manifest
+reads a folder through `EngineFolder.open`, which checks the manifest against its typed schema
+(runtime/manifest.py), refuses a manifest
 edited after the build (its `content_sha256` seals the fields that change results), and verifies each
 artifact kind's sha256 once, on first use. Paths are relative to the folder, so a folder copied to
 another machine (the usual way onto a Jetson) still works; the checkpoint reference is optional and
@@ -11,32 +12,21 @@ only the torch backend and `cmmsf-export check` need it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
 from cmmsf.contracts import STAGE_ORDER
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.hashing import sha256_file
 from cmmsf.inputs.spec import InputSpec
+from cmmsf.validation import FileFieldError
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 4
-"""2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
-3: the speech recognition model's hash (`asr`) is sealed too; 4: the text tokenizer ships in the
-folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch)."""
-
-SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer")
-"""The manifest fields that change what the engines compute or which files they are (`asr`, the speech
-recognition model's hash, is optional: builds without ASR installed have none)."""
-
-TOKENIZER = "tokenizer.json"
+from .manifest import (FORMAT_VERSION, MANIFEST, TOKENIZER, ArtifactRecord, Manifest, ProfileRecord, TensorRTRecord,
+                       content_sha256, parse_manifest)
 
 DEFAULT_CHECKPOINT_REF = "default"
 
@@ -56,30 +46,6 @@ class ManifestError(CmmsfError, RuntimeError):
     """An engine folder that cannot be trusted or used; the message says what to do."""
 
 
-def content_sha256(manifest: dict[str, Any]) -> str:
-    """sha256 of the sealed fields, serialised canonically (sorted keys, no whitespace)."""
-    sealed = {k: manifest.get(k) for k in SEALED_FIELDS}
-    return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
-    """Seal and write via a temporary file and an atomic rename: a reader never sees half a manifest."""
-    manifest = {**manifest, "format": FORMAT_VERSION}
-    manifest["content_sha256"] = content_sha256(manifest)
-    path = folder / MANIFEST
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def artifact_record(path: Path) -> dict[str, Any]:
-    """The manifest entry of one file: name relative to the folder, sha256, size."""
-    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
 def checkpoint_reference(checkpoint: Path, engines: Path) -> str:
     """`default` for the shipped checkpoint, else its path relative to the engine folder."""
     if checkpoint.resolve() == DEFAULT_CHECKPOINT.resolve():
@@ -87,42 +53,10 @@ def checkpoint_reference(checkpoint: Path, engines: Path) -> str:
     return os.path.relpath(checkpoint.resolve(), engines.resolve())
 
 
-def _shape_problem(manifest: Any) -> str | None:
-    """What is structurally wrong with a parsed manifest, or None."""
-    if not isinstance(manifest, dict):
-        return f"it holds a {type(manifest).__name__}, not an object"
-    missing = [k for k in (*SEALED_FIELDS, "content_sha256") if k not in manifest]
-    if missing:
-        return f"it lacks {', '.join(missing)}"
-    model, stages = manifest["model"], manifest["stages"]
-    if not isinstance(model, dict) or not isinstance(model.get("config"), dict):
-        return "model.config is not an object"
-    if not isinstance(stages, dict) or set(stages) != set(STAGE_ORDER):
-        return f"stages must be exactly {', '.join(STAGE_ORDER)}"
-    for stage, entry in stages.items():
-        artifacts = entry.get("artifacts") if isinstance(entry, dict) else None
-        if not isinstance(artifacts, dict) or not set(ONNX_PRECISIONS) <= set(artifacts):
-            return f"stage {stage} lacks its fp32/fp16 artifacts"
-        for kind, record in artifacts.items():
-            if not isinstance(record, dict) or not {"file", "sha256", "bytes"} <= set(record):
-                return f"stage {stage} {kind} artifact lacks file/sha256/bytes"
-            if Path(record["file"]).name != record["file"]:
-                return f"stage {stage} {kind} names {record['file']!r}, not a file inside the folder"
-    tokenizer = manifest["tokenizer"]
-    if not isinstance(tokenizer, dict) or tokenizer.get("file") != TOKENIZER or "sha256" not in tokenizer:
-        return f"tokenizer must record {TOKENIZER} and its sha256"
-    profile = manifest["profile"]
-    if not isinstance(profile, dict) or not isinstance(profile.get("max_len"), dict):
-        return "profile.max_len is not an object"
-    if not isinstance(manifest["tensorrt"], dict):
-        return "tensorrt is not an object"
-    return None
-
-
 class EngineFolder:
     """One built engine folder. Create with `EngineFolder.open(path)`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
         self._verified: set[str] = set()
@@ -139,16 +73,20 @@ class EngineFolder:
             manifest = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ManifestError(f"{file} is not valid JSON ({err}); {rebuild}") from None
-        if isinstance(manifest, dict) and manifest.get("format") != FORMAT_VERSION:
+        if not isinstance(manifest, dict):
+            raise ManifestError(f"{file} is not a CM-MSF manifest: it holds a {type(manifest).__name__}, not an "
+                                f"object; {rebuild}")
+        if manifest.get("format") != FORMAT_VERSION:
             raise ManifestError(f"{file} has format {manifest.get('format')!r}, this runtime reads "
                                 f"{FORMAT_VERSION}; {rebuild}")
-        problem = _shape_problem(manifest)
-        if problem:
-            raise ManifestError(f"{file} is not a CM-MSF manifest: {problem}; {rebuild}")
-        if manifest["content_sha256"] != content_sha256(manifest):
+        try:
+            typed = parse_manifest(manifest, file)
+        except FileFieldError as err:
+            raise ManifestError(f"{file} is not a CM-MSF manifest: {err}; {rebuild}") from None
+        if typed.content_sha256 != content_sha256(manifest):
             raise ManifestError(f"{file} was edited after the build (its content no longer matches its "
                                 f"content_sha256); {rebuild}")
-        folder = cls(path, manifest)
+        folder = cls(path, typed)
         try:
             folder.config  # noqa: B018 - parse once now, so a bad config is a manifest error here
         except (TypeError, ValueError) as err:
@@ -159,18 +97,18 @@ class EngineFolder:
 
     @cached_property
     def config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.manifest["model"]["config"])
+        return ModelConfig.from_dict(self.manifest.model.config)
 
     @property
-    def profile(self) -> dict[str, Any]:
-        """{"batch": [min, opt, max], "max_len": {modality: steps}}."""
-        return self.manifest["profile"]
+    def profile(self) -> ProfileRecord:
+        """batch (min, opt, max) and max_len per modality."""
+        return self.manifest.profile
 
     @cached_property
     def tokenizer_file(self) -> Path:
         """The folder's own `tokenizer.json`, checked against its sha256 once."""
-        record, path = self.manifest["tokenizer"], self.path / TOKENIZER
-        if not path.is_file() or sha256_file(path) != record["sha256"]:
+        record, path = self.manifest.tokenizer, self.path / TOKENIZER
+        if not path.is_file() or sha256_file(path) != record.sha256:
             raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
                                 f"`cmmsf-export build --out {self.path} --force`")
         return path
@@ -179,7 +117,7 @@ class EngineFolder:
         """The config's input rules, tokenised with this folder's own tokenizer and with each max length
         bounded by the build profile, so a clip longer than these engines admit is truncated (and listed
         in `truncated`), never sent past the profile."""
-        spec, top = self.config.input_spec(), self.profile["max_len"]
+        spec, top = self.config.input_spec(), self.profile.max_len
         return dataclasses.replace(spec, text_backbone=str(self.tokenizer_file),
                                    text_max_len=min(spec.text_max_len, int(top["text"])),
                                    audio_max_len=min(spec.audio_max_len, int(top["audio"])),
@@ -188,23 +126,22 @@ class EngineFolder:
     @property
     def typical_lengths(self) -> dict[str, int]:
         """The profile's opt length per modality (half the max): what benchmarks feed."""
-        return {m: max(1, int(top) // 2) for m, top in self.profile["max_len"].items()}
+        return {m: max(1, int(top) // 2) for m, top in self.profile.max_len.items()}
 
     @property
-    def tensorrt(self) -> dict[str, Any]:
-        return self.manifest["tensorrt"]
+    def tensorrt(self) -> TensorRTRecord:
+        return self.manifest.tensorrt
 
     @property
     def has_plans(self) -> bool:
-        return self.tensorrt.get("status") == "built" and Artifact.PLAN.value in self.kinds()
+        return self.tensorrt.status == "built" and Artifact.PLAN.value in self.kinds()
 
-    def record(self, stage: str, kind: str) -> dict[str, Any]:
-        return self.manifest["stages"][stage]["artifacts"][kind]
+    def record(self, stage: str, kind: str) -> ArtifactRecord:
+        return self.manifest.stages[stage].artifacts[kind]
 
     def kinds(self) -> list[str]:
         """Artifact kinds every stage has: fp32, fp16 and, where built, plan."""
-        return [k.value for k in Artifact if all(k.value in self.manifest["stages"][s]["artifacts"]
-                                                 for s in STAGE_ORDER)]
+        return self.manifest.kinds()
 
     # ------------------------------------------------------------------ verification
 
@@ -214,15 +151,15 @@ class EngineFolder:
         Kinds found intact are remembered, so `files()` does not hash them again."""
         out, seen, bad = [], set(), set()
         for stage in STAGE_ORDER:
-            for kind, record in self.manifest["stages"][stage]["artifacts"].items():
+            for kind, record in self.manifest.stages[stage].artifacts.items():
                 if kinds is not None and kind not in kinds:
                     continue
                 seen.add(kind)
-                path = self.path / record["file"]
+                path = self.path / record.file
                 if not path.is_file():
-                    out.append(f"{stage} {kind}: {record['file']} is missing")
-                elif path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
-                    out.append(f"{stage} {kind}: {record['file']} does not match its sha256 in {MANIFEST}")
+                    out.append(f"{stage} {kind}: {record.file} is missing")
+                elif path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
+                    out.append(f"{stage} {kind}: {record.file} does not match its sha256 in {MANIFEST}")
                 else:
                     continue
                 bad.add(kind)
@@ -233,7 +170,7 @@ class EngineFolder:
         """Stage → verified path of one artifact kind; hashes are checked once per kind and folder."""
         if kind not in self.kinds():
             if kind == Artifact.PLAN.value:
-                raise ManifestError(f"{self.path} has no TensorRT plans ({self.tensorrt.get('reason')}); "
+                raise ManifestError(f"{self.path} has no TensorRT plans ({self.tensorrt.reason}); "
                                     "build them on this GPU with `cmmsf-export build --tensorrt on`")
             raise ManifestError(f"{self.path} has no {kind!r} artifacts; kinds here: {', '.join(self.kinds())}")
         if kind not in self._verified:  # problems() remembers a kind it found intact
@@ -241,13 +178,13 @@ class EngineFolder:
             if problems:
                 raise ManifestError("refusing to load tampered or incomplete artifacts: " + "; ".join(problems)
                                     + f". Rebuild with `cmmsf-export build --out {self.path} --force`")
-        return {s: self.path / self.record(s, kind)["file"] for s in STAGE_ORDER}
+        return {s: self.path / self.record(s, kind).file for s in STAGE_ORDER}
 
     # ------------------------------------------------------------------ the checkpoint it came from
 
     @property
     def checkpoint_ref(self) -> str:
-        return str(self.manifest["model"].get("checkpoint", ""))
+        return self.manifest.model.checkpoint
 
     def checkpoint_dir(self) -> Path | None:
         """The checkpoint folder the engines were built from, if it is here and unchanged, else None."""
@@ -272,6 +209,6 @@ class EngineFolder:
 
     def built_from(self, checkpoint: Path) -> bool:
         """True when `checkpoint` holds exactly the files (by sha256) these engines were built from."""
-        recorded = self.manifest["model"].get("checkpoint_sha256") or {}
+        recorded = self.manifest.model.checkpoint_sha256
         return bool(recorded) and all((checkpoint / name).is_file() and sha256_file(checkpoint / name) == digest
                                       for name, digest in recorded.items())

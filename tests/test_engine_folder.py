@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from cmmsf.cli import export_app, run_app
 from cmmsf.export.build import BuildError, BuildOptions, build, check
 from cmmsf.export.profiles import ShapeProfile
-from cmmsf.runtime.engine_folder import MANIFEST, EngineFolder, ManifestError
+from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
+from cmmsf.runtime.manifest import MANIFEST
 from cmmsf.runtime.pipeline import Pipeline
 from cmmsf.runtime.settings import RunSettings
 
@@ -96,6 +97,9 @@ def test_each_artifact_kind_is_hashed_once_per_folder(tiny_engines, monkeypatch)
      "was edited after the build"),
     (lambda m: m["profile"]["max_len"].update(text=4096), "was edited after the build"),
     (lambda m: m.pop("stages"), "lacks stages"),
+    (lambda m: m["tensorrt"].update(status="maybe"), r"tensorrt\.status 'maybe' is not one of 'built' or 'skipped'"),
+    (lambda m: m["stages"]["mgf_head"]["artifacts"]["fp32"].update(file="../x.onnx"), "not a file inside the folder"),
+    (lambda m: m.update(tuned=True), r"unknown manifest\.json keys: \['tuned'\]"),
 ])
 def test_an_edited_manifest_is_refused_by_every_reader(copied_engines, change, message):
     edit_manifest(copied_engines, change)

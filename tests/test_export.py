@@ -29,16 +29,16 @@ def test_build_writes_every_stage_in_both_precisions_and_a_verifying_manifest(ti
     manifest = engines.manifest
     for stage in STAGES:
         for kind in ("fp32", "fp16"):
-            record = manifest["stages"][stage]["artifacts"][kind]
-            onnx.checker.check_model(str(tiny_engines / record["file"]), full_check=True)
+            record = manifest.stages[stage].artifacts[kind]
+            onnx.checker.check_model(str(tiny_engines / record.file), full_check=True)
     assert engines.problems() == []
-    assert manifest["parity"]["passed"] is True
-    assert manifest["tensorrt"]["status"] == "skipped" and manifest["tensorrt"]["reason"]
-    assert manifest["opset"] >= 17
-    assert manifest["parity"]["chained"]["fp32"]["score_max_abs"] <= 1e-4
-    assert manifest["parity"]["chained"]["fp16"]["acc2_flips"] == 0
-    assert manifest["stages"]["audio_encoder"]["profile_shapes"]["audio"] == [[1, 1, 16], [2, 20, 16], [4, 40, 16]]
-    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "tensorrt"}
+    assert manifest.parity["passed"] is True
+    assert manifest.tensorrt.status == "skipped" and manifest.tensorrt.reason
+    assert manifest.opset >= 17
+    assert manifest.parity["chained"]["fp32"]["score_max_abs"] <= 1e-4
+    assert manifest.parity["chained"]["fp16"]["acc2_flips"] == 0
+    assert manifest.stages["audio_encoder"].profile_shapes["audio"] == [[1, 1, 16], [2, 20, 16], [4, 40, 16]]
+    assert set(manifest.versions) >= {"torch", "onnx", "onnxruntime", "tensorrt"}
 
 
 def test_fp16_graph_keeps_layernorm_softmax_and_io_in_fp32(tiny_engines):
@@ -146,7 +146,7 @@ def test_tensorrt_build_path_per_version():
 def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: no cover - GPU machines only
     manifest = build(BuildOptions(checkpoint=str(tiny_checkpoint), out=tmp_path / "trt", tensorrt="on",
                                   profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4})))
-    assert manifest["tensorrt"]["status"] == "built"
+    assert manifest.tensorrt.status == "built"
     from cmmsf.runtime.backends.tensorrt import TensorRTBackend
 
     backend = TensorRTBackend.from_engines(EngineFolder.open(tmp_path / "trt"))
@@ -159,7 +159,7 @@ def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: n
 def manifest_config(manifest):
     from cmmsf.config import ModelConfig
 
-    return ModelConfig.from_dict(manifest["model"]["config"])
+    return ModelConfig.from_dict(manifest.model.config)
 
 
 @pytest.mark.parametrize("variant", ["no-bilstm", "no-mgf", "cm-msf-i", "cm-msf-ii", "text-bert", "text-lstm"])
@@ -177,8 +177,8 @@ def test_every_paper_variant_builds_and_exports_with_parity(variant, tmp_path):
     manifest = build(BuildOptions(checkpoint=str(checkpoint), out=tmp_path / "e",
                                   profile=ShapeProfile((1, 1, 3), {"text": 6, "audio": 8, "video": 4})),
                      Console(quiet=True))
-    assert manifest["parity"]["passed"] and manifest["model"]["config"] == preset("tiny", variant).to_dict()
-    assert manifest["parity"]["chained"]["fp32"]["score_max_abs"] <= 1e-4
+    assert manifest.parity["passed"] and manifest.model.config == preset("tiny", variant).to_dict()
+    assert manifest.parity["chained"]["fp32"]["score_max_abs"] <= 1e-4
 
 
 def test_fp16_graphs_keep_every_reduction_in_fp32(tiny_engines):

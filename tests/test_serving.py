@@ -134,7 +134,7 @@ def test_tensors_beyond_the_build_profile_are_refused_and_cost_nothing(server, t
     from cmmsf.runtime.engine_folder import EngineFolder
 
     engines = EngineFolder.open(tiny_engines)
-    top = engines.profile["max_len"]["audio"]
+    top = engines.profile.max_len["audio"]
     client = ServerClient(getattr(server, protocol))
     normal = make_inputs(engines.config, batch=1, text_len=5, audio_len=10, video_len=4, seed=1)
     client.tensors(normal)

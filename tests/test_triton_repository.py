@@ -45,12 +45,12 @@ def test_every_config_parses_and_matches_the_contracts(repository, tiny_engines)
     assert set(models) == {ENSEMBLE, *(STAGE_PREFIX + s for s in STAGE_ORDER)}
     for stage in STAGE_ORDER:
         model = models[STAGE_PREFIX + stage]
-        assert model.platform == "onnxruntime_onnx" and model.max_batch_size == folder.profile["batch"][2]
+        assert model.platform == "onnxruntime_onnx" and model.max_batch_size == folder.profile.batch[2]
         assert model.dynamic_batching.max_queue_delay_microseconds == 2000
         assert [i.name for i in model.input] == STAGES[stage].input_names
         assert [o.name for o in model.output] == STAGES[stage].output_names
         onnx = repository / model.name / "1" / "model.onnx"  # the FP16 graph, byte for byte
-        assert hashlib.sha256(onnx.read_bytes()).hexdigest() == folder.record(stage, "fp16")["sha256"]
+        assert hashlib.sha256(onnx.read_bytes()).hexdigest() == folder.record(stage, "fp16").sha256
     dims = {t.name: (t.data_type, list(t.dims), t.HasField("reshape"))
             for m in models.values() for t in [*m.input, *m.output]}
     fp32, boolean, int32 = (model_config_pb2.DataType.Value(n) for n in ("TYPE_FP32", "TYPE_BOOL", "TYPE_INT32"))

@@ -17,6 +17,7 @@ import numpy as np
 from cmmsf.contracts import STAGES
 
 from ..engine_folder import Artifact, EngineFolder, ManifestError
+from ..manifest import TensorRTRecord
 from .base import Backend, conform
 
 
@@ -144,14 +145,14 @@ class TensorRTBackend(Backend):
 
         plans = engines.files(Artifact.PLAN.value)
         cls.check_identity(engines.tensorrt, engines.path, trt.__version__, gpu_name())
-        return cls(plans, engines.manifest.get("precision", "fp16"))
+        return cls(plans, engines.manifest.precision)
 
     @staticmethod
-    def check_identity(built: dict, folder: Path, version: str, here_gpu: str) -> None:
+    def check_identity(built: TensorRTRecord, folder: Path, version: str, here_gpu: str) -> None:
         """Plans are tied to the GPU and TensorRT version that built them: refuse a mismatch."""
-        if built.get("tensorrt") != version or built.get("gpu") != here_gpu:
+        if built.tensorrt != version or built.gpu != here_gpu:
             raise ManifestError(
-                f"plans in {folder} were built for {built.get('gpu')} with TensorRT {built.get('tensorrt')}, "
+                f"plans in {folder} were built for {built.gpu} with TensorRT {built.tensorrt}, "
                 f"this machine has {here_gpu} with TensorRT {version}: rebuild here with "
                 f"`cmmsf-export build --out {folder} --force --tensorrt on`")
 

@@ -1,0 +1,172 @@
+"""manifest.json as a typed object: what an engine folder is, checked by pydantic when it is read.
+
+The exporter writes it (cmmsf/export/build.py, through `write_manifest`); everything else reads it as a
+`Manifest` (through `EngineFolder.open`), so a field is an attribute with a type, not a nested dict
+lookup, and a manifest that lacks a field, has one nobody declared or a value of the wrong type is
+refused in one line naming it. Reports (`parity`, `build_seconds`) stay plain data: nothing computes
+with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from cmmsf.contracts import STAGE_ORDER, StageName
+from cmmsf.inputs.hashing import sha256_file
+from cmmsf.validation import FileFieldError, describe
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 4
+"""2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
+3: the speech recognition model's hash (`asr`) is sealed too; 4: the text tokenizer ships in the
+folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch)."""
+
+SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer")
+"""The manifest fields that change what the engines compute or which files they are (`asr`, the speech
+recognition model's hash, is optional: builds without ASR installed have none)."""
+
+TOKENIZER = "tokenizer.json"
+
+ArtifactKind = Literal["fp32", "fp16", "plan"]
+"""FP32 ONNX, FP16 ONNX, TensorRT plan (engine_folder.Artifact names them)."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArtifactRecord(_Record):
+    """One file of the folder: its name (inside the folder), sha256 and size."""
+
+    file: str
+    sha256: str
+    bytes: int
+
+    @field_validator("file")
+    @classmethod
+    def _inside_the_folder(cls, name: str) -> str:
+        if Path(name).name != name:
+            raise ValueError(f"{name!r} is not a file inside the folder")
+        return name
+
+
+class TensorRecord(_Record):
+    name: str
+    dtype: str
+    axes: list[str]
+
+
+class StageRecord(_Record):
+    artifacts: dict[ArtifactKind, ArtifactRecord]
+    inputs: list[TensorRecord]
+    outputs: list[TensorRecord]
+    profile_shapes: dict[str, list[list[int]]]
+    """Input name → [min, opt, max] shapes of the build profile."""
+
+    @field_validator("artifacts")
+    @classmethod
+    def _both_onnx_precisions(cls, artifacts: dict) -> dict:
+        if not {"fp32", "fp16"} <= set(artifacts):
+            raise ValueError("lacks its fp32/fp16 artifacts")
+        return artifacts
+
+
+class ModelRecord(_Record):
+    config: dict[str, Any]
+    """The checkpoint's ModelConfig (checked by `ModelConfig.from_dict` when the folder opens)."""
+    checkpoint: str = ""
+    """`default` or the checkpoint folder relative to the engine folder; optional."""
+    checkpoint_sha256: dict[str, str] = {}
+
+
+class TokenizerRecord(ArtifactRecord):
+    file: Literal["tokenizer.json"]
+
+
+class ProfileRecord(_Record):
+    batch: tuple[int, int, int]
+    """min, opt, max."""
+    max_len: dict[Literal["text", "audio", "video"], int]
+
+
+class TensorRTRecord(_Record):
+    status: Literal["built", "skipped"]
+    reason: str | None = None
+    """Why no plans were built (status skipped)."""
+    tensorrt: str | None = None
+    gpu: str | None = None
+    compute_capability: str | None = None
+
+
+class AsrRecord(_Record):
+    package: str
+    version: str
+    model_sha256: str
+
+
+class Manifest(_Record):
+    format: Literal[4]
+    content_sha256: str
+    created: str
+    model: ModelRecord
+    opset: int
+    precision: Literal["fp16", "fp32"]
+    """What the TensorRT plans (where built) run in."""
+    profile: ProfileRecord
+    versions: dict[str, str | None]
+    tensorrt: TensorRTRecord
+    asr: AsrRecord | None
+    """The speech recognition model the engines were built beside (None: none was installed)."""
+    tokenizer: TokenizerRecord
+    stages: dict[StageName, StageRecord]
+    parity: dict[str, Any]
+    build_seconds: dict[str, float]
+
+    @model_validator(mode="after")
+    def _every_stage(self) -> "Manifest":
+        if set(self.stages) != set(STAGE_ORDER):
+            raise ValueError(f"stages must be exactly {', '.join(STAGE_ORDER)}")
+        return self
+
+    def kinds(self) -> list[str]:
+        """Artifact kinds every stage has: fp32, fp16 and, where built, plan."""
+        return [k for k in ("fp32", "fp16", "plan") if all(k in self.stages[s].artifacts for s in STAGE_ORDER)]
+
+
+def parse_manifest(data: Any, file: Path) -> Manifest:
+    """A parsed manifest.json as a Manifest; FileFieldError in one line naming the field."""
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as err:
+        raise FileFieldError(describe(err, file.name)) from None
+
+
+def content_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the sealed fields, serialised canonically (sorted keys, no whitespace)."""
+    sealed = {k: manifest.get(k) for k in SEALED_FIELDS}
+    return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Seal and write via a temporary file and an atomic rename: a reader never sees half a manifest."""
+    manifest = {**manifest, "format": FORMAT_VERSION}
+    manifest["content_sha256"] = content_sha256(manifest)
+    path = folder / MANIFEST
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def artifact_record(path: Path) -> dict[str, Any]:
+    """The manifest entry of one file: name relative to the folder, sha256, size."""
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
