@@ -19,11 +19,12 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cmmsf.inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.errors import CmmsfError, DataError, UsageError
 
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -71,7 +72,12 @@ EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export"
 
 
 def friendly(command: Callable) -> Callable:
-    """Turn known failures into `error: <message>` and exit code 1 (2 for an unusable option value)."""
+    """One red line for what the user can fix, a report for what only we can.
+
+    Exit 1 (2 for an unusable option value) with `error: <message>` for a `CmmsfError` (our own words:
+    bad input, a missing file, tampered artifacts, a bad config field) and for an `OSError` (the machine's:
+    a path, a permission, a full disk). Anything else is a bug in this package: its traceback goes to a
+    file, and the red line says so and where (CMMSF_TRACEBACK=1 shows it in place)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -94,18 +100,45 @@ def friendly(command: Callable) -> Callable:
             err_console.print(f"[red]error:[/] this needs {err.name}, which the base (runtime) install leaves out: "
                               + escape(f"pip install 'cmmsf[{extra}]'"), highlight=False)
             raise typer.Exit(ExitCode.FAILED) from None
-        except Exception as err:  # noqa: BLE001
-            if isinstance(err, UsageError):
-                err_console.print(f"[red]usage error:[/] {escape(str(err))}", highlight=False)
-                raise typer.Exit(ExitCode.USAGE) from None
-            if isinstance(err, (CmmsfError, OSError, ValueError)):
-                message = str(err) if isinstance(err, (CmmsfError, ValueError)) or not err.strerror else (
-                    f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}")
-                err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
-                raise typer.Exit(ExitCode.FAILED) from None
-            raise
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # the command's own exit code, or Click's usage error
+        except UsageError as err:
+            err_console.print(f"[red]usage error:[/] {escape(str(err))}", highlight=False)
+            raise typer.Exit(ExitCode.USAGE) from None
+        except CmmsfError as err:
+            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+            raise typer.Exit(ExitCode.FAILED) from None
+        except OSError as err:
+            message = f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror}" if err.strerror else str(err)
+            err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+            raise typer.Exit(ExitCode.FAILED) from None
+        except Exception as err:  # noqa: BLE001 - a bug: keep its traceback, say where
+            if os.environ.get("CMMSF_TRACEBACK"):
+                raise
+            report = write_bug_report(err)
+            err_console.print(f"[red]internal error (a bug in cmmsf, not in what you did):[/] "
+                              f"{escape(type(err).__name__)}: {escape(str(err)[:300])}. The traceback is in "
+                              f"{escape(str(report))}; please report it with that file", highlight=False)
+            raise typer.Exit(ExitCode.FAILED) from None
 
     return wrapper
+
+
+def write_bug_report(err: BaseException) -> Path:
+    """The traceback of an unexpected exception, with the command line and versions, in a fresh file of
+    the temporary folder."""
+    import platform
+    import tempfile
+    import traceback
+
+    from cmmsf import __version__
+
+    fd, name = tempfile.mkstemp(prefix="cmmsf-bug-", suffix=".txt")
+    with os.fdopen(fd, "w") as report:
+        report.write(f"cmmsf {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
+        report.write("command: " + " ".join(sys.argv) + "\n\n")
+        report.write("".join(traceback.format_exception(err)))
+    return Path(name)
 
 
 # ---------------------------------------------------------------- cmmsf-export
@@ -444,7 +477,7 @@ def train_eval(
     split = normalise_split(split)
     items = load_splits(data, model.config, labels, sources, console, splits=(split,))[split]
     if not items:
-        raise ValueError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
+        raise DataError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
     untrained = sorted({m for keep in subsets.values() for m in keep} - set(model.config.trained_modalities))
     if untrained:
         console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")

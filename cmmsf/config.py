@@ -40,7 +40,7 @@ def branch_mode(modality: str, choice: str) -> str:
     """`dual`, `first` (branch A only) or `second` (branch B only) for a modality's encoder choice."""
     choices = ENCODER_CHOICES[modality]
     if choice not in choices:
-        raise ValueError(f"{modality}.encoder {choice!r} is not one of {', '.join(choices)}")
+        raise FileFieldError(f"{modality}.encoder {choice!r} is not one of {', '.join(choices)}")
     return ("dual", "first", "second")[choices.index(choice)]
 
 

@@ -131,7 +131,7 @@ class _ArraysOnly(pickle.Unpickler):
 def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[Labelled], Skipped]:
     """MMSA's `{train, valid, test: {text_bert, audio, vision, *_lengths, regression_labels, id}}`."""
     if normalise_split(split) == "all":
-        raise ValueError(f"{path} is an MMSA pickle: evaluate its train, valid or test split, not all")
+        raise DataError(f"{path} is an MMSA pickle: evaluate its train, valid or test split, not all")
     key = {"train": "train", "dev": "valid", "test": "test"}[normalise_split(split)]
     with open(path, "rb") as handle:
         try:
@@ -141,7 +141,7 @@ def load_mmsa_pickle(path: Path, split: str, config: ModelConfig) -> tuple[list[
     if not isinstance(data, dict):
         raise DataError(f"{path} is not an MMSA pickle (it holds a {type(data).__name__}, not a dict of splits)")
     if key not in data:
-        raise ValueError(f"{path} has no '{key}' split (has {sorted(data)})")
+        raise DataError(f"{path} has no '{key}' split (has {sorted(data)})")
     part, skipped, items = data[key], Skipped(), []
     labels = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
     ids = part.get("id", [f"{key}_{i}" for i in range(len(labels))])

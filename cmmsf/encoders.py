@@ -17,6 +17,7 @@ from .layers import (MaskedBiRNN, MaskedMultiheadAttention, SinusoidalPositions,
                      zero_padding)
 from .fer_backbone import FerFrameEncoder
 from .resnet import ResNet
+from .validation import FileFieldError
 
 
 class DualFusion(nn.Module):
@@ -129,13 +130,13 @@ class VideoEncoder(nn.Module):
         if vc.frontend == "frames":
             if uses_a and vc.backbone == "fer":
                 if vc.image_size != 64:
-                    raise ValueError(f"video.backbone 'fer' takes 64×64 frames, not {vc.image_size}")
+                    raise FileFieldError(f"video.backbone 'fer' takes 64×64 frames, not {vc.image_size}")
                 self.cnn = FerFrameEncoder(d)
             elif uses_a:
                 self.cnn = ResNet(vc.resnet_depth, vc.resnet_width, d)
             if uses_b:
                 if vc.image_size % vc.token_grid:
-                    raise ValueError(f"video.image_size {vc.image_size} must be a multiple of token_grid {vc.token_grid}")
+                    raise FileFieldError(f"video.image_size {vc.image_size} must be a multiple of token_grid {vc.token_grid}")
                 self.token_pool = nn.AvgPool2d(vc.image_size // vc.token_grid)  # fixed kernel: exports anywhere
                 self.token_embed = nn.Linear(3 * vc.token_grid**2, d)
         else:

@@ -18,6 +18,7 @@ from torch import nn
 from .config import ModelConfig
 from .contracts import MODALITIES
 from .layers import MaskedBiRNN, MaskedMultiheadAttention, zero_padding
+from .validation import FileFieldError
 
 PAIRS: tuple[tuple[str, str], ...] = tuple((s, t) for t in MODALITIES for s in MODALITIES if s != t)
 """The six directed pairs (source, target), grouped by target in MODALITIES order."""
@@ -68,7 +69,7 @@ class CascadedInteraction(nn.Module):
         super().__init__()
         d = config.d_model
         if d % 2:
-            raise ValueError(f"d_model must be even for the eq 12 pair concatenation, got {d}")
+            raise FileFieldError(f"d_model must be even for the eq 12 pair concatenation, got {d}")
         self.pairs = nn.ModuleDict({f"{s}_to_{t}": PairEncoder(config) for s, t in PAIRS})
         pair_dim = next(iter(self.pairs.values())).out_dim
         self.reduce = nn.ModuleDict({f"{s}_to_{t}": nn.Linear(pair_dim, d // 2) for s, t in PAIRS})

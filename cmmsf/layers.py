@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from .validation import FileFieldError
+
 MASK_FILL = -1.0e4
 """Masked attention logits: far below any real logit, yet finite in FP16 (max 65504)."""
 
@@ -27,7 +29,7 @@ class MaskedMultiheadAttention(nn.Module):
     def __init__(self, d_query: int, d_key: int, d_model: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
         if d_model % num_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+            raise FileFieldError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.q = nn.Linear(d_query, d_model)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .validation import FileFieldError
+
 LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     10: ("basic", (1, 1, 1, 1)),
     18: ("basic", (2, 2, 2, 2)),
@@ -47,7 +49,7 @@ class ResNet(nn.Module):
     def __init__(self, depth: int, width: int, d_out: int):
         super().__init__()
         if depth not in LAYOUTS:
-            raise ValueError(f"ResNet depth {depth} not supported; choose one of {sorted(LAYOUTS)}")
+            raise FileFieldError(f"ResNet depth {depth} not supported; choose one of {sorted(LAYOUTS)}")
         kind, counts = LAYOUTS[depth]
         self.stem = nn.Sequential(_conv_bn(3, width, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         blocks: list[nn.Module] = []

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import with_config
 
 from cmmsf.inputs.features import ClipInputs, Preprocessor
+from cmmsf.inputs.errors import DataError
 from cmmsf.inputs.media import decode_audio
 from cmmsf.inputs.video import crop_face, detect_face, frames_to_input
 
@@ -116,7 +117,7 @@ def emotion_score(emotion: str, sources: dict[str, Any], intensity: str = "norma
     """The sentiment an emotion class stands for, scaled by intensity and clipped to [-3, 3]."""
     mapping = sources["emotion_to_sentiment"]
     if emotion not in mapping:
-        raise ValueError(f"emotion {emotion!r} has no sentiment in the sources file (has {', '.join(mapping)})")
+        raise DataError(f"emotion {emotion!r} has no sentiment in the sources file (has {', '.join(mapping)})")
     scale = sources.get("intensity_scale", {}).get(intensity, 1.0)
     return float(np.clip(mapping[emotion] * scale, -3.0, 3.0))
 

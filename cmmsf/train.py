@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pydantic import with_config
 
-from cmmsf.inputs.errors import UsageError
+from cmmsf.inputs.errors import DataError, UsageError
 from cmmsf.validation import STRICT, FileFieldError, validated
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -220,7 +220,7 @@ def fit_audio_statistics(model: CMMSF, train: list[Labelled]) -> int:
     unique = {id(it.maker) if it.maker is not None else id(it): it for it in train}.values()
     steps = [a for it in unique if "audio" in it.modalities and (a := it.sample().arrays.get("audio")) is not None]
     if not steps:
-        raise ValueError("audio.standardize is on but no training example has audio")
+        raise DataError("audio.standardize is on but no training example has audio")
     stacked = torch.from_numpy(np.concatenate(steps))
     model.audio_encoder.standardize.fit_statistics(stacked)
     return len(stacked)
@@ -401,7 +401,7 @@ def fit(config: ModelConfig, data: Path | list[Path], out: Path, opts: TrainOpti
     start = time.perf_counter()
     splits = load_splits(data, config, labels, sources_file, console)
     if not splits["train"] or not splits["dev"]:
-        raise ValueError(f"{data} has {len(splits['train'])} train and {len(splits['dev'])} dev rows; need both")
+        raise DataError(f"{data} has {len(splits['train'])} train and {len(splits['dev'])} dev rows; need both")
     console.print("data: " + ", ".join(
         f"{split} {len(items)}" + (f" ({', '.join(f'{k} {len(v)}' for k, v in by_source(items).items())})"
                                     if len(by_source(items)) > 1 else "")

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cmmsf.contracts import STAGES
+from cmmsf.inputs.errors import UsageError
 from cmmsf.sample_inputs import make_inputs
 
 from .backends import check_choice, load_backend
@@ -150,7 +151,7 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
     if opts.audio is not None:
         wave = decode_audio(opts.audio, rate)
         if wave is None:
-            raise ValueError(f"{opts.audio} has no audio track to time the front-ends on")
+            raise UsageError(f"{opts.audio} has no audio track to time the front-ends on")
     else:  # a voiced tone: 150 Hz with harmonics, its loudness swaying at 4 Hz like syllables
         t = np.arange(int(seconds * rate)) / rate
         wave = (0.1 * np.sin(2 * np.pi * 4 * t) ** 2 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6)))

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from cmmsf.metrics import regression_metrics
 from cmmsf.inputs.features import mask_untrained
+from cmmsf.inputs.errors import DataError
 
 from .backends import load_backend
 from .pipeline import Pipeline
@@ -54,7 +55,7 @@ def run_eval(opts: EvalOptions, console: Console) -> dict:
         if skipped.count:
             console.print(f"[yellow]{skipped.summary()}[/]")
         if not items:
-            raise ValueError(f"no usable rows in split {opts.split!r} of {opts.data}")
+            raise DataError(f"no usable rows in split {opts.split!r} of {opts.data}")
         spec = pipeline.preprocessor.spec
         inputs = [mask_untrained(item.inputs, spec) for item in items]  # the runtime's rule for clips
         truth = np.array([it.label for it in items])

@@ -1,4 +1,4 @@
-"""Every console script answers --help without loading the heavy stack."""
+"""Every console script answers --help without loading the heavy stack, and fails in one line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_help_lists_every_command(app, commands):
 
 
 def test_cli_import_does_not_load_torch():
-    code = "import sys, cli; print('torch' in sys.modules)"
+    code = "import sys, cmmsf.cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -42,3 +42,31 @@ def test_exit_codes_tell_called_wrongly_from_failed(args, code, says):
 def test_help_names_the_exit_codes():
     text = " ".join(CliRunner().invoke(run_app, ["--help"]).output.split())
     assert "3 some clips failed" in text and "2 called wrongly" in text and "130 interrupted" in text
+
+
+def test_what_the_user_can_fix_is_one_red_line_and_a_bug_leaves_a_traceback_file(tmp_path, monkeypatch):
+    """A CmmsfError (or the machine's OSError) is the user's to fix: one line, exit 1. Anything else is our
+    bug: one line that says so and names a file holding the traceback, never a bare traceback."""
+    import cmmsf.runtime.infer as infer
+
+    (tmp_path / "a.txt").write_text("fine")
+    missing = CliRunner().invoke(run_app, ["infer", str(tmp_path / "nope"), "--engines", str(tmp_path)])
+    assert missing.exit_code == 1 and missing.output.startswith("error: no such file or folder")
+    assert "Traceback" not in missing.output
+
+    def broken(*args, **kwargs):
+        return {}["a key nobody set"]  # a bug, as a KeyError deep in the runtime would be
+
+    monkeypatch.setattr(infer, "run_infer", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("CMMSF_TRACEBACK", raising=False)
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    result = CliRunner().invoke(run_app, ["infer", str(tmp_path / "a.txt"), "--engines", str(tmp_path)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert said.startswith("internal error (a bug in cmmsf, not in what you did): KeyError: 'a key nobody set'")
+    [report] = tmp_path.glob("cmmsf-bug-*.txt")
+    assert report.name in said.replace(" ", "")
+    text = report.read_text()
+    assert "Traceback (most recent call last)" in text and "a key nobody set" in text and "command:" in text

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+from .errors import DataError
 
 TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
@@ -95,6 +96,6 @@ def find_clips(paths: list[Path], skipped: list[Path] | None = None) -> list[Cli
     seen: set[str] = set()
     for _, clip in clips:
         if clip.id in seen:
-            raise ValueError(f"two inputs give the clip id {clip.id!r}; pass folders with different names")
+            raise DataError(f"two inputs give the clip id {clip.id!r}; pass folders with different names")
         seen.add(clip.id)
     return sorted((clip for _, clip in clips), key=lambda c: c.id)

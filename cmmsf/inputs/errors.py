@@ -8,3 +8,12 @@ class CmmsfError(Exception):
 class UsageError(CmmsfError, ValueError):
     """An option value the command cannot use (an unknown backend, a negative window). The CLI exits 2 on
     it, the code Click gives a mistyped option, so scripts tell "called wrongly" from "failed"."""
+
+
+class DataError(CmmsfError, ValueError):
+    """Data the user pointed at that cannot be used as asked (no rows in a split, clashing clip ids, an
+    emotion with no sentiment); the message names it."""
+
+
+class InstallError(CmmsfError, RuntimeError):
+    """A package is missing or broken on this machine; the message says what to install."""

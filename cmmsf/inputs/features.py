@@ -28,7 +28,7 @@ import numpy as np
 from .asr import ASR_MODES, Recognised, SpeechRecognizer, speech_seconds
 from .audio import WIN, audible, log_mel
 from .clips import Clip
-from .errors import CmmsfError, UsageError
+from .errors import CmmsfError, DataError, UsageError
 from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
@@ -137,7 +137,7 @@ class Preprocessor:
         """Decode and featurise one clip. Raises MediaError / NoUsableInput with a one-line reason."""
         spec = self.spec
         if not spec.takes_media:
-            raise ValueError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
+            raise DataError("this checkpoint takes precomputed feature vectors (MMSA format), not clips; "
                              "use a checkpoint trained with the mel/frames front-ends")
         absent: dict[str, str] = {}
         notes: dict[str, Any] = {}

@@ -29,6 +29,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .errors import InstallError
+
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -68,7 +70,7 @@ class FaceBox:
 def _cascade() -> cv2.CascadeClassifier:
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     if cascade.empty():
-        raise RuntimeError("OpenCV's Haar face cascade did not load: reinstall opencv-python-headless (<5)")
+        raise InstallError("OpenCV's Haar face cascade did not load: reinstall opencv-python-headless (<5)")
     return cascade
 
 

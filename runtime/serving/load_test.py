@@ -24,7 +24,7 @@ from rich.table import Table
 from cmmsf.inputs.errors import UsageError
 
 from .client import ServerClient
-from .server import CLIP_MODEL, TENSORS_MODEL
+from .server import CLIP_MODEL, TENSORS_MODEL, ServeError
 
 MODELS = {"tensors": TENSORS_MODEL, "clip": CLIP_MODEL}
 SCORE_TOLERANCE = 1e-4
@@ -210,7 +210,7 @@ class LocalServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 output = self.output()
                 self.__exit__()
-                raise RuntimeError(f"cmmsf-run serve did not become ready:\n{output[-3000:]}")
+                raise ServeError(f"cmmsf-run serve did not become ready:\n{output[-3000:]}")
             time.sleep(0.5)
         client.close()
         return self
