@@ -32,6 +32,7 @@ from cmmsf.runtime.backends.base import Backend
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
 from cmmsf.runtime.engine_folder import ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError, checkpoint_reference
+from cmmsf.runtime.gpu import device_identity, tensorrt_problem
 from cmmsf.runtime.manifest import MANIFEST, TOKENIZER, Manifest, artifact_record, write_manifest
 
 from . import tensorrt_build
@@ -138,7 +139,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
     profile = opts.profile or default_profile(config)
     out = Path(opts.out) if opts.out else Path("engines") / _build_name(ck_folder, opts.checkpoint)
     _prepare_out(out, opts.force)
-    trt_reason = tensorrt_build.unavailable_reason() if opts.tensorrt != "off" else "--tensorrt off"
+    trt_reason = tensorrt_problem() if opts.tensorrt != "off" else "--tensorrt off"
     if opts.tensorrt == "on" and trt_reason:
         raise BuildError(f"--tensorrt on, but {trt_reason}")
 
@@ -212,20 +213,21 @@ def asr_record() -> dict | None:
 
 
 def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precision: str, log: StepLog) -> dict:
-    identity = {}
+    """Every stage's plan; returns the manifest's `tensorrt` record (what the plans are tied to)."""
+    here = device_identity()
     for stage in STAGE_ORDER:
         with log.step(f"tensorrt {stage}") as step:
-            path = tensorrt_build.choose_build_path(tensorrt_build.installed_version(), precision)
+            path = tensorrt_build.choose_build_path(here.tensorrt, precision)
             source = out / stages[stage]["artifacts"][path.onnx_kind]["file"]
             try:
-                identity = tensorrt_build.build_engine(source, out / f"{stage}.plan",
-                                                       stage_shapes(stage, config, profile), precision,
-                                                       out / "timing.cache")
+                how = tensorrt_build.build_engine(source, out / f"{stage}.plan", stage_shapes(stage, config, profile),
+                                                  precision, out / "timing.cache")
             except tensorrt_build.EngineBuildError as err:
                 raise BuildError(str(err)) from None
-            stages[stage]["artifacts"][Artifact.PLAN.value] = {**artifact_record(out / f"{stage}.plan"), **identity}
+            stages[stage]["artifacts"][Artifact.PLAN.value] = {**artifact_record(out / f"{stage}.plan"), **how}
             step.detail = f"{path.network} from {path.onnx_kind} ONNX"
-    return {"status": "built", **identity}
+    return {"status": "built", "gpu": here.gpu, "compute_capability": here.compute_capability,
+            "tensorrt": here.tensorrt}
 
 
 def check(folder: Path, console: Console | None = None) -> ParityReport:
@@ -247,7 +249,7 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
     profile = ShapeProfile(tuple(engines.profile.batch), dict(engines.profile.max_len))
     candidates = _onnx_backends({kind: engines.files(kind) for kind in PRECISIONS})
     if engines.has_plans:
-        reason = tensorrt_build.unavailable_reason()
+        reason = tensorrt_problem()
         if reason:
             console.print(f"[yellow]plans not checked: {reason}[/]")
         else:

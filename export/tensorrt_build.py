@@ -5,7 +5,8 @@ Two documented paths, chosen by the installed version:
   whose precisions we chose ourselves (export/fp16.py);
 - TensorRT 8.5/8.6 (JetPack 5/6.0): the FP32 ONNX with `BuilderFlag.FP16`, the only FP16 path there.
 One optimisation profile per stage, a workspace limit, a timing cache reused across builds, and the
-engine inspector's JSON saved beside each plan. Untested on CI (no GPU there): tests skip without it.
+engine inspector's JSON saved beside each plan. Whether TensorRT can build here and which GPU this is
+come from runtime/gpu.py, the place the runtime asks too. Untested on CI (no GPU there): tests skip without it.
 """
 
 from __future__ import annotations
@@ -36,42 +37,13 @@ def choose_build_path(tensorrt_version: str, precision: str) -> BuildPath:
     return BuildPath("weakly_typed", "fp32", True)
 
 
-def unavailable_reason() -> str | None:
-    """None when TensorRT and a CUDA GPU are both here, else one line saying which is missing."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed (`pip install tensorrt`, or JetPack's python3-libnvinfer)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
-
-
-def installed_version() -> str:
-    import tensorrt as trt
-
-    return trt.__version__
-
-
-def device_identity() -> dict[str, str]:
-    """GPU name, compute capability and TensorRT version: what a plan is tied to."""
-    import tensorrt as trt
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}",
-            "tensorrt": trt.__version__}
-
-
 class EngineBuildError(CmmsfError, RuntimeError):
     """TensorRT could not parse or build a stage; the message carries every parser error."""
 
 
 def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, list[list[int]]], precision: str,
                  timing_cache: Path, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> dict:
-    """Build one stage's plan from `onnx_path`; returns what the manifest records about it."""
+    """Build one stage's plan from `onnx_path`; returns how (the manifest's PlanRecord fields beyond the file)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -111,4 +83,4 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, list[list[i
     layers = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     plan_path.with_suffix(".layers.json").write_text(json.dumps(json.loads(layers), indent=1))
     return {"build_path": path.network, "built_from": path.onnx_kind, "fp16_flag": path.fp16_flag,
-            "workspace_bytes": workspace_bytes, **device_identity()}
+            "workspace_bytes": workspace_bytes}

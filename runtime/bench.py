@@ -53,6 +53,9 @@ class BenchOptions:
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p90 and p99 of milliseconds (NaN for none): every latency this package reports."""
+    if not len(samples):
+        return {f"p{q}": float("nan") for q in (50, 90, 99)}
     values = np.asarray(samples)
     return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
 

@@ -57,6 +57,15 @@ class ArtifactRecord(_Record):
         return name
 
 
+class PlanRecord(ArtifactRecord):
+    """A TensorRT plan, and how it was built (export/tensorrt_build.py)."""
+
+    build_path: Literal["strongly_typed", "weakly_typed"]
+    built_from: Literal["fp16", "fp32"]
+    fp16_flag: bool
+    workspace_bytes: int
+
+
 class TensorRecord(_Record):
     name: str
     dtype: str
@@ -64,7 +73,7 @@ class TensorRecord(_Record):
 
 
 class StageRecord(_Record):
-    artifacts: dict[ArtifactKind, ArtifactRecord]
+    artifacts: dict[ArtifactKind, PlanRecord | ArtifactRecord]
     inputs: list[TensorRecord]
     outputs: list[TensorRecord]
     profile_shapes: dict[str, list[list[int]]]

@@ -16,7 +16,8 @@ from cmmsf.sample_inputs import make_inputs
 from cmmsf.export.build import BuildError, BuildOptions, build, check
 from cmmsf.export.parity import check_parity
 from cmmsf.export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
-from cmmsf.export.tensorrt_build import choose_build_path, unavailable_reason
+from cmmsf.export.tensorrt_build import choose_build_path
+from cmmsf.runtime.gpu import tensorrt_problem
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
 from cmmsf.runtime.engine_folder import EngineFolder
@@ -142,7 +143,7 @@ def test_tensorrt_build_path_per_version():
     assert choose_build_path("10.1", "fp32").onnx_kind == "fp32"
 
 
-@pytest.mark.skipif(unavailable_reason() is not None, reason=f"TensorRT build needs a GPU: {unavailable_reason()}")
+@pytest.mark.skipif(tensorrt_problem() is not None, reason=f"TensorRT build needs a GPU: {tensorrt_problem()}")
 def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: no cover - GPU machines only
     manifest = build(BuildOptions(checkpoint=str(tiny_checkpoint), out=tmp_path / "trt", tensorrt="on",
                                   profile=ShapeProfile((1, 1, 2), {"text": 8, "audio": 8, "video": 4})))

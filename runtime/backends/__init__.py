@@ -6,6 +6,7 @@ from __future__ import annotations
 from cmmsf.inputs.errors import CmmsfError, UsageError
 
 from ..engine_folder import ONNX_PRECISIONS, EngineFolder
+from ..gpu import tensorrt_problem
 from .base import Backend
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -17,11 +18,9 @@ class BackendUnavailableError(CmmsfError, RuntimeError):
 
 def resolve_auto(engines: EngineFolder) -> tuple[str, str]:
     """(backend name, why) for `auto`."""
-    from .tensorrt import unavailable_reason
-
     if not engines.has_plans:
         return "onnxruntime", "no TensorRT plans in the engine folder"
-    reason = unavailable_reason()
+    reason = tensorrt_problem()
     return ("onnxruntime", reason) if reason else ("tensorrt", "plans, GPU and TensorRT present")
 
 
@@ -45,11 +44,11 @@ def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", thre
     if name == "auto":
         name, _ = resolve_auto(engines)
     if name == "tensorrt":
-        from .tensorrt import TensorRTBackend, unavailable_reason
-
-        reason = unavailable_reason()
+        reason = tensorrt_problem()
         if reason:
             raise BackendUnavailableError(f"the tensorrt backend cannot run here: {reason}")
+        from .tensorrt import TensorRTBackend
+
         return TensorRTBackend.from_engines(engines)
     if name == "torch":
         from .torch_ref import TorchBackend

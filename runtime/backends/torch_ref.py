@@ -18,7 +18,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model, device: str = "auto", threads: int | None = None):
+    def __init__(self, model, device: str = "auto", threads: int | None = None, precision: str = "fp32"):
         import torch
 
         self.torch = torch
@@ -26,18 +26,23 @@ class TorchBackend(Backend):
             torch.set_num_threads(threads)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if device == "auto" else device))
-        self.model = model.to(self.device).eval()
+        self.precision = precision
+        """fp32 (the reference); fp16 halves the weights and float inputs (scripts/gpu_check.py, on CUDA)."""
+        self.model = model.to(self.device, torch.float16 if precision == "fp16" else torch.float32).eval()
         self.provider = f"torch-eager-{self.device.type}"
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: str = "auto", threads: int | None = None) -> "TorchBackend":
+    def from_checkpoint(cls, folder: str | Path, device: str = "auto", threads: int | None = None,
+                        precision: str = "fp32") -> "TorchBackend":
         from cmmsf.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(folder), device, threads)
+        return cls(load_checkpoint(folder), device, threads, precision)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
-        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in conform(stage, feeds).items()}
+        half = self.precision == "fp16"
+        tensors = {k: torch.from_numpy(v).to(self.device, torch.float16 if half and v.dtype == np.float32 else None)
+                   for k, v in conform(stage, feeds).items()}
         with torch.inference_mode():
             out = self.model.run_stage(stage, tensors)
         if self.device.type == "cuda":

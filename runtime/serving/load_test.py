@@ -23,6 +23,7 @@ from rich.table import Table
 
 from cmmsf.inputs.errors import UsageError
 
+from ..bench import percentiles
 from .client import ServerClient
 from .server import CLIP_MODEL, TENSORS_MODEL, ServeError
 
@@ -55,13 +56,6 @@ def typical_request(engines: Path) -> dict[str, np.ndarray]:
     folder = EngineFolder.open(engines)
     lengths = folder.typical_lengths
     return make_inputs(folder.config, 1, lengths["text"], lengths["audio"], lengths["video"], padded=False)
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
-    values = np.percentile(np.array(samples) * 1e3, [50, 90, 99])
-    return {"p50": float(values[0]), "p90": float(values[1]), "p99": float(values[2])}
 
 
 def _answer(client: ServerClient, opts: LoadOptions) -> float:
@@ -123,7 +117,7 @@ def load_row(url: str, clients: int, opts: LoadOptions) -> dict[str, Any]:
     answered, executions = after[0] - before[0], after[1] - before[1]
     return {"url": url, "model": model, "clients": clients, "requests": opts.requests, "ok": len(latencies),
             "errors": len(errors), "lost": len(pending), "first_errors": errors[:3], "wall_s": round(wall, 3),
-            "throughput_rps": len(latencies) / wall if wall else 0.0, **_percentiles(latencies),
+            "throughput_rps": len(latencies) / wall if wall else 0.0, **percentiles([s * 1e3 for s in latencies]),
             "mean_batch": answered / executions if executions else None}
 
 
