@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cmmsf.inputs.errors import CmmsfError, DataError, UsageError
+from cmmsf.inputs.errors import CmmsfError, UsageError
 
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -392,20 +392,36 @@ def run_bench(
 @run_app.command("eval")
 @friendly
 def run_eval(
-    data: Path = typer.Argument(..., help="transcript CSV, MMSA pickle, or clip folder"),
+    data: list[Path] = typer.Argument(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
+                                      "faces-style folder; several for several sources"),
     engines: Engines = None,
     split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
     labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
+    modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
+                                             "[default: text, audio, video and all, each on its own]"),
+    sources: Optional[Path] = typer.Option(None, help="splits and gates [default: cmmsf/recipes/sources.json]"),
+    gates: bool = typer.Option(False, help="hold each source to its gate in the sources file and exit 1 when one "
+                                           "is missed (cmmsf-train eval's default; off here, where the data is "
+                                           "often a user's own)"),
     backend: Backend = "auto",
     precision: Precision = "fp32",
+    face_crop: FaceCrop = True,
+    asr: Asr = "off",
     threads: Threads = None,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary and the rows as JSON"),
 ) -> None:
-    """Metrics of the deployed artifacts, and how many Acc-2 decisions differ from PyTorch."""
+    """The deployed artifacts through `cmmsf-train eval`'s evaluation: metrics and valence accuracies per
+    source and modality subset, the gates, and how many Acc-2 decisions differ from PyTorch.
+
+    --asr defaults to off here: labelled clips are read as training reads them."""
+    from cmmsf.evaluation import parse_subsets
     from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
 
-    evaluate(EvalOptions(data=data, settings=_settings(engines, backend, precision, threads=threads), split=split,
-                         labels=labels, json_out=json_out), console)
+    settings = _settings(engines, backend, precision, asr, face_crop, threads)
+    rows, summary = evaluate(EvalOptions(data=data, settings=settings, split=split, labels=labels,
+                                         modalities=parse_subsets(modalities), sources=sources, gates=gates), console)
+    _report_rows(rows, f"{split} split, {settings.engines} on {summary['provider']} (MMSA metrics; accuracies in %)",
+                 json_out, summary)
 
 
 # ---------------------------------------------------------------- cmmsf-train
@@ -466,26 +482,25 @@ def train_eval(
 ) -> None:
     """MMSA metrics and valence accuracies per source and per modality subset, with the gates."""
     from cmmsf.checkpoint import load_checkpoint
-    from cmmsf.data import normalise_split
-    from cmmsf.evaluation import parse_subsets, subset_table
-    from cmmsf.sources import load_sources_config
-    from cmmsf.train import load_splits
-    from cmmsf.runtime.report import subset_view
+    from cmmsf.evaluation import evaluate_sources, parse_subsets
+    from cmmsf.scoring import ModelScorer
 
     subsets = parse_subsets(modalities)
-    model = load_checkpoint(checkpoint)
-    split = normalise_split(split)
-    items = load_splits(data, model.config, labels, sources, console, splits=(split,))[split]
-    if not items:
-        raise DataError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
-    untrained = sorted({m for keep in subsets.values() for m in keep} - set(model.config.trained_modalities))
-    if untrained:
-        console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
-    rows = subset_table(model, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
-    console.print(subset_view(rows, f"{split} split, {checkpoint} (MMSA metrics; accuracies in %)"))
+    _, rows = evaluate_sources(ModelScorer(load_checkpoint(checkpoint)), data, split, labels, sources, subsets, gates,
+                               console)
+    _report_rows(rows, f"{split} split, {checkpoint} (MMSA metrics; accuracies in %)", json_out, None)
+
+
+def _report_rows(rows: list, title: str, json_out: Optional[Path], extra: Optional[dict]) -> None:
+    """Both eval commands: the per-source table, `--json` (the rows, with `extra` beside them), and exit 1
+    when a gate is missed."""
+    from cmmsf.evaluation import row_records
+    from cmmsf.runtime.report import subset_view
+
+    console.print(subset_view(rows, title))
     if json_out:
-        json_out.write_text(json.dumps([{"source": r.source, "modalities": r.subset, **r.metrics,
-                                         "gate": r.gate, "failures": r.failures} for r in rows], indent=1) + "\n")
+        json_out.write_text(json.dumps(row_records(rows) if extra is None else {**extra, "rows": row_records(rows)},
+                                       indent=1) + "\n")
         console.print(f"wrote {json_out}")
     failed = [f"{r.source} {r.subset}" for r in rows if r.failures]
     if failed:

@@ -18,21 +18,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cmmsf.inputs.clips import find_clips
-from cmmsf.inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.errors import DataError, UsageError
 from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 from cmmsf.inputs.text import encode
 
 from .config import ModelConfig
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .sources import SourceItem
 
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test", "all": "all"}
 """`all` (evaluation only): every row of every split, for leave-one-corpus-out figures."""
-
-
-class DataError(CmmsfError, ValueError):
-    """A data file that cannot be used (refused pickle, wrong layout); the message names it."""
 
 
 @dataclass
@@ -183,13 +181,13 @@ def _feature_rows(array: np.ndarray, lengths, i: int) -> np.ndarray | None:
 
 
 def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: ModelConfig,
-                     face_crop: bool = True) -> tuple[list[Labelled], Skipped]:
+                     face_crop: bool = True, asr: str = "off") -> tuple[list[Labelled], Skipped]:
     """Clips of `folder` labelled by a CSV with `id,label[,mode]`, decoded like the runtime decodes them."""
     labels: dict[str, tuple[float | None, str]] = {}
     with open(labels_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             labels[row["id"]] = (_label(row.get("label")), normalise_split(row.get("mode") or "train"))
-    preprocessor, skipped, items = Preprocessor(config.input_spec(), face_crop), Skipped(), []
+    preprocessor, skipped, items = Preprocessor(config.input_spec(), face_crop, asr), Skipped(), []
     for clip in find_clips([folder]):
         label, mode = labels.get(clip.id, (None, "train"))
         if split is not None and normalise_split(split) not in (mode, "all"):
@@ -211,9 +209,11 @@ def source_name(path: Path) -> str:
 
 
 def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | None = None,
-                 sources_file: Path | None = None) -> tuple[list[Labelled], Skipped]:
+                 sources_file: Path | None = None, face_crop: bool = True, asr: str = "off"
+                 ) -> tuple[list[Labelled], Skipped]:
     """Dispatch on what `path` is: a .csv of transcripts, an MMSA .pkl, a RAVDESS- or faces-style
-    emotion folder (read by the rules of `sources_file`), or a clip folder (+ labels)."""
+    emotion folder (read by the rules of `sources_file`), or a clip folder (+ labels, decoded with
+    `face_crop` and `asr` as `infer` would)."""
     from .sources import load_emotion_source, source_kind
 
     path = Path(path)
@@ -225,7 +225,7 @@ def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | Non
         labels = labels or path / "labels.csv"
         if not labels.is_file():
             raise FileNotFoundError(f"a clip folder needs a labels CSV (id,label,mode): {labels} not found")
-        return load_clip_folder(path, labels, split, config)
+        return load_clip_folder(path, labels, split, config, face_crop, asr)
     if path.suffix == ".pkl":
         return load_mmsa_pickle(path, split, config)
     return load_transcript_csv(path, split, config)
@@ -236,3 +236,27 @@ def make_batch(items: list[Labelled], config: ModelConfig, rng: np.random.Genera
     """Padded batch dict + labels [B] float32; with `rng`, emotion sources give augmented samples."""
     inputs = [it.sample(rng) for it in items]
     return collate(inputs, config.input_spec()), np.array([it.label for it in items], np.float32)
+
+
+def by_source(items: list[Labelled]) -> dict[str, list[Labelled]]:
+    """Examples grouped by their source, in first-seen order."""
+    groups: dict[str, list[Labelled]] = {}
+    for item in items:
+        groups.setdefault(item.source, []).append(item)
+    return groups
+
+
+def load_splits(data: Path | list[Path], config: ModelConfig, labels: Path | None = None,
+                sources_file: Path | None = None, console: Console | None = None,
+                splits: tuple[str, ...] = ("train", "dev", "test"), face_crop: bool = True,
+                asr: str = "off") -> dict[str, list[Labelled]]:
+    """Every split of every data path, concatenated (each example keeps its `source`)."""
+    paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
+    out: dict[str, list[Labelled]] = {split: [] for split in splits}
+    for path in paths:
+        for split in splits:
+            items, skipped = load_dataset(path, split, config, labels, sources_file, face_crop, asr)
+            out[split] += items
+            if skipped.count and console is not None:
+                console.print(f"[yellow]{path.name} {split}: {skipped.summary()}[/]")
+    return out

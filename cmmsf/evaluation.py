@@ -29,17 +29,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cmmsf.inputs.errors import UsageError
+from typing import Protocol
+
+from cmmsf.inputs.errors import DataError, UsageError
 from cmmsf.inputs.features import ClipInputs
 from cmmsf.inputs.video import frames_to_input
 
+from .config import ModelConfig
 from .contracts import MODALITIES
-from .data import Labelled
+from .data import Labelled, by_source
 from .framing import place_in_frame
 from .metrics import balanced_accuracy, regression_metrics, valence_classes, valence_metrics
-from .model import CMMSF
 from .sources import SpokenClip, StillFace
-from .train import by_source, predict
+
+
+class Scorer(Protocol):
+    """What the evaluator scores with: the PyTorch model (cmmsf/scoring.py ModelScorer, `cmmsf-train eval`)
+    or the deployed engines (cmmsf/runtime/evaluate.py PipelineScorer, `cmmsf-run eval`)."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    def scores(self, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+        """Scores of `items` with the modalities not listed masked."""
 
 SUBSETS: dict[str, tuple[str, ...]] = {"text": ("text",), "audio": ("audio",), "video": ("video",),
                                        "all": MODALITIES}
@@ -79,11 +91,38 @@ def parse_subsets(text: str | None) -> dict[str, tuple[str, ...]]:
     return {"+".join(keep): keep}
 
 
-def subset_table(model: CMMSF, items: list[Labelled], gates: dict[str, dict] | None = None,
+def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labels: Path | None = None,
+                     sources: Path | None = None, subsets: dict[str, tuple[str, ...]] | None = None,
+                     gates: bool = True, console=None, face_crop: bool = True, asr: str = "off"
+                     ) -> tuple[list[Labelled], list[SubsetRow]]:
+    """The one evaluation both `cmmsf-train eval` (the checkpoint) and `cmmsf-run eval` (the engines) run:
+    every data path's `split`, read as `infer` reads clips, scored per source and per modality subset,
+    with the gates of the sources file. Returns the items and the rows."""
+    from .data import load_splits, normalise_split
+    from .sources import load_sources_config
+
+    split, subsets = normalise_split(split), subsets or dict(SUBSETS)
+    items = load_splits(data, scorer.config, labels, sources, console, splits=(split,), face_crop=face_crop,
+                        asr=asr)[split]
+    if not items:
+        raise DataError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
+    untrained = sorted({m for keep in subsets.values() for m in keep} - set(scorer.config.trained_modalities))
+    if untrained and console is not None:
+        console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
+    return items, subset_table(scorer, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
+
+
+def row_records(rows: list[SubsetRow]) -> list[dict]:
+    """The rows as JSON records (`--json` of both eval commands)."""
+    return [{"source": r.source, "modalities": r.subset, **r.metrics, "gate": r.gate, "failures": r.failures}
+            for r in rows]
+
+
+def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] | None = None,
                  subsets: dict[str, tuple[str, ...]] | None = None) -> list[SubsetRow]:
     """One row per source and per subset it has data for (`all` only when it has more than one)."""
     gates, subsets = gates or {}, subsets or dict(SUBSETS)
-    trained = set(model.config.trained_modalities)
+    trained = set(scorer.config.trained_modalities)
     rows = []
     for source, group in by_source(items).items():
         has = set().union(*(it.modalities for it in group)) & trained
@@ -93,13 +132,13 @@ def subset_table(model: CMMSF, items: list[Labelled], gates: dict[str, dict] | N
             keep = tuple(m for m in modalities if m in has)
             if not keep or (name == "all" and len(has) < 2):
                 continue
-            pred = predict(model, group, modalities=keep)
+            pred = scorer.scores(group, keep)
             metrics = {**regression_metrics(pred, labels), **valence_metrics(pred, labels),
                        **emotion_readings(group, pred)}
             rows.append(SubsetRow(source, "+".join(keep) if name != "all" else "all", metrics,
                                   gate if gates.get(source, {}).get("modalities") == name else {}))
             if keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):
-                rows.append(framing_row(model, source, group, pred))
+                rows.append(framing_row(scorer, source, group, pred))
     return rows
 
 
@@ -125,10 +164,10 @@ def emotion_readings(group: list[Labelled], pred: np.ndarray) -> dict[str, float
                                                         np.array([p for p, _ in signed])) if both else float("nan"))}
 
 
-def framing_row(model: CMMSF, source: str, group: list[Labelled], tight: np.ndarray, seed: int = 0,
+def framing_row(scorer: Scorer, source: str, group: list[Labelled], tight: np.ndarray, seed: int = 0,
                 chunk: int = 64) -> "SubsetRow":
     """The `video framed` row: each photo placed in a webcam-sized frame and read as the runtime reads it."""
-    rng, size = np.random.default_rng(seed), model.config.video.image_size
+    rng, size = np.random.default_rng(seed), scorer.config.video.image_size
     framed = np.full(len(group), np.nan)
     for start in range(0, len(group), chunk):
         found = []
@@ -140,7 +179,7 @@ def framing_row(model: CMMSF, source: str, group: list[Labelled], tight: np.ndar
                 found.append((i, Labelled(ClipInputs(face.id, {"text": None, "audio": None, "video": video}),
                                           group[i].label, source)))
         if found:
-            framed[[i for i, _ in found]] = predict(model, [it for _, it in found], modalities=("video",))
+            framed[[i for i, _ in found]] = scorer.scores([it for _, it in found], ("video",))
         # the frames are dropped here: 1000 photos × 15 frames would not fit in memory at once
     seen = np.isfinite(framed)
     labels = np.array([it.label for it in group])

@@ -35,7 +35,8 @@ from cmmsf.validation import STRICT, FileFieldError, validated
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, StageName
-from .data import Labelled, load_dataset, make_batch
+from .data import Labelled, by_source, load_splits, make_batch
+from .scoring import predict
 from .fer_backbone import FerFrameEncoder
 from .metrics import regression_metrics, valence_classes, valence_metrics
 from .model import CMMSF, build_model
@@ -119,32 +120,9 @@ def drop_modalities(batch: dict[str, np.ndarray], rate: float, rng: np.random.Ge
         batch[f"{m}_mask"][drop[:, j]] = False
 
 
-def predict(model: CMMSF, items: list[Labelled], batch_size: int = 64,
-            modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
-    """Scores for `items`; modalities not listed are masked (Table 5-style subsets)."""
-    model.eval()
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch, _ = make_batch(items[start: start + batch_size], model.config)
-            for m in MODALITIES:
-                if m not in modalities:
-                    batch[f"{m}_mask"][:] = False
-            scores.append(model(to_tensors(batch))["score"].numpy())
-    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
-
-
 def evaluate(model: CMMSF, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> dict:
     labels = np.array([it.label for it in items])
     return regression_metrics(predict(model, items, modalities=modalities), labels)
-
-
-def by_source(items: list[Labelled]) -> dict[str, list[Labelled]]:
-    """Examples grouped by their source, in first-seen order."""
-    groups: dict[str, list[Labelled]] = {}
-    for item in items:
-        groups.setdefault(item.source, []).append(item)
-    return groups
 
 
 SELECTION_METRICS = {"mae": "valid MAE", "valence3": "valid valence-3 error"}
@@ -376,21 +354,6 @@ class Trainer:
         metric = SELECTION_METRICS[self.opts.select]
         self.say(f"resuming after epoch {state['epoch']} (best {metric} {state['best']:.4f})")
         return state
-
-
-def load_splits(data: Path | list[Path], config: ModelConfig, labels: Path | None = None,
-                sources_file: Path | None = None, console: Console | None = None,
-                splits: tuple[str, ...] = ("train", "dev", "test")) -> dict[str, list[Labelled]]:
-    """Every split of every data path, concatenated (each example keeps its `source`)."""
-    paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
-    out: dict[str, list[Labelled]] = {split: [] for split in splits}
-    for path in paths:
-        for split in splits:
-            items, skipped = load_dataset(path, split, config, labels, sources_file)
-            out[split] += items
-            if skipped.count and console is not None:
-                console.print(f"[yellow]{path.name} {split}: {skipped.summary()}[/]")
-    return out
 
 
 def fit(config: ModelConfig, data: Path | list[Path], out: Path, opts: TrainOptions, seeds: int = 1,

@@ -1,25 +1,29 @@
-"""`cmmsf-run eval`: the training metrics computed with the deployed artifacts.
+"""`cmmsf-run eval`: the evaluation of `cmmsf-train eval` (cmmsf/evaluation.py), scored by the deployed
+artifacts instead of the PyTorch model.
 
-Works for every front-end (clips, transcripts, MMSA feature pickles): items are batched by the same
-`cmmsf.inputs.features.collate` as training and run through the one stage chain. Also counts the Acc-2
-decisions that differ from the PyTorch checkpoint on the same inputs, the number that tells a user
-whether deployment (FP16 included) changed any answer; that needs torch and the checkpoint, and is
-skipped with a note when either is missing (an engine folder copied to a Jetson has neither).
+The same per-source, per-modality-subset table and gates for every data kind (clip folders, emotion
+folders, transcripts, MMSA feature pickles): items are read as training and `infer` read them and batched
+by the same `cmmsf.inputs.features.collate`. Also counts the Acc-2 decisions that differ from the PyTorch
+checkpoint on the same inputs, the number that tells a user whether deployment (FP16 included) changed
+any answer; that needs torch and the checkpoint, and is skipped with a note when either is missing (an
+engine folder copied to a Jetson has neither).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-from cmmsf.metrics import regression_metrics
+from cmmsf.config import ModelConfig
+from cmmsf.contracts import MODALITIES
+from cmmsf.data import Labelled
+from cmmsf.evaluation import SubsetRow, evaluate_sources
 from cmmsf.inputs.features import mask_untrained
-from cmmsf.inputs.errors import DataError
+from cmmsf.metrics import regression_metrics
 
 from .backends import load_backend
 from .pipeline import Pipeline
@@ -27,13 +31,33 @@ from .report import metrics_table
 from .settings import RunSettings
 
 
+class PipelineScorer:
+    """The deployed engines behind the evaluator's Scorer interface (cmmsf/evaluation.py)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.pipeline.config
+
+    def scores(self, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+        spec = self.pipeline.preprocessor.spec
+        plain = [it.sample(None) for it in items]  # what training's evaluation batches (photos, voices included)
+        inputs = [mask_untrained(replace(x, arrays={m: a if m in modalities else None for m, a in x.arrays.items()},
+                                         masked=list(x.masked)), spec) for x in plain]
+        return self.pipeline.scores(inputs)
+
+
 @dataclass(kw_only=True)
 class EvalOptions:
-    data: Path
+    data: list[Path]
     settings: RunSettings
     split: str = "test"
     labels: Path | None = None
-    json_out: Path | None = None
+    modalities: dict[str, tuple[str, ...]] | None = None
+    sources: Path | None = None
+    gates: bool = True
 
 
 def torch_reference_problem(pipeline: Pipeline) -> str | None:
@@ -45,40 +69,32 @@ def torch_reference_problem(pipeline: Pipeline) -> str | None:
     return pipeline.engines.checkpoint_problem()
 
 
-def run_eval(opts: EvalOptions, console: Console) -> dict:
-    from cmmsf.data import load_dataset
-
+def run_eval(opts: EvalOptions, console: Console) -> tuple[list[SubsetRow], dict]:
+    """The per-source rows, and the summary over every item (metrics, backend, differences from PyTorch)."""
     pipeline = Pipeline.load(opts.settings)
     try:
-        config = pipeline.config
-        items, skipped = load_dataset(opts.data, opts.split, config, opts.labels)
-        if skipped.count:
-            console.print(f"[yellow]{skipped.summary()}[/]")
-        if not items:
-            raise DataError(f"no usable rows in split {opts.split!r} of {opts.data}")
-        spec = pipeline.preprocessor.spec
-        inputs = [mask_untrained(item.inputs, spec) for item in items]  # the runtime's rule for clips
+        scorer = PipelineScorer(pipeline)
+        items, rows = evaluate_sources(scorer, opts.data, opts.split, opts.labels, opts.sources, opts.modalities,
+                                       opts.gates, console, opts.settings.face_crop, opts.settings.asr)
         truth = np.array([it.label for it in items])
-        deployed = pipeline.scores(inputs)
-        metrics = regression_metrics(deployed, truth)
+        deployed = scorer.scores(items)
         backend = pipeline.backend
-        result = {**metrics, "backend": backend.name, "precision": backend.precision, "provider": backend.provider}
-        rows = {f"{backend.label} ({backend.provider})": metrics}
+        metrics = regression_metrics(deployed, truth)
+        summary = {**metrics, "backend": backend.name, "precision": backend.precision, "provider": backend.provider}
+        table_rows = {f"{backend.label} ({backend.provider})": metrics}
         problem = torch_reference_problem(pipeline)
         if problem is None:
             with load_backend("torch", pipeline.engines) as torch_backend:
-                reference = Pipeline(torch_backend, pipeline.engines).scores(inputs)
-            rows["torch fp32 reference"] = regression_metrics(reference, truth)
-            result["acc2_decisions_differing_from_torch"] = int(np.sum((reference >= 0) != (deployed >= 0)))
-            result["max_abs_score_difference"] = float(np.max(np.abs(reference - deployed)))
-        console.print(metrics_table(rows))
+                reference = PipelineScorer(Pipeline(torch_backend, pipeline.engines)).scores(items)
+            table_rows["torch fp32 reference"] = regression_metrics(reference, truth)
+            summary["acc2_decisions_differing_from_torch"] = int(np.sum((reference >= 0) != (deployed >= 0)))
+            summary["max_abs_score_difference"] = float(np.max(np.abs(reference - deployed)))
+        console.print(metrics_table(table_rows))
         if problem is None:
-            console.print(f"Acc-2 decisions differing from PyTorch: {result['acc2_decisions_differing_from_torch']} "
-                          f"of {len(items)} (max score difference {result['max_abs_score_difference']:.2e})")
+            console.print(f"Acc-2 decisions differing from PyTorch: {summary['acc2_decisions_differing_from_torch']} "
+                          f"of {len(items)} (max score difference {summary['max_abs_score_difference']:.2e})")
         else:
             console.print(f"[yellow]no comparison with PyTorch: {problem}[/]")
-        if opts.json_out:
-            opts.json_out.write_text(json.dumps(result, indent=1) + "\n")
-        return result
+        return rows, summary
     finally:
         pipeline.close()

@@ -48,6 +48,11 @@ class ArtifactRecord(_Record):
     file: str
     sha256: str
     bytes: int
+    build_path: Literal["strongly_typed", "weakly_typed"] | None = None
+    """Plans only, with the three below: how TensorRT built it (export/tensorrt_build.py)."""
+    built_from: Literal["fp16", "fp32"] | None = None
+    fp16_flag: bool | None = None
+    workspace_bytes: int | None = None
 
     @field_validator("file")
     @classmethod
@@ -57,15 +62,6 @@ class ArtifactRecord(_Record):
         return name
 
 
-class PlanRecord(ArtifactRecord):
-    """A TensorRT plan, and how it was built (export/tensorrt_build.py)."""
-
-    build_path: Literal["strongly_typed", "weakly_typed"]
-    built_from: Literal["fp16", "fp32"]
-    fp16_flag: bool
-    workspace_bytes: int
-
-
 class TensorRecord(_Record):
     name: str
     dtype: str
@@ -73,7 +69,7 @@ class TensorRecord(_Record):
 
 
 class StageRecord(_Record):
-    artifacts: dict[ArtifactKind, PlanRecord | ArtifactRecord]
+    artifacts: dict[ArtifactKind, ArtifactRecord]
     inputs: list[TensorRecord]
     outputs: list[TensorRecord]
     profile_shapes: dict[str, list[list[int]]]
@@ -95,8 +91,12 @@ class ModelRecord(_Record):
     checkpoint_sha256: dict[str, str] = {}
 
 
-class TokenizerRecord(ArtifactRecord):
+class TokenizerRecord(_Record):
+    """The folder's own tokenizer (engines carry it, so a device needs no backbone package)."""
+
     file: Literal["tokenizer.json"]
+    sha256: str
+    bytes: int
 
 
 class ProfileRecord(_Record):

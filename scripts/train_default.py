@@ -122,15 +122,11 @@ def sources(data_dir: Path) -> list[Path]:
 def write_metrics(checkpoint: Path, data: list[Path]) -> None:
     """training_metrics.json beside the weights: the test table per source and modality subset, gates."""
     from cmmsf.checkpoint import load_checkpoint
-    from cmmsf.evaluation import subset_table
-    from cmmsf.sources import load_sources_config
-    from cmmsf.train import load_splits
+    from cmmsf.evaluation import evaluate_sources, row_records
+    from cmmsf.scoring import ModelScorer
 
-    model = load_checkpoint(checkpoint)
-    rows = subset_table(model, load_splits(data, model.config, splits=("test",))["test"],
-                        load_sources_config().get("gates", {}))
-    table = [{"source": r.source, "modalities": r.subset, **r.metrics, "gate": r.gate, "failures": r.failures}
-             for r in rows]
+    _, rows = evaluate_sources(ModelScorer(load_checkpoint(checkpoint)), data, "test")
+    table = row_records(rows)
     (Path(checkpoint) / "training_metrics.json").write_text(json.dumps({"test": table}, indent=1) + "\n")
     print(f"wrote {Path(checkpoint) / 'training_metrics.json'}")
 

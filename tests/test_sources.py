@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from cmmsf.cli import train_app
+from cmmsf.cli import run_app, train_app
 from cmmsf.checkpoint import load_checkpoint
 from cmmsf.config import preset
 from cmmsf.data import load_dataset
@@ -173,6 +174,24 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
     assert {k: r["n"] for k, r in rows.items() if k[1] != "video framed"} == {
         ("mosi", "text"): 4, ("ravdess", "text"): 6, ("ravdess", "audio"): 6, ("ravdess", "all"): 6,
         ("faces", "video"): faces["test"]}
+
+    # one evaluator: the deployed engines through `cmmsf-run eval` give the same table, per source and subset
+    from cmmsf.export.build import BuildOptions, build
+
+    build(BuildOptions(checkpoint=str(out / "checkpoint"), out=tmp_path / "engines"), Console(quiet=True))
+    deployed_json = tmp_path / "deployed.json"
+    deployed = runner.invoke(run_app, ["eval", str(sources["mosi"]), str(sources["ravdess"]), str(sources["faces"]),
+                                       "--engines", str(tmp_path / "engines"), "--backend", "onnxruntime",
+                                       "--split", "test", "--gates", "--json", str(deployed_json)])
+    assert deployed_json.is_file(), deployed.output
+    report = json.loads(deployed_json.read_text())
+    deployed_rows = {(r["source"], r["modalities"]): r for r in report["rows"]}
+    assert deployed_rows.keys() == rows.keys() and (deployed.exit_code == 1) == bool(failed), deployed.output
+    for key, row in rows.items():
+        assert deployed_rows[key]["n"] == row["n"] and deployed_rows[key]["gate"] == row["gate"], key
+        assert deployed_rows[key]["mae"] == pytest.approx(row["mae"], abs=1e-3), key
+    assert report["n"] == 4 + 6 + faces["test"]  # the summary row: every item, every modality
+    assert report["acc2_decisions_differing_from_torch"] == 0
 
     # leave one corpus out: a corpus the run never saw, every one of its speakers (`--split all`)
     result = runner.invoke(train_app, ["eval", "--data", str(sources["emodb"]), "--checkpoint", str(out / "checkpoint"),

@@ -1,0 +1,44 @@
+"""The PyTorch model as a scorer for evaluation (cmmsf/evaluation.py): labelled items in, scores out.
+
+`cmmsf-train eval` scores with `ModelScorer`; `cmmsf-run eval` with the deployed engines
+(cmmsf/runtime/evaluate.py `PipelineScorer`), through the same evaluator and the same table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+from .contracts import MODALITIES
+from .data import Labelled, make_batch
+from .model import CMMSF
+
+
+def predict(model: CMMSF, items: list[Labelled], batch_size: int = 64,
+            modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+    """Scores for `items`; modalities not listed are masked (Table 5-style subsets)."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch, _ = make_batch(items[start: start + batch_size], model.config)
+            for m in MODALITIES:
+                if m not in modalities:
+                    batch[f"{m}_mask"][:] = False
+            scores.append(model({k: torch.from_numpy(v) for k, v in batch.items()})["score"].numpy())
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+class ModelScorer:
+    """A CMMSF model behind the evaluator's Scorer interface."""
+
+    def __init__(self, model: CMMSF):
+        self.model = model
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    def scores(self, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+        return predict(self.model, items, modalities=modalities)
