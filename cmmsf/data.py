@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,54 +22,14 @@ from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to
 from cmmsf.inputs.text import encode
 
 from .config import ModelConfig
+from .examples import Labelled, Skipped, source_name
+from .sources import load_emotion_source, source_kind
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .sources import SourceItem
-
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "val": "dev", "test": "test", "all": "all"}
 """`all` (evaluation only): every row of every split, for leave-one-corpus-out figures."""
-
-
-@dataclass
-class Labelled:
-    """One training example and where it came from.
-
-    Emotion sources (cmmsf/sources.py) hand a `maker` that builds the inputs on demand, augmented when
-    given an rng: a face photo as 15 float frames would not fit in memory 11,630 times over."""
-
-    inputs: ClipInputs | None
-    label: float
-    source: str = ""
-    weight: float = 1.0
-    """Loss weight (class balance within the source)."""
-    maker: "SourceItem | None" = None
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """The modalities this example can bring (before any dropout)."""
-        if self.maker is not None:
-            return self.maker.modalities
-        return tuple(m for m, a in self.inputs.arrays.items() if a is not None)
-
-    def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
-        """The inputs: augmented with `rng` (training), plain without (evaluation)."""
-        return self.maker.sample(rng) if self.maker is not None else self.inputs
-
-
-@dataclass
-class Skipped:
-    count: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def add(self, reason: str) -> None:
-        self.count += 1
-        if len(self.reasons) < 5:
-            self.reasons.append(reason)
-
-    def summary(self) -> str:
-        return f"skipped {self.count} bad rows" + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
 def normalise_split(split: str) -> str:
@@ -202,20 +161,12 @@ def load_clip_folder(folder: Path, labels_csv: Path, split: str | None, config: 
     return items, skipped
 
 
-def source_name(path: Path) -> str:
-    """What results call a data path: `mosi` for mosi/label.csv, the folder's or file's name otherwise."""
-    path = Path(path).resolve()
-    return path.parent.name if path.is_file() and path.stem in ("label", "labels") else path.stem
-
-
 def load_dataset(path: Path, split: str, config: ModelConfig, labels: Path | None = None,
                  sources_file: Path | None = None, face_crop: bool = True, asr: str = "off"
                  ) -> tuple[list[Labelled], Skipped]:
     """Dispatch on what `path` is: a .csv of transcripts, an MMSA .pkl, a RAVDESS- or faces-style
     emotion folder (read by the rules of `sources_file`), or a clip folder (+ labels, decoded with
     `face_crop` and `asr` as `infer` would)."""
-    from .sources import load_emotion_source, source_kind
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path}")

@@ -37,10 +37,11 @@ from cmmsf.inputs.video import frames_to_input
 
 from .config import ModelConfig
 from .contracts import MODALITIES
-from .data import Labelled, by_source
+from .data import by_source, load_splits, normalise_split
+from .examples import Labelled
 from .framing import place_in_frame
 from .metrics import balanced_accuracy, regression_metrics, valence_classes, valence_metrics
-from .sources import SpokenClip, StillFace
+from .sources import SpokenClip, StillFace, load_sources_config
 
 
 class Scorer(Protocol):
@@ -98,9 +99,6 @@ def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labe
     """The one evaluation both `cmmsf-train eval` (the checkpoint) and `cmmsf-run eval` (the engines) run:
     every data path's `split`, read as `infer` reads clips, scored per source and per modality subset,
     with the gates of the sources file. Returns the items and the rows."""
-    from .data import load_splits, normalise_split
-    from .sources import load_sources_config
-
     split, subsets = normalise_split(split), subsets or dict(SUBSETS)
     items = load_splits(data, scorer.config, labels, sources, console, splits=(split,), face_crop=face_crop,
                         asr=asr)[split]

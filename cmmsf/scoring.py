@@ -11,7 +11,8 @@ import torch
 
 from .config import ModelConfig
 from .contracts import MODALITIES
-from .data import Labelled, make_batch
+from .data import make_batch
+from .examples import Labelled
 from .model import CMMSF
 
 

@@ -32,7 +32,7 @@ from cmmsf.inputs.media import decode_audio
 from cmmsf.inputs.video import crop_face, detect_face, frames_to_input
 
 from .config import ModelConfig
-from .data import Labelled, Skipped, source_name
+from .examples import Labelled, Skipped, source_name
 from .metrics import valence_classes
 from .validation import STRICT, validated
 

@@ -35,7 +35,8 @@ from cmmsf.validation import STRICT, FileFieldError, validated
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, StageName
-from .data import Labelled, by_source, load_splits, make_batch
+from .data import by_source, load_splits, make_batch
+from .examples import Labelled
 from .scoring import predict
 from .fer_backbone import FerFrameEncoder
 from .metrics import regression_metrics, valence_classes, valence_metrics

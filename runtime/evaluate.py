@@ -20,7 +20,7 @@ from rich.console import Console
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES
-from cmmsf.data import Labelled
+from cmmsf.examples import Labelled
 from cmmsf.evaluation import SubsetRow, evaluate_sources
 from cmmsf.inputs.features import mask_untrained
 from cmmsf.metrics import regression_metrics

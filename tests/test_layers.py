@@ -108,3 +108,26 @@ def test_every_installed_package_is_under_cmmsf():
     assert all(p == MODEL or p.startswith(MODEL + ".") for p in packages)
     found = {module_name(p) for p in source_files() if p.name == "__init__.py"}
     assert found == set(packages), "a package folder is missing from pyproject's packages (or listed but absent)"
+
+
+def test_no_import_circle_between_modules():
+    """Module-level imports form no cycle (data ↔ sources did, through a function-level import)."""
+    graph = {}
+    for path in source_files():
+        name = module_name(path)
+        graph[name] = {m for m in imported_modules(path, name) if m in {module_name(p) for p in source_files()}}
+    # imports inside functions count too: a lazy import that runs back up is still a circle
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError(" → ".join(trail[trail.index(nxt):] + [nxt]) if nxt in trail else nxt)
+            if nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from cmmsf.cli import train_app
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import DataError, Labelled, load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.data import load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.examples import Labelled
+from cmmsf.inputs.errors import DataError
 from cmmsf.metrics import valence_metrics
 from cmmsf.sources import balance_weights
 from cmmsf.train import (
