@@ -51,7 +51,7 @@ train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints. " + EXIT_CO
 
 # ---------------------------------------------------------------- options shared by the commands that run engines
 # Declared once: every command that reads video has --face-crop, every one that reads audio has --asr, and
-# `_settings` turns them into the one RunSettings the pipeline takes (cmmsf/runtime/settings.py).
+# `_settings` turns them into the one RunSettings the pipeline takes (runtime/settings.py).
 
 Engines = Annotated[Optional[Path], typer.Option(
     help="engine folder [default: engines/default, exported from the shipped checkpoint if missing]")]

@@ -46,7 +46,7 @@ from .sources import SpokenClip, StillFace, load_sources_config
 
 class Scorer(Protocol):
     """What the evaluator scores with: the PyTorch model (cmmsf/scoring.py ModelScorer, `cmmsf-train eval`)
-    or the deployed engines (cmmsf/runtime/evaluate.py PipelineScorer, `cmmsf-run eval`)."""
+    or the deployed engines (runtime/evaluate.py PipelineScorer, `cmmsf-run eval`)."""
 
     @property
     def config(self) -> ModelConfig: ...

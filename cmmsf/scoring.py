@@ -1,7 +1,7 @@
 """The PyTorch model as a scorer for evaluation (cmmsf/evaluation.py): labelled items in, scores out.
 
 `cmmsf-train eval` scores with `ModelScorer`; `cmmsf-run eval` with the deployed engines
-(cmmsf/runtime/evaluate.py `PipelineScorer`), through the same evaluator and the same table.
+(runtime/evaluate.py `PipelineScorer`), through the same evaluator and the same table.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """manifest.json as a typed object: what an engine folder is, checked by pydantic when it is read.
 
-The exporter writes it (cmmsf/export/build.py, through `write_manifest`); everything else reads it as a
+The exporter writes it (export/build.py, through `write_manifest`); everything else reads it as a
 `Manifest` (through `EngineFolder.open`), so a field is an attribute with a type, not a nested dict
 lookup, and a manifest that lacks a field, has one nobody declared or a value of the wrong type is
 refused in one line naming it. Reports (`parity`, `build_seconds`) stay plain data: nothing computes

@@ -10,7 +10,7 @@ The one preprocessing implementation: the trainer's clip-folder dataset and the 
 - only what the model uses is decoded: the first `max_len` steps (12 s by default) and one more, so a
   longer clip is cut to its first part and listed in `truncated` (text included), never silently;
 - non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`);
-- video is the face the detector finds and tracks (inputs/video.py), unless `face_crop=False` (input
+- video is the face the detector finds and tracks (cmmsf/inputs/video.py), unless `face_crop=False` (input
   already cropped: the centre square);
 - words come from the transcript sidecar, or, for a clip without one (`asr="auto"`; `"always"`: every
   clip), from speech recognition on the same audio; the record says which (`transcript_source`) and
