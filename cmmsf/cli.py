@@ -65,6 +65,12 @@ FaceCrop = Annotated[bool, typer.Option(
 Asr = Annotated[str, typer.Option(help="speech recognition: auto (clips and streams without a transcript), "
                                        "always, or off")]
 Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads per backend session [default: all cores]")]
+# the evaluation options `cmmsf-run eval` and `cmmsf-train eval` share (one evaluator, cmmsf/evaluation.py)
+EvalSplit = Annotated[str, typer.Option(help="train, dev/valid, test, or all (every speaker: leave one corpus out)")]
+Labels = Annotated[Optional[Path], typer.Option(help="labels CSV for a clip folder")]
+Modalities = Annotated[Optional[str], typer.Option(help="one subset to keep, e.g. text or text,audio "
+                                                        "[default: text, audio, video and all, each on its own]")]
+SourcesFile = Annotated[Optional[Path], typer.Option(help="splits and gates [default: cmmsf/recipes/sources.json]")]
 
 EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export", "onnxconverter_common": "export",
             "pytriton": "serve", "tritonclient": "serve", "ray": "ray", "pyarrow": "ray"}
@@ -395,11 +401,10 @@ def run_eval(
     data: list[Path] = typer.Argument(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
                                       "faces-style folder; several for several sources"),
     engines: Engines = None,
-    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
-    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
-                                             "[default: text, audio, video and all, each on its own]"),
-    sources: Optional[Path] = typer.Option(None, help="splits and gates [default: cmmsf/recipes/sources.json]"),
+    split: EvalSplit = "test",
+    labels: Labels = None,
+    modalities: Modalities = None,
+    sources: SourcesFile = None,
     gates: bool = typer.Option(False, help="hold each source to its gate in the sources file and exit 1 when one "
                                            "is missed (cmmsf-train eval's default; off here, where the data is "
                                            "often a user's own)"),
@@ -472,11 +477,10 @@ def train_eval(
     data: list[Path] = typer.Option(..., help="transcript CSV, MMSA pickle, clip folder, or a RAVDESS- or "
                                     "faces-style folder; repeat for several sources"),
     checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder"),
-    split: str = typer.Option("test", help="train, dev/valid, test, or all (every speaker: leave one corpus out)"),
-    labels: Optional[Path] = typer.Option(None, help="labels CSV for a clip folder"),
-    modalities: Optional[str] = typer.Option(None, help="one subset to keep, e.g. text or text,audio "
-                                             "[default: text, audio, video and all, each on its own]"),
-    sources: Optional[Path] = typer.Option(None, help="splits and gates [default: cmmsf/recipes/sources.json]"),
+    split: EvalSplit = "test",
+    labels: Labels = None,
+    modalities: Modalities = None,
+    sources: SourcesFile = None,
     gates: bool = typer.Option(True, help="exit 1 when a source misses its gate"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
 ) -> None:
