@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cmmsf.export.default_engines import ensure_default_engines  # noqa: E402
 from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
-from cmmsf.runtime.serving.load_test import LocalServer, typical_request  # noqa: E402
+from cmmsf.runtime.serving.load_test import typical_request  # noqa: E402
+from tests.local_server import LocalServer  # noqa: E402
 from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402
 from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
