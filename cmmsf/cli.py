@@ -49,6 +49,25 @@ run_app = typer.Typer(help="Run exported CM-MSF engines: batch, streaming, bench
                       + EXIT_CODES_HELP, no_args_is_help=True)
 train_app = typer.Typer(help="Train and evaluate CM-MSF checkpoints. " + EXIT_CODES_HELP, no_args_is_help=True)
 
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from cmmsf import __version__
+
+        typer.echo(f"cmmsf {__version__}")
+        raise typer.Exit()
+
+
+def _version_option(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """The apps' one shared option: --version (eager, so it works without a command)."""
+
+
+for _app in (export_app, run_app, train_app):
+    _app.callback()(_version_option)
+
 # ---------------------------------------------------------------- options shared by the commands that run engines
 # Declared once: every command that reads video has --face-crop, every one that reads audio has --asr, and
 # `_settings` turns them into the one RunSettings the pipeline takes (runtime/settings.py).

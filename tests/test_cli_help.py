@@ -70,3 +70,12 @@ def test_what_the_user_can_fix_is_one_red_line_and_a_bug_leaves_a_traceback_file
     assert report.name in said.replace(" ", "")
     text = report.read_text()
     assert "Traceback (most recent call last)" in text and "a key nobody set" in text and "command:" in text
+
+
+@pytest.mark.parametrize("app", [export_app, run_app, train_app])
+def test_version_is_the_installed_distributions(app):
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"cmmsf {version('cmmsf')}"
