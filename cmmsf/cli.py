@@ -84,6 +84,10 @@ FaceCrop = Annotated[bool, typer.Option(
 Asr = Annotated[str, typer.Option(help="speech recognition: auto (clips and streams without a transcript), "
                                        "always, or off")]
 Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads per backend session [default: all cores]")]
+AsrBeamSize = Annotated[int, typer.Option(min=1, help="Whisper's beam size (1: greedy, the fastest; 5: "
+                                                      "faster-whisper's default); the record says which was used")]
+AsrVad = Annotated[bool, typer.Option("--asr-vad/--no-asr-vad", help="faster-whisper's voice-activity filter "
+                                                                  "before recognition")]
 # the evaluation options `cmmsf-run eval` and `cmmsf-train eval` share (one evaluator, cmmsf/evaluation.py)
 EvalSplit = Annotated[str, typer.Option(help="train, dev/valid, test, or all (every speaker: leave one corpus out)")]
 Labels = Annotated[Optional[Path], typer.Option(help="labels CSV for a clip folder")]
@@ -246,12 +250,13 @@ def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path
 
 
 def _settings(engines: Optional[Path], backend: str = "auto", precision: str = "fp32", asr: str = "off",
-              face_crop: bool = True, threads: Optional[int] = None, out: Console = console):
+              face_crop: bool = True, threads: Optional[int] = None, out: Console = console, *,
+              asr_beam_size: int = 1, asr_vad: bool = True):
     """The shared options as the one RunSettings every command passes whole."""
     from cmmsf.runtime.settings import RunSettings
 
     return RunSettings(engines=_engines_or_default(engines, out), backend=backend, precision=precision, asr=asr,
-                       face_crop=face_crop, threads=threads)
+                       asr_beam_size=asr_beam_size, asr_vad=asr_vad, face_crop=face_crop, threads=threads)
 
 
 def _split(text: str) -> list[str]:
@@ -280,6 +285,8 @@ def run_infer(
     precision: Precision = "fp32",
     face_crop: FaceCrop = True,
     asr: Asr = "auto",
+    asr_beam_size: AsrBeamSize = 1,
+    asr_vad: AsrVad = True,
     threads: Threads = None,
     ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
                                                 "running cluster, or ray://HOST:10001"),
@@ -299,7 +306,8 @@ def run_infer(
 
         cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
         scorer = functools.partial(RayScorer, cluster=cluster)
-    settings = _settings(engines, backend, precision, asr, face_crop, threads, human)
+    settings = _settings(engines, backend, precision, asr, face_crop, threads, human, asr_beam_size=asr_beam_size,
+                         asr_vad=asr_vad)
     records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait),
                     human, scorer)
     if any("error" in r for r in records):
@@ -322,6 +330,8 @@ def run_stream(
     connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),
     read_timeout: float = typer.Option(10.0, min=0.1, help="seconds without data before a URL or camera counts as gone"),
     asr: Asr = "auto",
+    asr_beam_size: AsrBeamSize = 1,
+    asr_vad: AsrVad = True,
     face_crop: FaceCrop = True,
     threads: Threads = None,
 ) -> None:
@@ -332,7 +342,8 @@ def run_stream(
     from cmmsf.runtime.stream import StreamOptions, run_stream as stream
 
     stream(StreamOptions(source=source, settings=_settings(engines, backend, precision, asr, face_crop, threads,
-                                                           err_console),
+                                                           err_console, asr_beam_size=asr_beam_size,
+                                                           asr_vad=asr_vad),
                          window=window, hop=hop, transcript=transcript, realtime=realtime, out=out, plot=plot,
                          connect_timeout=connect_timeout, read_timeout=read_timeout), err_console)
 
@@ -350,6 +361,8 @@ def run_serve(
     backend: Backend = "auto",
     precision: Precision = "fp32",
     asr: Asr = "auto",
+    asr_beam_size: AsrBeamSize = 1,
+    asr_vad: AsrVad = True,
     face_crop: FaceCrop = True,
     threads: Threads = None,
     log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
@@ -360,7 +373,8 @@ def run_serve(
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
     from cmmsf.runtime.serving.server import ServeOptions, serve
 
-    serve(ServeOptions(settings=_settings(engines, backend, precision, asr, face_crop, threads), address=address,
+    serve(ServeOptions(settings=_settings(engines, backend, precision, asr, face_crop, threads,
+                                                 asr_beam_size=asr_beam_size, asr_vad=asr_vad), address=address,
                        http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
                        max_queue_delay_ms=max_queue_delay_ms, log_file=log_file, grace_s=grace_period), console)
 
@@ -431,6 +445,8 @@ def run_eval(
     precision: Precision = "fp32",
     face_crop: FaceCrop = True,
     asr: Asr = "off",
+    asr_beam_size: AsrBeamSize = 1,
+    asr_vad: AsrVad = True,
     threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary and the rows as JSON"),
 ) -> None:
@@ -441,7 +457,8 @@ def run_eval(
     from cmmsf.evaluation import parse_subsets
     from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
 
-    settings = _settings(engines, backend, precision, asr, face_crop, threads)
+    settings = _settings(engines, backend, precision, asr, face_crop, threads, asr_beam_size=asr_beam_size,
+                         asr_vad=asr_vad)
     rows, summary = evaluate(EvalOptions(data=data, settings=settings, split=split, labels=labels,
                                          modalities=parse_subsets(modalities), sources=sources, gates=gates), console)
     _report_rows(rows, f"{split} split, {settings.engines} on {summary['provider']} (MMSA metrics; accuracies in %)",

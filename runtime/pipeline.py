@@ -17,6 +17,7 @@ from cmmsf.contracts import (LENGTH_AXES, MODALITIES, OUTPUTS, PIPELINE_INPUTS, 
                              input_axes, static_axis_sizes)
 from cmmsf.inputs.clips import Clip, find_clips
 from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.asr import SpeechRecognizer
 from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
 from .backends import check_choice, load_backend, resolve_auto
@@ -171,7 +172,10 @@ class Pipeline:
 def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
     uses, and what a worker that only decodes (Ray tasks) builds on its own."""
-    preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr)
+    recognizer = (SpeechRecognizer(beam_size=settings.asr_beam_size, vad=settings.asr_vad)
+                  if settings.asr != "off" else None)
+    preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr,
+                                recognizer=recognizer)
     if settings.asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, audio_front_end=preprocessor.speech is not None)
     return preprocessor

@@ -21,6 +21,10 @@ class RunSettings:
     asr: str = "off"
     """auto: speech recognition for clips without a transcript; always: every clip; off. The commands
     default to auto; the Python API to off, so a library call never loads Whisper unasked."""
+    asr_beam_size: int = 1
+    """Whisper's beam (1: greedy, the fastest); the record says which was used (`asr_options`)."""
+    asr_vad: bool = True
+    """faster-whisper's voice-activity filter before recognition (off: Whisper hears every stretch)."""
     face_crop: bool = True
     """Find and track the face and read only it (cmmsf/inputs/video.py); False for input already cropped."""
     threads: int | None = None

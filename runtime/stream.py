@@ -130,6 +130,8 @@ class WindowWords:
                        self.transcript.problem or "no words in the transcript")
         self.notes: dict = (sidecar_notes(self.transcript) if self.transcript else
                             {"transcript_source": "asr" if self.rolling else "none"})
+        if self.rolling:
+            self.notes["asr_options"] = self.rolling.recognizer.options
         if self.transcript:
             self.notes["transcript"] = self.transcript.text
 

@@ -63,6 +63,20 @@ def test_clips_without_transcripts_are_heard(bare_clips, asr_engines, tmp_path):
         assert 0.5 < record["transcript_confidence"] <= 1.0  # clear English: every segment trusted
 
 
+def test_the_asr_options_reach_whisper_and_are_sealed_in_each_record(bare_clips, asr_engines, tmp_path):
+    clip = bare_clips / "03bSnISJMiM_1.wav"
+    default = run_infer(clip, asr_engines, tmp_path / "default.jsonl")["03bSnISJMiM_1"]
+    wide = run_infer(clip, asr_engines, tmp_path / "wide.jsonl", "--asr-beam-size", "3", "--no-asr-vad")
+    wide = wide["03bSnISJMiM_1"]
+    assert default["asr_options"] == {"beam_size": 1, "vad": True}
+    assert wide["asr_options"] == {"beam_size": 3, "vad": False}
+    assert "really good" in wide["transcript"].lower()  # a wider beam still hears the sentence
+    window = stream_lines(clip, asr_engines, "--asr-beam-size", "2")[0]
+    assert window["asr_options"] == {"beam_size": 2, "vad": True}
+    refused = runner.invoke(run_app, ["infer", str(clip), "--engines", str(asr_engines), "--asr-beam-size", "0"])
+    assert refused.exit_code == 2 and "asr-beam-size" in refused.output
+
+
 def test_asr_off_leaves_text_absent_and_always_ignores_the_sidecar(bare_clips, asr_engines, tmp_path):
     records = run_infer(bare_clips, asr_engines, tmp_path / "off.jsonl", "--asr", "off")
     assert records["Oz06ZWiO20M_6"]["transcript_source"] == "none"

