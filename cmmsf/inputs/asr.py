@@ -78,16 +78,13 @@ class Recognised:
     """Segments left out, by reason: `no speech`, `unsure (not English?)`, `repetitive`."""
     confidence: float | None = None
     """Mean per-token probability of the kept segments, weighted by their length (None: nothing kept)."""
-    options: dict = field(default_factory=dict)
-    """How the words were decoded (beam size, voice-activity filter): sealed in the record."""
 
     @property
     def notes(self) -> dict:
         """What a record says about how far to trust its words."""
         return {"transcript_confidence": None if self.confidence is None else round(self.confidence, 3),
                 "transcript_kept": {"segments": self.segments, "kept": self.segments - sum(self.dropped.values()),
-                                    "dropped": dict(self.dropped)},
-                "asr_options": dict(self.options)}
+                                    "dropped": dict(self.dropped)}}
 
 
 def segment_problem(segment) -> str | None:
@@ -172,7 +169,7 @@ class SpeechRecognizer:
             words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
                       for w in (segment.words or []) if w.word.strip()]
         return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, count, dropped,
-                          probability / weight if weight else None, self.options)
+                          probability / weight if weight else None)
 
 
 class RollingTranscriber:

@@ -116,7 +116,8 @@ class Preprocessor:
             heard = self.recognizer.transcribe(wave)
             front_ms["asr"] = heard.seconds * 1e3
             transcript = Transcript(heard.text, problem=None if heard.text else asr_problem(heard))
-            item_notes.update(transcript_source="asr", words=[vars(w) for w in heard.words], **heard.notes)
+            item_notes.update(transcript_source="asr", words=[vars(w) for w in heard.words],
+                              asr_options=self.recognizer.options, **heard.notes)
         else:
             item_notes["transcript_source"] = "none"
             return None
