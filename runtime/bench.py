@@ -17,7 +17,6 @@ how much is said), else on a generated voiced tone of the typical audio length.
 from __future__ import annotations
 
 import json
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from cmmsf.sample_inputs import make_inputs
 
 from .backends import check_choice, load_backend
 from .engine_folder import EngineFolder
+from .latency import peak_rss_mb, percentiles
 
 
 @dataclass(kw_only=True)
@@ -50,18 +50,6 @@ class BenchOptions:
     """Also time the speech front-ends (ASR, Whisper features) when their model is installed."""
     audio: Path | None = None
     """Speech to time the front-ends on; default a generated tone of the typical length."""
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50, p90 and p99 of milliseconds (NaN for none): every latency this package reports."""
-    if not len(samples):
-        return {f"p{q}": float("nan") for q in (50, 90, 99)}
-    values = np.asarray(samples)
-    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict:

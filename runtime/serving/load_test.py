@@ -23,7 +23,7 @@ from rich.table import Table
 
 from cmmsf.inputs.errors import UsageError
 
-from ..bench import percentiles
+from ..latency import percentiles
 from .client import ServerClient
 from .server import CLIP_MODEL, TENSORS_MODEL
 
