@@ -334,18 +334,28 @@ def run_stream(
     asr_vad: AsrVad = True,
     face_crop: FaceCrop = True,
     threads: Threads = None,
+    view: bool = typer.Option(False, "--view", help="watch it live: a page with the frame and face box, the "
+                              "score timeline, the gates and the words"),
+    view_port: int = typer.Option(8765, min=0, max=65535, help="the live page's port (0: any free one)"),
+    view_address: str = typer.Option("127.0.0.1", help="the live page's listen address (0.0.0.0: all)"),
+    view_open: bool = typer.Option(True, "--view-open/--no-view-open", help="open the page in a browser"),
+    keep_view: bool = typer.Option(False, "--keep-view", help="keep the page up after the source ends, "
+                                   "until Ctrl-C"),
 ) -> None:
     """Sliding-window inference on a file, camera or URL as it plays; one JSON line per window.
 
     Without a transcript, each window carries the words recognised in it (--asr). A network or camera
-    source that stops sending ends the stream after --read-timeout (no reconnect)."""
-    from cmmsf.runtime.stream import StreamOptions, run_stream as stream
+    source that stops sending ends the stream after --read-timeout (no reconnect). --view serves a live
+    page of the stream on 127.0.0.1:8765; stopping the stream stops the page."""
+    from cmmsf.runtime.stream import StreamOptions, ViewOptions, run_stream as stream
 
     stream(StreamOptions(source=source, settings=_settings(engines, backend, precision, asr, face_crop, threads,
                                                            err_console, asr_beam_size=asr_beam_size,
                                                            asr_vad=asr_vad),
                          window=window, hop=hop, transcript=transcript, realtime=realtime, out=out, plot=plot,
-                         connect_timeout=connect_timeout, read_timeout=read_timeout), err_console)
+                         connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         view=ViewOptions(address=view_address, port=view_port, open_browser=view_open,
+                                          keep=keep_view) if view else None), err_console)
 
 
 @run_app.command("serve")

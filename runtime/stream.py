@@ -34,9 +34,11 @@ from cmmsf.inputs.errors import UsageError
 from cmmsf.inputs.features import ClipInputs, Preprocessor, clean_audio, sidecar_notes
 from cmmsf.inputs.speech_features import StreamingWhisper
 from cmmsf.inputs.live import AudioChunk, is_live, read_source
+from cmmsf.inputs.media import media_duration
 from cmmsf.inputs.text import Transcript, read_transcript
-from cmmsf.inputs.video import NO_FACE, FaceTracker, frame_to_input
+from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, frame_to_input
 
+from .latency import percentiles
 from .pipeline import Pipeline, error_record
 from .results import STDOUT, ResultWriter, writes_to_stdout
 from .settings import RunSettings
@@ -157,11 +159,13 @@ class WindowWords:
 
 def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, transcript: Transcript | None = None,
                  realtime: bool = False, connect_timeout: float = 10.0, read_timeout: float = 10.0,
-                 inspect: Callable[[tuple[int, int]], None] | None = None):
+                 inspect: Callable[[tuple[int, int]], None] | None = None,
+                 on_frame: Callable[[float, np.ndarray, FaceBox | None], None] | None = None):
     """Yield (record, busy seconds so far) per window as soon as the media for it has arrived.
 
     `inspect`, if given, is called after each window with (frames held, audio steps held): what the
-    stream keeps in memory, which stays flat however long it runs."""
+    stream keeps in memory, which stays flat however long it runs. `on_frame`, if given, gets every
+    sampled frame with its time and the face box the model read from it (the live view)."""
     if window <= 0 or hop <= 0:
         raise UsageError("--window and --hop must be positive seconds")
     config, pre = pipeline.config, pipeline.preprocessor
@@ -186,6 +190,8 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
             state.media_time = max(state.media_time, item.time_s)
         else:
             state.push_frame(item.time_s, frame_to_input(item.rgb, config.video.image_size, state.tracker))
+            if on_frame is not None:
+                on_frame(item.time_s, item.rgb, state.tracker.box if state.tracker else None)
         busy += time.perf_counter() - work
         while state.media_time >= next_window * hop + window:
             record, spent = run(next_window * hop)
@@ -266,41 +272,105 @@ class StreamOptions:
     plot: Path | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 10.0
+    view: ViewOptions | None = None
+    """Serve the live page (`--view`) while the stream plays."""
+
+
+@dataclass(kw_only=True)
+class ViewOptions:
+    address: str = "127.0.0.1"
+    port: int = 8765
+    open_browser: bool = True
+    keep: bool = False
+    """Keep the page up after the source ends, until Ctrl-C."""
+
+
+def stream_summary(records: list[dict], busy: float) -> dict:
+    """What the stream cost: windows, media seconds, busy seconds, real-time factor, per-stage p50/p90."""
+    media = max((r["end_s"] for r in records), default=0.0)
+    stages: dict[str, list[float]] = {}
+    for record in records:
+        for stage, ms in record.get("stage_ms", {}).items():
+            stages.setdefault(stage, []).append(ms)
+    stages["window"] = [r["latency_ms"] for r in records if "latency_ms" in r]
+    return {"windows": len(records), "media_s": round(media, 3), "busy_s": round(busy, 3),
+            "real_time_factor": round(busy / media, 4) if media else None,
+            "stage_ms": {stage: {k: v for k, v in percentiles(ms).items() if k != "p99"}
+                         for stage, ms in stages.items() if ms}}
+
+
+def _open_view(view, opts: StreamOptions, pipeline: Pipeline, console: Console) -> None:
+    """Start the live page and say where it is (and open it in a browser where asked)."""
+    view.start({"source": Path(opts.source).name if not is_live(opts.source) else opts.source,
+                "duration_s": None if is_live(opts.source) else media_duration(opts.source),
+                "window_s": opts.window, "hop_s": opts.hop,
+                "backend": f"{pipeline.backend.label} on {pipeline.backend.provider}"})
+    console.print(f"view: {view.url}", highlight=False)
+    if opts.view.open_browser:
+        import webbrowser
+
+        webbrowser.open(view.url)
+
+
+def _hold_view(view, console: Console) -> None:
+    """--keep-view: the page stays up after the source ended, until Ctrl-C (which ends it cleanly)."""
+    console.print(f"the stream ended; the view stays at {view.url}: Ctrl-C to stop", highlight=False)
+    try:
+        while True:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
 
 
 def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
-    """Windows of `opts.source` as they arrive: JSON lines on stdout (and `--out`), a timing line at the end.
+    """Windows of `opts.source` as they arrive: JSON lines on stdout (and `--out`), the live page
+    (`--view`), a timing line at the end.
 
-    Inputs are checked before anything loads: the transcript (a regular file under the size cap) and
-    the results file (held for the run, as `infer` holds its own)."""
+    Inputs are checked before anything loads: the transcript (a regular file under the size cap), the
+    results file (held for the run, as `infer` holds its own) and the view's port (bound at once)."""
     transcript = _sidecar_transcript(opts.source, opts.transcript)
     # the same JSON-lines writer as infer's, to standard output and (locked) to --out
     sinks = [ResultWriter(STDOUT, resume=False)]
     if opts.out and not writes_to_stdout(opts.out):
         sinks.append(ResultWriter(opts.out, resume=False))
-    pipeline = None
+    pipeline = view = None
+    if opts.view:
+        from .view import ViewServer
+
+        view = ViewServer(opts.view.address, opts.view.port)  # binds the port now: a taken one fails first
     records, busy, started = [], 0.0, time.perf_counter()
     try:
         pipeline = Pipeline.load(opts.settings)
         console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
         for sink in sinks:
             sink.start()
+        if view:
+            _open_view(view, opts, pipeline, console)
         for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime,
-                                         opts.connect_timeout, opts.read_timeout):
+                                         opts.connect_timeout, opts.read_timeout,
+                                         on_frame=view.frame if view else None):
             for sink in sinks:
                 sink.write(record)
+            if view:
+                view.write(record)
             records.append(record)
+        summary = stream_summary(records, busy)
+        if summary["media_s"]:
+            console.print(f"{len(records)} windows over {summary['media_s']:.1f} s of media; processing took "
+                          f"{busy:.2f} s (real-time factor {summary['real_time_factor']:.3f}); "
+                          f"wall {time.perf_counter() - started:.1f} s", highlight=False)
+        if opts.plot:
+            plot_timeline(records, opts.plot, f"{Path(opts.source).name}: sentiment per {opts.window:g} s window")
+            console.print(f"timeline: {opts.plot}")
+        if view:
+            view.finish(summary)
+            if opts.view.keep:
+                _hold_view(view, console)
     finally:
         for sink in sinks:
             sink.close()
+        if view:
+            view.close()  # a view that never started still frees its port
         if pipeline:
             pipeline.close()
-    media = max((r["end_s"] for r in records), default=0.0)
-    if media:
-        console.print(f"{len(records)} windows over {media:.1f} s of media; processing took {busy:.2f} s "
-                      f"(real-time factor {busy / media:.3f}); wall {time.perf_counter() - started:.1f} s",
-                      highlight=False)
-    if opts.plot:
-        plot_timeline(records, opts.plot, f"{Path(opts.source).name}: sentiment per {opts.window:g} s window")
-        console.print(f"timeline: {opts.plot}")
     return records
