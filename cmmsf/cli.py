@@ -294,6 +294,7 @@ def run_infer(
     num_gpus_per_actor: float = typer.Option(0.0, min=0, help="with --ray: GPUs each stage actor reserves"),
     wait: bool = typer.Option(False, "--wait", help="when another run is writing --out, wait for it "
                                                     "[default: stop at once, naming it]"),
+    plot: Optional[Path] = typer.Option(None, help="a folder for one timeline PNG per clip (score, words, gates)"),
 ) -> None:
     """Batch inference over clips → results.jsonl and a summary table. Exit 3 when some clips failed."""
     from cmmsf.runtime.infer import InferOptions, LocalScorer, run_infer as infer
@@ -308,7 +309,8 @@ def run_infer(
         scorer = functools.partial(RayScorer, cluster=cluster)
     settings = _settings(engines, backend, precision, asr, face_crop, threads, human, asr_beam_size=asr_beam_size,
                          asr_vad=asr_vad)
-    records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait),
+    records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait,
+                                 plots=plot),
                     human, scorer)
     if any("error" in r for r in records):
         raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
@@ -324,7 +326,7 @@ def run_stream(
     transcript: Optional[Path] = typer.Option(None, help="transcript for the whole stream (.txt/.srt/.vtt)"),
     realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file"),
-    plot: Optional[Path] = typer.Option(None, help="draw sentiment over time to this PNG"),
+    plot: Optional[Path] = typer.Option(None, help="draw the windows over time to this PNG (spans, words, gates)"),
     backend: Backend = "auto",
     precision: Precision = "fp32",
     connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open"),

@@ -23,6 +23,7 @@ from .pipeline import Pipeline, order_by_size
 from .report import infer_summary, skipped_summary
 from .results import ResultWriter
 from .settings import RunSettings
+from .timeline import plot_timeline
 
 
 class Scorer(Protocol):
@@ -61,6 +62,13 @@ class InferOptions:
     resume: bool = False
     wait: bool = False
     """Queue behind another run that holds `out`, instead of stopping at once."""
+    plots: Path | None = None
+    """A folder for one timeline PNG per clip (`--plot`): its span, score, words and gates."""
+
+
+def plot_file(folder: Path, clip_id: str) -> Path:
+    """Where a clip's timeline goes: its id, with folder separators made part of the name."""
+    return folder / (clip_id.replace("/", "__").replace("\\", "__") + ".png")
 
 
 def run_infer(opts: InferOptions, console: Console,
@@ -76,6 +84,8 @@ def run_infer(opts: InferOptions, console: Console,
     if not clips:
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}"
                                 + (f" ({skipped_summary(skipped)})" if skipped else ""))
+    if opts.plots:
+        opts.plots.mkdir(parents=True, exist_ok=True)
     # the results file first: a second run on it stops here, before it loads anything
     writer = ResultWriter(opts.out, opts.resume, opts.wait, on_wait=lambda holder: console.print(
         f"waiting: {opts.out} is being written by {holder}", highlight=False))
@@ -101,6 +111,8 @@ def run_infer(opts: InferOptions, console: Console,
             for record in source.records(todo, opts.batch):
                 writer.write(record)
                 records.append(record)
+                if opts.plots:
+                    plot_timeline([record], plot_file(opts.plots, record["id"]), record["id"])
                 progress.update(task, advance=1, last=record["id"])
     finally:
         source.close()
@@ -109,4 +121,6 @@ def run_infer(opts: InferOptions, console: Console,
     if skipped:
         console.print(f"skipped {skipped_summary(skipped)}", highlight=False)
     console.print(f"results: {opts.out}")
+    if opts.plots:
+        console.print(f"timelines: {opts.plots}/<clip>.png")
     return records

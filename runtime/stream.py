@@ -42,6 +42,7 @@ from .latency import percentiles
 from .pipeline import Pipeline, error_record
 from .results import STDOUT, ResultWriter, writes_to_stdout
 from .settings import RunSettings
+from .timeline import plot_timeline
 
 
 MIN_TAIL_S = 0.1
@@ -238,26 +239,6 @@ def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, star
     spent = time.perf_counter() - began
     record["latency_ms"] = round(spent * 1e3, 2)
     return record, spent
-
-
-def plot_timeline(records: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in records if "score" in r]
-    centres = [(r["start_s"] + r["end_s"]) / 2 for r in ok]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.plot(centres, [r["score"] for r in ok], marker="o")
-    ax.set_ylim(-3, 3)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("sentiment")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,8 @@ const SCORE = { top: 10, bottom: 190 }, WORDS = { top: 198, bottom: 232 }, GATES
 
 const state = { description: {}, windows: [], now: 0, ended: false };
 const $ = (id) => document.getElementById(id);
+// a modality the window did not have gets no gate (the record's gate for it is a masked 0)
+const gateOf = (w, m) => ((w.present || {})[m] === false ? undefined : (w.gates || {})[m]);
 const fmt = (x, digits = 2) => (x >= 0 ? "+" : "−") + Math.abs(x).toFixed(digits);
 
 function el(name, attrs, text) {
@@ -66,7 +68,7 @@ function drawTimeline() {
       svg.append(el("text", { x: (a + b) / 2, y: y - 8, "text-anchor": "middle", fill: colour,
                               "fill-opacity": opacity }, fmt(w.score)));
       for (const m of MODALITIES) {
-        const g = (w.gates || {})[m];
+        const g = gateOf(w, m);
         if (g === undefined) continue;
         svg.append(el("line", { x1: x(Math.max(w.start_s, t0)), x2: x(w.end_s), y1: yg(g), y2: yg(g),
                                 stroke: COLOURS[m], "stroke-width": 2, "stroke-opacity": latest ? 1 : 0.5 }));
@@ -115,7 +117,7 @@ function showWindow(w) {
     $("label").textContent = w.error || "";
   }
   for (const row of $("gates").querySelectorAll("tr")) {
-    const g = (w.gates || {})[row.dataset.modality];
+    const g = gateOf(w, row.dataset.modality);
     row.querySelector(".value").textContent = g === undefined ? "absent" : g.toFixed(3);
     row.querySelector(".bar div").style.width = g === undefined ? "0" : `${100 * g}%`;
   }
@@ -123,7 +125,7 @@ function showWindow(w) {
   $("absent").textContent = absent.length ? "absent: " + absent.join("; ") : "";
   $("words").textContent = w.transcript ? `“${w.transcript}”` : "";
   const row = document.createElement("tr");
-  const gates = MODALITIES.map((m) => (w.gates || {})[m]).map((g) => (g === undefined ? "–" : g.toFixed(3)));
+  const gates = MODALITIES.map((m) => gateOf(w, m)).map((g) => (g === undefined ? "–" : g.toFixed(3)));
   for (const text of [`${w.start_s.toFixed(2)}–${w.end_s.toFixed(2)}`,
                       w.score !== undefined ? `${fmt(w.score)} ${w.label7}` : `error: ${w.error}`,
                       gates.join(" / "), w.transcript || ""]) {
