@@ -402,9 +402,10 @@ def run_bench(
     warmup: int = typer.Option(5, min=0, help="untimed runs first"),
     threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
-    plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage (PNG)"),
+    plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage, log axis (PNG)"),
     front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
-    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: a generated tone]; "
+    audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on [default: the MOSI wav in "
+                                         "../shared/data/mosi/clips, else a generated tone]; "
                                          "with --serve-model clip, the clip every request sends"),
     serve: list[str] = typer.Option([], help="load-test a running server instead: http://HOST:PORT or "
                                              "grpc://HOST:PORT (repeat for both)"),

@@ -3,15 +3,19 @@
 For each backend (and, for ONNX Runtime, each precision asked for) and batch size: warm-up runs, then
 timed runs of the one stage chain (`Backend.run`) on the same typical-length inputs (the profile's opt
 lengths). Per stage and end to end: p50/p90/p99 ms; throughput in clips/s from the end-to-end median;
-runtime overhead = end to end minus the sum of the stage times (host work between stages); peak host
-RSS of the process so far (it accumulates over the rows of one run: bench one backend per run for an
-exact per-backend figure); device memory where a GPU is in use; the speed-up over torch eager when
-torch ran. Rows are keyed by backend label (`onnxruntime fp16`, `torch fp32`).
+runtime overhead = end to end minus the sum of the stage times (host work between stages); memory: the
+the process's peak resident memory so far (it only grows over the rows of one run, so the first backend's
+figure is its own; bench one backend per run for the others'), device memory where a GPU is in use; the speed-up over torch
+eager when torch ran (else over the first row of the batch). Rows are keyed by backend label
+(`onnxruntime fp16`, `torch fp32`). Two tables, as trtexec prints them: end to end per row, then each
+stage's p50 / p99. The load average is read before and after: above the core count, the figures shared
+the CPUs with other work and the table says so.
 
 The front-ends outside the five stages get rows of their own, batch 1: `asr` (Whisper speech
 recognition, what a clip without a transcript adds) and, for a checkpoint with the `whisper` audio
-front-end, `whisper features`. They run on `--audio FILE` (real speech: recognition time depends on
-how much is said), else on a generated voiced tone of the typical audio length.
+front-end, `whisper features`. Recognition time depends on what is said, so they run on real speech:
+`--audio FILE`, else the CMU-MOSI wav beside the checkout (`../shared/data/mosi/clips`), else, where
+neither exists, a generated voiced tone of the typical audio length (the row says which).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from cmmsf.sample_inputs import make_inputs
 
 from .backends import check_choice, load_backend
 from .engine_folder import EngineFolder
-from .latency import peak_rss_mb, percentiles
+from .latency import machine_load, peak_rss_mb, percentiles
 
 
 @dataclass(kw_only=True)
@@ -49,7 +53,22 @@ class BenchOptions:
     front_ends: bool = True
     """Also time the speech front-ends (ASR, Whisper features) when their model is installed."""
     audio: Path | None = None
-    """Speech to time the front-ends on; default a generated tone of the typical length."""
+    """Speech to time the front-ends on; default the MOSI wav beside the checkout (see `default_speech`)."""
+
+
+SPEECH_FOLDERS = ("../shared/data/mosi/clips",)
+"""Where real speech for the front-ends is looked for, from the working folder and from the checkout."""
+
+
+def default_speech() -> Path | None:
+    """The first wav in SPEECH_FOLDERS, from the working folder or the checkout this package runs from."""
+    roots = [Path.cwd(), Path(__file__).resolve().parents[1]]
+    for root in roots:
+        for folder in SPEECH_FOLDERS:
+            wavs = sorted((root / folder).glob("*.wav"))
+            if wavs:
+                return wavs[0].resolve()
+    return None
 
 
 def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict:
@@ -91,6 +110,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
     engines = EngineFolder.open(opts.engines)
     config, lengths = engines.config, engines.typical_lengths
     results: dict[str, dict] = {}
+    load_before = machine_load()
     for name, precision in _rows(opts.backends, opts.precisions):
         try:
             backend = load_backend(name, engines, precision=precision, threads=opts.threads)
@@ -110,8 +130,13 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
     if opts.front_ends:
         results.update(bench_front_ends(config, lengths["audio"] / config.audio.frame_rate_hz, opts, console))
     report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
-              "warmup": opts.warmup, "threads": opts.threads, "results": results}
+              "warmup": opts.warmup, "threads": opts.threads,
+              "machine": {"before": load_before, "after": machine_load()}, "results": results}
     console.print(bench_table(report))
+    if any(r.get("stages") for per in results.values() for r in per.values() if isinstance(r, dict)):
+        console.print(stage_table(report))
+    if note := busy_note(report["machine"]):
+        console.print(f"[yellow]{note}[/]", highlight=False)
     if opts.json_out:
         opts.json_out.write_text(json.dumps(report, indent=1) + "\n")
         console.print(f"wrote {opts.json_out}")
@@ -129,7 +154,8 @@ def _timed(call, runs: int, warmup: int) -> dict:
         if i >= warmup:
             times.append((time.perf_counter() - begin) * 1e3)
     e2e = percentiles(times)
-    return {"end_to_end_ms": e2e, "clips_per_s": round(1e3 / e2e["p50"], 2), "overhead_pct": 0.0}
+    return {"end_to_end_ms": e2e, "clips_per_s": round(1e3 / e2e["p50"], 2), "overhead_pct": 0.0,
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Console) -> dict[str, dict]:
@@ -139,10 +165,11 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
     from cmmsf.inputs.speech_features import whisper_features
 
     rate = config.audio.sample_rate
-    if opts.audio is not None:
-        wave = decode_audio(opts.audio, rate)
+    speech = opts.audio or default_speech()
+    if speech is not None:
+        wave = decode_audio(speech, rate)
         if wave is None:
-            raise UsageError(f"{opts.audio} has no audio track to time the front-ends on")
+            raise UsageError(f"{speech} has no audio track to time the front-ends on")
     else:  # a voiced tone: 150 Hz with harmonics, its loudness swaying at 4 Hz like syllables
         t = np.arange(int(seconds * rate)) / rate
         wave = (0.1 * np.sin(2 * np.pi * 4 * t) ** 2 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6)))
@@ -154,7 +181,8 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
         console.print(f"[yellow]asr: unavailable: {err}[/]")
         return {"asr": {"error": f"{type(err).__name__}: {err}"}}
     provider = f"ctranslate2 {recognizer.model.model.compute_type} {recognizer.model.model.device}"
-    label = f"{len(wave) / rate:.1f} s of {'`' + opts.audio.name + '`' if opts.audio else 'generated tone'}"
+    label = (f"{len(wave) / rate:.1f} s of "
+             + (f"`{speech.name}`" if speech else "generated tone (no speech found: pass --audio)"))
     console.print(f"front-ends on {label}: {opts.warmup} warm-up + {opts.runs} timed runs…", highlight=False)
     rows = {"asr": {"1": {**_timed(lambda: recognizer.transcribe(wave), opts.runs, opts.warmup),
                           "provider": provider, "audio": label}}}
@@ -165,45 +193,117 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
     return rows
 
 
+def busy_note(machine: dict) -> str | None:
+    """A warning when the load average was above the core count before or after the run."""
+    loads = [m["load_1min"] for m in machine.values() if m.get("load_1min") is not None]
+    cores = machine["before"]["cores"]
+    if loads and max(loads) > cores:
+        return (f"the machine was busy: load average {max(loads):.1f} on {cores} cores; these figures shared the "
+                "CPUs with other work (rerun on a quiet machine, and compare rows of one run only)")
+    return None
+
+
+def timed_rows(report: dict):
+    """(label, batch, row) for every timed row, front-ends included."""
+    for label, per_batch in report["results"].items():
+        if "error" not in per_batch:
+            for batch, row in per_batch.items():
+                yield label, batch, row
+
+
+def speedups(report: dict) -> tuple[str | None, dict[tuple[str, str], float]]:
+    """The baseline's name and each stage-chain row's speed-up over it at the same batch: torch eager
+    where it ran, else the first row of that batch."""
+    chains = [(label, batch, row) for label, batch, row in timed_rows(report) if "stages" in row]
+    torch_label = next((label for label, _, _ in chains if label.startswith("torch")), None)
+    base: dict[str, float] = {}
+    for label, batch, row in chains:
+        if label == torch_label or (torch_label is None and batch not in base):
+            base[batch] = row["end_to_end_ms"]["p50"]
+    named = torch_label or (chains[0][0] if chains else None)
+    return named, {(label, batch): base[batch] / row["end_to_end_ms"]["p50"] for label, batch, row in chains
+                   if batch in base}
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def bench_table(report: dict) -> Table:
+    """End to end per backend and batch: latency, throughput, memory, speed-up (trtexec's summary)."""
+    baseline, speedup = speedups(report)
     table = Table(title=f"CM-MSF bench ({report['preset']} preset, lengths {report['lengths']}, "
-                        f"{report['runs']} runs)")
-    for column in ("backend", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "clips/s", "overhead %",
-                   "vs torch", "provider"):
-        table.add_column(column, justify="left" if column in ("backend", "status", "provider") else "right")
-    torch_rows = next((rows for label, rows in report["results"].items() if label.startswith("torch")), {})
-    torch_p50 = {b: r["end_to_end_ms"]["p50"] for b, r in torch_rows.items()
-                 if isinstance(r, dict) and "end_to_end_ms" in r}
+                        f"{report['runs']} runs): end to end")
+    for column in ("backend", "batch", "p50 ms", "p99 ms", "clips/s", "peak RSS MB", "device MB",
+                   f"speed-up vs {baseline or '-'}", "provider"):
+        table.add_column(column, justify="left" if column in ("backend", "provider") else "right")
     for name, per_batch in report["results"].items():
         if "error" in per_batch:
-            table.add_row(name, "-", "[red]unavailable[/]", *["-"] * 6, per_batch["error"][:60])
+            table.add_row(name, "-", "[red]unavailable[/]", *["-"] * 5, per_batch["error"][:60])
             continue
         for batch, r in per_batch.items():
-            e2e = r["end_to_end_ms"]
-            speedup = f"{torch_p50[batch] / e2e['p50']:.2f}×" if batch in torch_p50 and "stages" in r else "-"
-            table.add_row(name, batch, "[green]ok[/]", f"{e2e['p50']:.1f}", f"{e2e['p90']:.1f}", f"{e2e['p99']:.1f}",
-                          f"{r['clips_per_s']:.1f}", f"{r['overhead_pct']:.1f}", speedup, r["provider"])
+            e2e, ratio = r["end_to_end_ms"], speedup.get((name, batch))
+            table.add_row(name, batch, f"{e2e['p50']:.2f}", f"{e2e['p99']:.2f}", f"{r['clips_per_s']:.1f}",
+                          _mb(r.get("peak_rss_mb")), _mb(r.get("device_mb")),
+                          "-" if ratio is None else f"{ratio:.2f}×", r["provider"])
+    audio = next((r["audio"] for _, _, r in timed_rows(report) if "audio" in r), None)
+    if audio:
+        table.caption = f"speech front-ends timed on {audio}"
+    return table
+
+
+def stage_table(report: dict) -> Table:
+    """Each stage's p50 / p99 per backend and batch, beside the end to end (trtexec's per-layer view)."""
+    table = Table(title="per stage: p50 / p99 ms")
+    table.add_column("backend")
+    table.add_column("batch", justify="right")
+    for stage in (*STAGES, "end to end", "overhead %"):
+        table.add_column(stage, justify="right")
+    for label, batch, row in timed_rows(report):
+        if "stages" in row:
+            cells = [f"{row['stages'][s]['p50']:.2f} / {row['stages'][s]['p99']:.2f}" for s in STAGES]
+            e2e = row["end_to_end_ms"]
+            table.add_row(label, batch, *cells, f"{e2e['p50']:.2f} / {e2e['p99']:.2f}", f"{row['overhead_pct']:.1f}")
     return table
 
 
 def plot_stages(report: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = stages_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def stages_figure(report: dict):
+    """p50 per stage and end to end, one group of bars per backend and batch, on a log axis (torch's
+    milliseconds and a fast backend's tenths both stay readable), each bar labelled with its value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{n} b{b}", r["stages"]) for n, per in report["results"].items() if "error" not in per
-            for b, r in per.items() if "stages" in r]
-    fig, ax = plt.subplots(figsize=(8, 1 + 0.5 * len(rows)))
-    for i, (label, stages) in enumerate(rows):
-        left = 0.0
-        for stage in STAGES:
-            width = stages[stage]["p50"]
-            ax.barh(i, width, left=left, label=stage if i == 0 else None)
-            left += width
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-    ax.set_xlabel("p50 ms per stage (stacked)")
-    ax.legend(fontsize=7, loc="lower right")
+    rows = [(f"{label} · batch {batch}", row) for label, batch, row in timed_rows(report) if "stages" in row]
+    bars = (*STAGES, "end to end")
+    height = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 1.3 * len(rows)))
+    colours = plt.get_cmap("tab10").colors
+    for i, (_, row) in enumerate(rows):
+        for j, stage in enumerate(bars):
+            value = (row["end_to_end_ms"] if stage == "end to end" else row["stages"][stage])["p50"]
+            y = i + (j - (len(bars) - 1) / 2) * height
+            ax.barh(y, value, height=height * 0.9, color=colours[j % 10], label=stage if i == 0 else None)
+            ax.text(value * 1.05, y, f"{value:.2f}", va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("p50 latency (ms, log scale)")
+    lo = min((b.get_width() for b in ax.patches), default=0.01)
+    hi = max((b.get_width() for b in ax.patches), default=1.0)
+    ax.set_xlim(lo / 2, hi * 4)  # room for the labels right of the longest bar
+    ax.grid(axis="x", which="both", color="#eaeef2", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(bars), frameon=False)
+    ax.set_title(f"CM-MSF bench, {report['preset']} preset", fontsize=10, pad=22)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

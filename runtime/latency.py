@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 
 import numpy as np
@@ -18,3 +19,13 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def peak_rss_mb() -> float:
     """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_load() -> dict:
+    """The 1-minute load average beside the core count: above it, other work shared the CPUs."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return {"load_1min": None, "cores": cores}
+    return {"load_1min": round(load, 2), "cores": cores}
