@@ -207,17 +207,35 @@ def export_check(folder: Path = typer.Argument(..., help="an engine folder")) ->
 
 @export_app.command("inspect")
 @friendly
-def export_inspect(folder: Path = typer.Argument(..., help="an engine folder")) -> None:
-    """Print a build's manifest as a table."""
-    from cmmsf.export.report import manifest_table
+def export_inspect(
+    folder: Path = typer.Argument(..., help="an engine folder"),
+    json_out: bool = typer.Option(False, "--json", help="print the stages' I/O and artifacts as JSON instead"),
+) -> None:
+    """Every stage's inputs and outputs (name, dtype, shape, profile min/opt/max) and every artifact
+    (precision, size, sha256, re-hashed), then the build's manifest. Exit 1 if an artifact is changed."""
+    from cmmsf.export.inspect import inspect_folder
+    from cmmsf.export.report import artifacts_table, io_table, manifest_table
     from cmmsf.runtime.engine_folder import EngineFolder
 
     engines = EngineFolder.open(folder)
+    report = inspect_folder(engines)
+    bad = [f"{stage} {kind}: {a['file']} {a['status']}" for stage, info in report["stages"].items()
+           for kind, a in info["artifacts"].items() if a["status"] != "ok"]
+    if json_out:
+        typer.echo(json.dumps(report, indent=1))
+        if bad:
+            raise typer.Exit(ExitCode.FAILED)
+        return
+    console.print(io_table(report))
+    console.print(artifacts_table(report))
     console.print(manifest_table(engines.manifest))
     trt = engines.tensorrt
     console.print(f"TensorRT: {trt.status} {trt.reason or trt.gpu or ''}")
     console.print(f"checkpoint: {engines.checkpoint_ref} ({engines.checkpoint_problem() or 'present and unchanged'})")
     console.print(f"versions: {json.dumps(engines.manifest.versions)}")
+    if bad:
+        err_console.print("[red]error:[/] changed or missing artifacts: " + "; ".join(bad), highlight=False)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @export_app.command("triton")
