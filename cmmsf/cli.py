@@ -88,6 +88,9 @@ AsrBeamSize = Annotated[int, typer.Option(min=1, help="Whisper's beam size (1: g
                                                       "faster-whisper's default); the record says which was used")]
 AsrVad = Annotated[bool, typer.Option("--asr-vad/--no-asr-vad", help="faster-whisper's voice-activity filter "
                                                                   "before recognition")]
+AsrModelName = Annotated[str, typer.Option("--asr-model", help="the Whisper model: tiny.en (English, fast) or base "
+                                           "(multilingual, ~4x slower: names the language it hears); each installs "
+                                           "offline from a package")]
 # the evaluation options `cmmsf-run eval` and `cmmsf-train eval` share (one evaluator, cmmsf/evaluation.py)
 EvalSplit = Annotated[str, typer.Option(help="train, dev/valid, test, or all (every speaker: leave one corpus out)")]
 Labels = Annotated[Optional[Path], typer.Option(help="labels CSV for a clip folder")]
@@ -269,12 +272,13 @@ def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path
 
 def _settings(engines: Optional[Path], backend: str = "auto", precision: str = "fp32", asr: str = "off",
               face_crop: bool = True, threads: Optional[int] = None, out: Console = console, *,
-              asr_beam_size: int = 1, asr_vad: bool = True):
+              asr_beam_size: int = 1, asr_vad: bool = True, asr_model: str = "tiny.en"):
     """The shared options as the one RunSettings every command passes whole."""
     from cmmsf.runtime.settings import RunSettings
 
     return RunSettings(engines=_engines_or_default(engines, out), backend=backend, precision=precision, asr=asr,
-                       asr_beam_size=asr_beam_size, asr_vad=asr_vad, face_crop=face_crop, threads=threads)
+                       asr_beam_size=asr_beam_size, asr_vad=asr_vad, asr_model=asr_model, face_crop=face_crop,
+                       threads=threads)
 
 
 def _split(text: str) -> list[str]:
@@ -305,6 +309,7 @@ def run_infer(
     asr: Asr = "auto",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
+    asr_model: AsrModelName = "tiny.en",
     threads: Threads = None,
     ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
                                                 "running cluster, or ray://HOST:10001"),
@@ -326,7 +331,7 @@ def run_infer(
         cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
         scorer = functools.partial(RayScorer, cluster=cluster)
     settings = _settings(engines, backend, precision, asr, face_crop, threads, human, asr_beam_size=asr_beam_size,
-                         asr_vad=asr_vad)
+                         asr_vad=asr_vad, asr_model=asr_model)
     records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait,
                                  plots=plot),
                     human, scorer)
@@ -352,6 +357,7 @@ def run_stream(
     asr: Asr = "auto",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
+    asr_model: AsrModelName = "tiny.en",
     face_crop: FaceCrop = True,
     threads: Threads = None,
     view: bool = typer.Option(False, "--view", help="watch it live: a page with the frame and face box, the "
@@ -371,7 +377,7 @@ def run_stream(
 
     stream(StreamOptions(source=source, settings=_settings(engines, backend, precision, asr, face_crop, threads,
                                                            err_console, asr_beam_size=asr_beam_size,
-                                                           asr_vad=asr_vad),
+                                                           asr_vad=asr_vad, asr_model=asr_model),
                          window=window, hop=hop, transcript=transcript, realtime=realtime, out=out, plot=plot,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          view=ViewOptions(address=view_address, port=view_port, open_browser=view_open,
@@ -393,6 +399,7 @@ def run_serve(
     asr: Asr = "auto",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
+    asr_model: AsrModelName = "tiny.en",
     face_crop: FaceCrop = True,
     threads: Threads = None,
     log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
@@ -404,7 +411,8 @@ def run_serve(
     from cmmsf.runtime.serving.server import ServeOptions, serve
 
     serve(ServeOptions(settings=_settings(engines, backend, precision, asr, face_crop, threads,
-                                                 asr_beam_size=asr_beam_size, asr_vad=asr_vad), address=address,
+                                                 asr_beam_size=asr_beam_size, asr_vad=asr_vad,
+                                                 asr_model=asr_model), address=address,
                        http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
                        max_queue_delay_ms=max_queue_delay_ms, log_file=log_file, grace_s=grace_period), console)
 
@@ -478,6 +486,7 @@ def run_eval(
     asr: Asr = "off",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
+    asr_model: AsrModelName = "tiny.en",
     threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary and the rows as JSON"),
 ) -> None:
@@ -489,7 +498,7 @@ def run_eval(
     from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
 
     settings = _settings(engines, backend, precision, asr, face_crop, threads, asr_beam_size=asr_beam_size,
-                         asr_vad=asr_vad)
+                         asr_vad=asr_vad, asr_model=asr_model)
     rows, summary = evaluate(EvalOptions(data=data, settings=settings, split=split, labels=labels,
                                          modalities=parse_subsets(modalities), sources=sources, gates=gates), console)
     _report_rows(rows, f"{split} split, {settings.engines} on {summary['provider']} (MMSA metrics; accuracies in %)",

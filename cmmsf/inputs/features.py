@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .asr import ASR_MODES, Recognised, SpeechRecognizer, speech_seconds
+from .asr_models import FRONT_END_MODEL
 from .audio import WIN, audible, log_mel
 from .clips import Clip
 from .errors import CmmsfError, DataError, UsageError
@@ -86,8 +87,10 @@ class Preprocessor:
         self.face_crop = face_crop
         self.asr = asr
         self.recognizer = recognizer if recognizer is not None or asr == "off" else SpeechRecognizer()
-        self.speech = (self.recognizer or SpeechRecognizer()) if spec.audio_frontend == "whisper" else None
-        """The Whisper model whose encoder the `whisper` audio front-end runs (shared with ASR)."""
+        shared = self.recognizer if self.recognizer and self.recognizer.spec.name == FRONT_END_MODEL else None
+        self.speech = (shared or SpeechRecognizer(model=FRONT_END_MODEL)) if spec.audio_frontend == "whisper" else None
+        """The Whisper model whose encoder the `whisper` audio front-end runs: always tiny.en, the one the
+        checkpoint was trained on (shared with ASR when ASR runs it too)."""
 
     def text(self, transcript: str) -> np.ndarray | None:
         """All token ids of a transcript (truncation is truncate_to_limits' job), None without words."""
