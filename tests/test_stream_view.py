@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,21 @@ def port_is_closed(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def read_events(sock: socket.socket, until: bytes, timeout_s: float = 30.0) -> list[tuple[str, dict]]:
-    """Server-Sent Events from a raw socket until a chunk containing `until` has arrived."""
+def read_events(sock: socket.socket, until: Callable[[str, dict], bool],
+                timeout_s: float = 30.0) -> list[tuple[str, dict]]:
+    """Server-Sent Events from a raw socket until a *complete* event satisfies `until` (a large
+    frame arrives in many chunks: only the last one ends it with the blank line)."""
     sock.settimeout(timeout_s)
     data = b""
-    while until not in data:
+    while True:
+        events = [(kind.decode(), json.loads(body))
+                  for kind, body in re.findall(rb"event: (\w+)\ndata: (.*)\n\n", data)]
+        if any(until(kind, body) for kind, body in events):
+            return events
         chunk = sock.recv(1 << 20)
         if not chunk:
-            break
+            return events
         data += chunk
-    events = re.findall(rb"event: (\w+)\ndata: (.*)\n\n", data)
-    return [(kind.decode(), json.loads(body)) for kind, body in events]
 
 
 def test_a_slow_viewer_gets_every_window_and_only_the_latest_frames_without_holding_the_pipeline():
@@ -66,7 +71,7 @@ def test_a_slow_viewer_gets_every_window_and_only_the_latest_frames_without_hold
         view.frame(i / 10, np.roll(noise, i, axis=1), FaceBox(320, 240, 100))
     view.write({"id": "last", "score": -0.25})
     view.frame(99.0, noise, None)
-    events = read_events(client, b'"t":99.0')
+    events = read_events(client, lambda kind, body: kind == "frame" and body["t"] == 99.0)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "hello"
     assert [body["id"] for kind, body in events if kind == "window"] == ["first", "last"]
@@ -90,7 +95,7 @@ def test_a_late_viewer_gets_the_history_and_the_latest_frame():
     time.sleep(0.2)
     with socket.create_connection(("127.0.0.1", view.port)) as client:
         client.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        events = read_events(client, b"event: frame")
+        events = read_events(client, lambda kind, body: kind == "frame")
     assert [kind for kind, _ in events] == ["hello", "window", "summary", "frame"]
     assert events[1][1]["score"] == 1.25 and events[3][1]["t"] == 3.5
     view.close()
