@@ -35,6 +35,7 @@ from .config import ModelConfig
 from .examples import Labelled, Skipped, source_name
 from .metrics import valence_classes
 from .validation import STRICT, validated
+from .voice_augment import recording_variant
 
 SOURCES_FILE = Path(__file__).resolve().parent / "recipes" / "sources.json"
 
@@ -48,6 +49,8 @@ class SpeakerRules:
     test_actors: list[int]
     text_dropout: float = 0.0
     train_repeat: int = 1
+    channel_variants: int = 0
+    """Training voices are also heard through this many random recording channels (voice_augment.py)."""
 
 
 @with_config(STRICT)
@@ -92,12 +95,11 @@ SOURCE_FILE_KEYS = {f.name for f in dataclasses.fields(SourcesFile)}
 
 
 def load_sources_config(path: str | Path | None = None) -> dict[str, Any]:
-    """The sources file (default: cmmsf/recipes/sources.json) with `_why` comments removed, checked by
+    """The sources file (default: cmmsf/recipes/sources.json; one with `extends` changes only the keys
+    it names in the file it extends) with `_why` comments removed, checked by
     pydantic (cmmsf/validation.py): a misspelt key or a wrong type is one line naming it."""
     path = Path(path) if path else SOURCES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"sources file not found: {path}")
-    sources = _strip_comments(json.loads(path.read_text(encoding="utf-8")))
+    sources = _read_sources(path)
     what = f"sources file {path}"
     validated(SourcesFile, {k: v for k, v in sources.items() if k in SOURCE_FILE_KEYS}, what)
     for name, rules in sources.items():
@@ -105,6 +107,22 @@ def load_sources_config(path: str | Path | None = None) -> dict[str, Any]:
             kind = SpeakerRules if isinstance(rules, dict) and rules.get("split_by") == "actor" else PhotoRules
             validated(kind, rules, what, prefix=f"{name}.")
     return sources
+
+
+def _read_sources(path: Path) -> dict[str, Any]:
+    """A sources file without comments; one with `extends` (a file beside it) changes only the keys it names."""
+    if not path.is_file():
+        raise FileNotFoundError(f"sources file not found: {path}")
+    sources = _strip_comments(json.loads(path.read_text(encoding="utf-8")))
+    base = sources.pop("extends", None)
+    return _merged(_read_sources(path.parent / base), sources) if base else sources
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 def _strip_comments(value: Any) -> Any:
@@ -144,11 +162,17 @@ class SpokenClip(SourceItem):
     audio: np.ndarray | None = None
     text: np.ndarray | None = None
     text_dropout: float = 0.0
+    variants: tuple[np.ndarray, ...] = ()
+    """The audio steps of the voice heard through other channels (cmmsf/voice_augment.py), train only."""
     modalities = ("text", "audio")
 
     def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
         keep_text = rng is None or rng.random() >= self.text_dropout
-        return ClipInputs(self.id, {"text": self.text if keep_text else None, "audio": self.audio, "video": None})
+        audio = self.audio
+        if rng is not None and self.variants:
+            pick = int(rng.integers(len(self.variants) + 1))
+            audio = self.audio if pick == len(self.variants) else self.variants[pick]
+        return ClipInputs(self.id, {"text": self.text if keep_text else None, "audio": audio, "video": None})
 
 
 @dataclass
@@ -231,9 +255,11 @@ def held_split(rules: dict[str, Any], key: str) -> str:
 
 def load_speech(folder: Path, name: str, split: str, config: ModelConfig, sources: dict[str, Any],
                 skipped: Skipped) -> list[SourceItem]:
-    """Acted speech of one split (by actor): the model's audio steps and the statement's tokens."""
+    """Acted speech of one split (by actor): the model's audio steps and the statement's tokens; in train,
+    also `channel_variants` versions of each voice through random recording channels."""
     rules = source_rules(name, "speech", sources)
     preprocessor = Preprocessor(config.input_spec())
+    variants = int(rules.get("channel_variants", 0)) if split == "train" else 0
     items: list[SourceItem] = []
     for row in _rows(folder / "labels.csv"):
         if split != "all" and held_split(rules, row["actor"]) != split:
@@ -244,12 +270,19 @@ def load_speech(folder: Path, name: str, split: str, config: ModelConfig, source
             audio = preprocessor.audio(wave)
             if audio is None:
                 raise ValueError("silent or no audio track")
-            limited = preprocessor.assemble(ClipInputs(row["file"], {
-                "text": preprocessor.text(row["statement"]), "audio": audio, "video": None})).arrays
+            text = preprocessor.text(row["statement"])
+
+            def assembled(voice: np.ndarray) -> dict[str, np.ndarray]:
+                return preprocessor.assemble(ClipInputs(row["file"], {"text": text, "audio": voice, "video": None})).arrays
+
+            rng = np.random.default_rng(zlib.crc32(row["file"].encode()))
+            heard = [preprocessor.audio(recording_variant(wave, config.audio.sample_rate, rng)) for _ in range(variants)]
+            limited = assembled(audio)
             items.append(SpokenClip(row["file"], name, row["emotion"],
                                     emotion_score(row["emotion"], sources, row.get("intensity", "normal")),
                                     audio=limited["audio"], text=limited["text"],
-                                    text_dropout=float(rules.get("text_dropout", 0.0))))
+                                    text_dropout=float(rules.get("text_dropout", 0.0)),
+                                    variants=tuple(assembled(v)["audio"] for v in heard if v is not None)))
         except Exception as err:  # noqa: BLE001 - one unreadable clip must not stop the dataset
             skipped.add(f"{row.get('file')}: {err}")
     return items
