@@ -530,6 +530,12 @@ def train_fit(
     init: Optional[str] = typer.Option(None, help="start from this checkpoint's weights (`default` or a folder)"),
     sources: Optional[Path] = typer.Option(None, help="emotion→sentiment mapping and splits "
                                            "[default: cmmsf/recipes/sources.json]"),
+    select_data: Optional[list[Path]] = typer.Option(None, help="a source never trained on: its dev split picks "
+                                                     "the checkpoint, its test split is reported (leave one "
+                                                     "corpus out); repeatable"),
+    fresh: Optional[list[str]] = typer.Option(None, help="a stage left freshly initialised when starting from "
+                                              "--init, e.g. audio_encoder; repeatable"),
+    select: Optional[str] = typer.Option(None, help="mae, valence3 or hap_neg [default: the recipe's]"),
 ) -> None:
     """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
     from cmmsf.config import ModelConfig, preset as make_preset, with_variant
@@ -538,8 +544,9 @@ def train_fit(
 
     model_config = with_variant(ModelConfig.load(config) if config else make_preset(preset), variant)
     opts = TrainOptions.from_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
-                                    modality_dropout=modality_dropout, patience=patience, init=init)
-    summary = fit(model_config, data, out, opts, seeds, labels, console, sources)
+                                    modality_dropout=modality_dropout, patience=patience, init=init,
+                                    fresh=fresh or None, select=select)
+    summary = fit(model_config, data, out, opts, seeds, labels, console, sources, select_data)
     means = {split: {k: v["mean"] for k, v in m.items()} for split, m in summary["summary"].items()}
     stds = {split: {k: v["std"] for k, v in m.items() if k != "n"} for split, m in summary["summary"].items()}
     console.print(f"mean ± std over {seeds} seed(s):")

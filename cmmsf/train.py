@@ -36,6 +36,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .contracts import ENCODER_OF, MODALITIES, StageName
 from .data import by_source, load_splits, make_batch
+from .evaluation import emotion_readings
 from .examples import Labelled
 from .scoring import predict
 from .fer_backbone import FerFrameEncoder
@@ -66,9 +67,11 @@ class TrainOptions:
     """With loss mse: the score is read as a class at ±this (0.5 for label7); scale the class-balance weights
     of emotion sources so that the read class, not the mean, is balanced (0 = off). See `readout_weights`."""
     modality_dropout: float = 0.15
-    select: Literal["mae", "valence3"] = "mae"
-    """What picks the checkpoint, stops early and decays the rate: `mae` (mean over sources of the valid MAE)
-    or `valence3` (mean over sources of the valid 3-way valence balanced accuracy, what the face gate reads)."""
+    select: Literal["mae", "valence3", "hap_neg"] = "mae"
+    """What picks the checkpoint, stops early and decays the rate: `mae` (mean over sources of the valid MAE),
+    `valence3` (mean over sources of the valid 3-way valence balanced accuracy, what the face gate reads) or
+    `hap_neg` (mean over the sources that act happy and negative emotions of the sign's balanced accuracy,
+    the voice target judged across corpora; other sources are left out of it)."""
     patience: int = 5
     """Stop after this many epochs without a better valid selection metric (0 = never stop early)."""
     plateau_factor: float = 0.5
@@ -82,6 +85,9 @@ class TrainOptions:
     """Start from this checkpoint's weights (`default` or a folder) instead of fresh ones."""
     freeze: list[StageName] = field(default_factory=list)
     """Stages (contracts.STAGES names) whose weights stay as initialised, e.g. the text encoder."""
+    fresh: list[StageName] = field(default_factory=list)
+    """Stages left freshly initialised when starting from `init`: a leave-one-corpus-out run must not start
+    from an audio encoder that already heard the corpus it is tested on."""
 
     @classmethod
     def from_recipe(cls, recipe: str | Path, **overrides) -> "TrainOptions":
@@ -93,6 +99,8 @@ class TrainOptions:
         values = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
         # fields, types and choices by pydantic (cmmsf/validation.py), the file's name in the error line
         opts = validated(cls, {**values, **{k: v for k, v in overrides.items() if v is not None}}, f"recipe {path}")
+        if opts.fresh and not opts.init:
+            raise FileFieldError(f"fresh names stages to leave uninitialised from `init`; set init (recipe {path})")
         if opts.readout_balance and opts.loss != "mse":
             raise FileFieldError(f"readout_balance corrects weighted MSE; with loss l1 leave it at 0 (recipe {path})")
         return opts
@@ -126,18 +134,24 @@ def evaluate(model: CMMSF, items: list[Labelled], modalities: tuple[str, ...] = 
     return regression_metrics(predict(model, items, modalities=modalities), labels)
 
 
-SELECTION_METRICS = {"mae": "valid MAE", "valence3": "valid valence-3 error"}
+SELECTION_METRICS = {"mae": "valid MAE", "valence3": "valid valence-3 error", "hap_neg": "valid happy/negative error"}
 """Each `select` choice and how the log names it; both are read so that lower is better."""
 
 
 def selection_metric(model: CMMSF, valid: list[Labelled], select: str = "mae") -> tuple[float, dict[str, float]]:
     """Mean over sources of each source's valid metric (a big source must not hide a small one), and each.
-    `valence3` is read as 100 − balanced accuracy, so that lower is better for both."""
+    Accuracies are read as 100 − balanced accuracy, so that lower is better for all."""
     per_source = {}
     for name, group in by_source(valid).items():
         pred, labels = predict(model, group), np.array([it.label for it in group])
-        per_source[name] = (regression_metrics(pred, labels)["mae"] if select == "mae"
-                            else 100.0 - valence_metrics(pred, labels)["valence3_bal"])
+        if select == "mae":
+            per_source[name] = regression_metrics(pred, labels)["mae"]
+        elif select == "valence3":
+            per_source[name] = 100.0 - valence_metrics(pred, labels)["valence3_bal"]
+        elif not math.isnan(reading := emotion_readings(group, pred)["happy_vs_negative_bal"]):
+            per_source[name] = 100.0 - reading
+    if not per_source:
+        raise DataError("select hap_neg needs a valid source with happy and negative voices (RAVDESS, EmoDB)")
     return float(np.mean(list(per_source.values()))), per_source
 
 
@@ -184,10 +198,12 @@ def grouped_names(names: list[str], depth: int = 3) -> str:
     return ", ".join(f"{k} ({n})" if k.endswith("*") else k for k, n in groups.items())
 
 
-def init_from(model: CMMSF, source: CMMSF) -> list[str]:
-    """Copy every tensor of `source` whose name and shape `model` shares; return the names left fresh
-    (e.g. the audio encoder's input layer when the front-end changes from log-mel to Whisper states)."""
-    own, theirs = model.state_dict(), source.state_dict()
+def init_from(model: CMMSF, source: CMMSF, keep_fresh: tuple[str, ...] = ()) -> list[str]:
+    """Copy every tensor of `source` whose name and shape `model` shares, except those of the stages in
+    `keep_fresh`; return the names left fresh (e.g. the audio encoder's input layer when the front-end
+    changes from log-mel to Whisper states)."""
+    own = model.state_dict()
+    theirs = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in keep_fresh}
     fresh = sorted(k for k in own if k not in theirs or theirs[k].shape != own[k].shape)
     model.load_state_dict({k: v for k, v in theirs.items() if k in own and v.shape == own[k].shape}, strict=False)
     return fresh
@@ -259,7 +275,7 @@ class Trainer:
         model = build_model(self.config)
         fresh: list[str] = []
         if opts.init:
-            fresh = init_from(model, load_checkpoint(opts.init))
+            fresh = init_from(model, load_checkpoint(opts.init), tuple(opts.fresh))
             self.say(f"initialised from {opts.init}"
                      + (f"; new (its shape differs): {grouped_names(fresh)}" if fresh else ""))
         frames = getattr(model.video_encoder, "cnn", None)
@@ -358,12 +374,18 @@ class Trainer:
 
 
 def fit(config: ModelConfig, data: Path | list[Path], out: Path, opts: TrainOptions, seeds: int = 1,
-        labels: Path | None = None, console: Console | None = None, sources_file: Path | None = None) -> dict:
+        labels: Path | None = None, console: Console | None = None, sources_file: Path | None = None,
+        select_data: list[Path] | None = None) -> dict:
     """Train `seeds` runs (seed, seed+1, …) on one or several data paths; returns test metrics per seed
-    (and per source when there are several) and mean ± std."""
+    (and per source when there are several) and mean ± std. `select_data` sources are never trained on:
+    their dev split joins the selection and their test split the report (leave one corpus out)."""
     console = console or Console()
     start = time.perf_counter()
     splits = load_splits(data, config, labels, sources_file, console)
+    if select_data:
+        held_out = load_splits(select_data, config, None, sources_file, console, splits=("dev", "test"))
+        splits["dev"] += held_out["dev"]
+        splits["test"] += held_out["test"]
     if not splits["train"] or not splits["dev"]:
         raise DataError(f"{data} has {len(splits['train'])} train and {len(splits['dev'])} dev rows; need both")
     console.print("data: " + ", ".join(

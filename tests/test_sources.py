@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -249,3 +250,42 @@ def test_a_batch_without_video_leaves_the_video_batchnorm_statistics_alone(sourc
     with encoders_resting(model, batch):
         model(to_tensors(batch))
     assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))  # faces do teach it
+
+
+def test_a_held_out_corpus_selects_on_happy_vs_negative_and_is_never_trained_on(sources, tmp_path):
+    """Leave one corpus out: `select_data` is read for its dev and test actors only; `hap_neg` is the mean
+    over those sources of 100 − the sign's balanced accuracy, and picks the epoch where it is lowest."""
+    from cmmsf.evaluation import emotion_readings
+    from cmmsf.train import TrainOptions, fit, load_splits
+
+    emodb = write_ravdess(tmp_path / "emodb", actors=range(8, 12))  # EmoDB's dev actor 10, test actor 11
+    out = tmp_path / "run"
+    summary = fit(preset("tiny"), sources["ravdess"], out, TrainOptions(epochs=3, batch_size=16, select="hap_neg",
+                                                                       patience=0), console=Console(),
+                  select_data=[emodb])
+    log = (out / "train.log").read_text().splitlines()
+    epochs = [line for line in log if line.startswith("epoch")]
+    assert len(epochs) == 3 and all("ravdess" in line and "emodb" in line for line in epochs)
+    errors = [float(line.split("valid happy/negative error ")[1].split()[0]) for line in epochs]
+    model = load_checkpoint(out / "checkpoint")
+    dev = load_splits([sources["ravdess"], emodb], model.config, splits=("dev",))["dev"]
+    readings = [emotion_readings(group, predict(model, group))["happy_vs_negative_bal"]
+                for group in ([it for it in dev if it.source == s] for s in ("ravdess", "emodb"))]
+    assert 100 - np.mean(readings) == pytest.approx(min(errors), abs=1e-3)
+    assert set(summary["seeds"][0]["by_source"]["test"]) == {"ravdess", "emodb"}
+    assert summary["seeds"][0]["by_source"]["test"]["emodb"]["n"] == len(EMOTIONS)  # actor 11's three voices
+
+
+def test_fresh_stages_are_not_copied_from_the_init_checkpoint():
+    from cmmsf.model import build_model
+    from cmmsf.train import init_from
+
+    source, model = build_model(preset("tiny")), build_model(preset("tiny"))
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(1.0)
+    fresh = init_from(model, source, ("audio_encoder",))
+    assert fresh and all(name.startswith("audio_encoder.") for name in fresh)
+    own, theirs = model.state_dict(), source.state_dict()
+    assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("audio_encoder."))
+    assert not any(torch.equal(own[k], theirs[k]) for k in fresh if own[k].is_floating_point() and own[k].numel() > 1)
