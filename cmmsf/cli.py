@@ -81,6 +81,10 @@ FaceCrop = Annotated[bool, typer.Option(
     "--face-crop/--no-face-crop",
     help="find and track the face and read only it (a frame without one has no video: `no face`); "
          "--no-face-crop for input that is already a face crop (the centre square is read)")]
+VoiceCheck = Annotated[bool, typer.Option(
+    "--voice-check/--no-voice-check",
+    help="leave out a voice unlike those the checkpoint learned (absent: `voice unlike those it learned`); "
+         "--no-voice-check hears every voice")]
 Asr = Annotated[str, typer.Option(help="speech recognition: auto (clips and streams without a transcript), "
                                        "always, or off")]
 Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads per backend session [default: all cores]")]
@@ -272,13 +276,13 @@ def _engines_or_default(engines: Optional[Path], out: Console = console) -> Path
 
 def _settings(engines: Optional[Path], backend: str = "auto", precision: str = "fp32", asr: str = "off",
               face_crop: bool = True, threads: Optional[int] = None, out: Console = console, *,
-              asr_beam_size: int = 1, asr_vad: bool = True, asr_model: str = "tiny.en"):
+              asr_beam_size: int = 1, asr_vad: bool = True, asr_model: str = "tiny.en", voice_check: bool = True):
     """The shared options as the one RunSettings every command passes whole."""
     from cmmsf.runtime.settings import RunSettings
 
     return RunSettings(engines=_engines_or_default(engines, out), backend=backend, precision=precision, asr=asr,
                        asr_beam_size=asr_beam_size, asr_vad=asr_vad, asr_model=asr_model, face_crop=face_crop,
-                       threads=threads)
+                       voice_check=voice_check, threads=threads)
 
 
 def _split(text: str) -> list[str]:
@@ -306,6 +310,7 @@ def run_infer(
     backend: Backend = "auto",
     precision: Precision = "fp32",
     face_crop: FaceCrop = True,
+    voice_check: VoiceCheck = True,
     asr: Asr = "auto",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
@@ -331,7 +336,7 @@ def run_infer(
         cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
         scorer = functools.partial(RayScorer, cluster=cluster)
     settings = _settings(engines, backend, precision, asr, face_crop, threads, human, asr_beam_size=asr_beam_size,
-                         asr_vad=asr_vad, asr_model=asr_model)
+                         asr_vad=asr_vad, asr_model=asr_model, voice_check=voice_check)
     records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait,
                                  plots=plot),
                     human, scorer)
@@ -359,6 +364,7 @@ def run_stream(
     asr_vad: AsrVad = True,
     asr_model: AsrModelName = "tiny.en",
     face_crop: FaceCrop = True,
+    voice_check: VoiceCheck = True,
     threads: Threads = None,
     view: bool = typer.Option(False, "--view", help="watch it live: a page with the frame and face box, the "
                               "score timeline, the gates and the words"),
@@ -377,7 +383,7 @@ def run_stream(
 
     stream(StreamOptions(source=source, settings=_settings(engines, backend, precision, asr, face_crop, threads,
                                                            err_console, asr_beam_size=asr_beam_size,
-                                                           asr_vad=asr_vad, asr_model=asr_model),
+                                                           asr_vad=asr_vad, asr_model=asr_model, voice_check=voice_check),
                          window=window, hop=hop, transcript=transcript, realtime=realtime, out=out, plot=plot,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          view=ViewOptions(address=view_address, port=view_port, open_browser=view_open,
@@ -401,6 +407,7 @@ def run_serve(
     asr_vad: AsrVad = True,
     asr_model: AsrModelName = "tiny.en",
     face_crop: FaceCrop = True,
+    voice_check: VoiceCheck = True,
     threads: Threads = None,
     log_file: Optional[Path] = typer.Option(None, help="Triton's log [default: a temporary file, removed at a "
                                                        "clean stop, kept and named when Triton dies]"),
@@ -412,7 +419,7 @@ def run_serve(
 
     serve(ServeOptions(settings=_settings(engines, backend, precision, asr, face_crop, threads,
                                                  asr_beam_size=asr_beam_size, asr_vad=asr_vad,
-                                                 asr_model=asr_model), address=address,
+                                                 asr_model=asr_model, voice_check=voice_check), address=address,
                        http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
                        max_queue_delay_ms=max_queue_delay_ms, log_file=log_file, grace_s=grace_period), console)
 
@@ -483,6 +490,7 @@ def run_eval(
     backend: Backend = "auto",
     precision: Precision = "fp32",
     face_crop: FaceCrop = True,
+    voice_check: VoiceCheck = True,
     asr: Asr = "off",
     asr_beam_size: AsrBeamSize = 1,
     asr_vad: AsrVad = True,
@@ -498,7 +506,7 @@ def run_eval(
     from cmmsf.runtime.evaluate import EvalOptions, run_eval as evaluate
 
     settings = _settings(engines, backend, precision, asr, face_crop, threads, asr_beam_size=asr_beam_size,
-                         asr_vad=asr_vad, asr_model=asr_model)
+                         asr_vad=asr_vad, asr_model=asr_model, voice_check=voice_check)
     rows, summary = evaluate(EvalOptions(data=data, settings=settings, split=split, labels=labels,
                                          modalities=parse_subsets(modalities), sources=sources, gates=gates), console)
     _report_rows(rows, f"{split} split, {settings.engines} on {summary['provider']} (MMSA metrics; accuracies in %)",
@@ -554,6 +562,31 @@ def train_fit(
     console.print(f"run folder: {out}  (checkpoint: {out / ('seed_%d' % seed if seeds > 1 else '') / 'checkpoint'})")
 
 
+@train_app.command("voice-stats")
+@friendly
+def train_voice_stats(
+    data: list[Path] = typer.Option(..., help="the speech the checkpoint's voice was trained on (its train split "
+                                    "is fitted, its dev split sets the bound); repeat for several sources"),
+    checkpoint: str = typer.Option("default", help="`default` or a checkpoint folder: the statistics are written "
+                                   "into it"),
+    labels: Labels = None,
+    sources: SourcesFile = None,
+) -> None:
+    """Fit which voices the checkpoint knows: a voice unlike them is left out at run time (absent, with why)."""
+    from cmmsf.checkpoint import CONFIG, resolve_checkpoint
+    from cmmsf.config import ModelConfig
+    from cmmsf.voice_stats import fit_voice_statistics, write_voice_statistics
+
+    folder = resolve_checkpoint(checkpoint)
+    with console.status("reading the voices' front-end states…"):
+        stats, report = fit_voice_statistics(ModelConfig.load(folder / CONFIG), data, labels, sources, console)
+    path = write_voice_statistics(stats, folder)
+    console.print(f"{report['train_voices']} training voices, {report['dev_voices']} dev voices; bound "
+                  f"{report['bound']:.3g}: left out {report['train_left_out_pct']:.1f}% of train, "
+                  f"{report['dev_left_out_pct']:.1f}% of dev")
+    console.print(f"wrote {path} (rebuild engine folders of this checkpoint to carry it)")
+
+
 @train_app.command("eval")
 @friendly
 def train_eval(
@@ -565,16 +598,19 @@ def train_eval(
     modalities: Modalities = None,
     sources: SourcesFile = None,
     gates: bool = typer.Option(True, help="exit 1 when a source misses its gate"),
+    voice_check: VoiceCheck = True,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
 ) -> None:
     """MMSA metrics and valence accuracies per source and per modality subset, with the gates."""
-    from cmmsf.checkpoint import load_checkpoint
+    from cmmsf.checkpoint import load_checkpoint, resolve_checkpoint
     from cmmsf.evaluation import evaluate_sources, parse_subsets
+    from cmmsf.inputs.familiarity import load_voice_familiarity
     from cmmsf.scoring import ModelScorer
 
     subsets = parse_subsets(modalities)
-    _, rows = evaluate_sources(ModelScorer(load_checkpoint(checkpoint)), data, split, labels, sources, subsets, gates,
-                               console)
+    voice = load_voice_familiarity(resolve_checkpoint(checkpoint)) if voice_check else None
+    _, rows = evaluate_sources(ModelScorer(load_checkpoint(checkpoint), voice), data, split, labels, sources, subsets,
+                               gates, console)
     _report_rows(rows, f"{split} split, {checkpoint} (MMSA metrics; accuracies in %)", json_out, None)
 
 

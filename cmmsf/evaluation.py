@@ -14,6 +14,9 @@ Every row also says how the model treats what should score 0 and what should dif
   median over speakers (speech sources): a model that gives six emotions one score has learned nothing;
 - `happy_vs_negative_bal`: balanced accuracy of the score's sign, happy against sad, angry, fearful and
   disgust (calm, bored, surprise and neutral left out): the voice target that is judged across corpora.
+Where the scorer checks voices (cmmsf/inputs/familiarity.py), an unfamiliar voice is left out as the
+runtime leaves it out, `voice_left_out` says what share of the source's voices were, and an example
+left with none of a row's modalities counts as 0 (the runtime would refuse it: no evidence, no score).
 Photo sources get one more row, `video framed` (cmmsf/framing.py): each photo placed small at a random
 spot of a 640×480 frame, read through the run-time detector; `framing_agree` is the share whose 3-way
 valence class equals the tight photo's (a frame in which no face is found counts as disagreeing and is
@@ -23,7 +26,7 @@ The gates of cmmsf/recipes/sources.json name, per source, the subset and the bar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -32,6 +35,7 @@ import numpy as np
 from typing import Protocol
 
 from cmmsf.inputs.errors import DataError, UsageError
+from cmmsf.inputs.familiarity import UNFAMILIAR, VoiceFamiliarity
 from cmmsf.inputs.features import ClipInputs
 from cmmsf.inputs.video import frames_to_input
 
@@ -50,6 +54,10 @@ class Scorer(Protocol):
 
     @property
     def config(self) -> ModelConfig: ...
+
+    @property
+    def voice(self) -> VoiceFamiliarity | None:
+        """The voice familiarity check the scored path applies (None: every voice is heard)."""
 
     def scores(self, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
         """Scores of `items` with the modalities not listed masked."""
@@ -104,10 +112,36 @@ def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labe
                         asr=asr)[split]
     if not items:
         raise DataError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
+    if scorer.voice is not None:
+        items = [leave_out_unfamiliar_voice(it, scorer.voice) for it in items]
     untrained = sorted({m for keep in subsets.values() for m in keep} - set(scorer.config.trained_modalities))
     if untrained and console is not None:
         console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
     return items, subset_table(scorer, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
+
+
+def leave_out_unfamiliar_voice(item: Labelled, voice: VoiceFamiliarity) -> Labelled:
+    """The example as the runtime would read it: its voice left out when unlike those the model learned."""
+    if isinstance(item.maker, SpokenClip) and item.maker.audio is not None:
+        ratio = voice.ratio(item.maker.audio)
+        if ratio > 1.0:
+            return replace(item, maker=replace(item.maker, voice_absent=f"{UNFAMILIAR} ({ratio:.1f}× the bound)"))
+    elif item.inputs is not None:
+        voice.check(item.inputs)
+    return item
+
+
+def _voice_left_out(item: Labelled) -> bool:
+    if isinstance(item.maker, SpokenClip):
+        return item.maker.voice_absent is not None
+    return item.inputs is not None and item.inputs.absent.get("audio", "").startswith(UNFAMILIAR)
+
+
+def _present(item: Labelled) -> set[str]:
+    """The modalities an example brings data for, as evaluated (photos: the face)."""
+    if isinstance(item.maker, StillFace):
+        return {"video"}
+    return {m for m, a in item.sample(None).arrays.items() if a is not None}
 
 
 def row_records(rows: list[SubsetRow]) -> list[dict]:
@@ -131,8 +165,12 @@ def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] |
             if not keep or (name == "all" and len(has) < 2):
                 continue
             pred = scorer.scores(group, keep)
+            abstains = np.array([not (_present(it) & set(keep)) for it in group])
+            pred = np.where(abstains, 0.0, pred)  # the runtime gives no score without evidence: count it as 0
             metrics = {**regression_metrics(pred, labels), **valence_metrics(pred, labels),
                        **emotion_readings(group, pred)}
+            if "audio" in keep and scorer.voice is not None:
+                metrics["voice_left_out"] = float(100 * np.mean([_voice_left_out(it) for it in group]))
             rows.append(SubsetRow(source, "+".join(keep) if name != "all" else "all", metrics,
                                   gate if gates.get(source, {}).get("modalities") == name else {}))
             if keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cmmsf.inputs.familiarity import VoiceFamiliarity
+
 from .config import ModelConfig
 from .contracts import MODALITIES
 from .data import make_batch
@@ -34,8 +36,10 @@ def predict(model: CMMSF, items: list[Labelled], batch_size: int = 64,
 class ModelScorer:
     """A CMMSF model behind the evaluator's Scorer interface."""
 
-    def __init__(self, model: CMMSF):
+    def __init__(self, model: CMMSF, voice: VoiceFamiliarity | None = None):
         self.model = model
+        self.voice = voice
+        """The checkpoint's voice statistics where the evaluation leaves out unfamiliar voices."""
 
     @property
     def config(self) -> ModelConfig:

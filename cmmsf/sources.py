@@ -164,6 +164,8 @@ class SpokenClip(SourceItem):
     text_dropout: float = 0.0
     variants: tuple[np.ndarray, ...] = ()
     """The audio steps of the voice heard through other channels (cmmsf/voice_augment.py), train only."""
+    voice_absent: str | None = None
+    """Why the voice is left out (evaluation's familiarity check, cmmsf/inputs/familiarity.py), if it is."""
     modalities = ("text", "audio")
 
     def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
@@ -172,6 +174,9 @@ class SpokenClip(SourceItem):
         if rng is not None and self.variants:
             pick = int(rng.integers(len(self.variants) + 1))
             audio = self.audio if pick == len(self.variants) else self.variants[pick]
+        if self.voice_absent is not None:
+            return ClipInputs(self.id, {"text": self.text if keep_text else None, "audio": None, "video": None},
+                              absent={"audio": self.voice_absent})
         return ClipInputs(self.id, {"text": self.text if keep_text else None, "audio": audio, "video": None})
 
 

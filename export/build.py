@@ -26,6 +26,7 @@ from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.model import CMMSF
 from cmmsf.sample_inputs import make_inputs
 from cmmsf.inputs.backbone_files import tokenizer_file
+from cmmsf.inputs.familiarity import VOICE_FILE
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.hashing import sha256_file
 from cmmsf.runtime.backends.base import Backend
@@ -66,8 +67,8 @@ class BuildOptions:
 
 
 def checkpoint_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of a checkpoint's two files, as the manifest records them."""
-    return {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}
+    """sha256 of a checkpoint's files (weights, config and, where fitted, voice statistics)."""
+    return {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG, VOICE_FILE) if (folder / name).is_file()}
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -177,6 +178,11 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
 
     tokenizer = out / TOKENIZER
     shutil.copyfile(tokenizer_file(config.text.backbone), tokenizer)  # the device needs no backbone package
+    voice = None
+    if (ck_folder / VOICE_FILE).is_file():  # the runtime leaves out voices unlike those the model learned
+        voice = shutil.copyfile(ck_folder / VOICE_FILE, out / VOICE_FILE)
+    else:
+        (out / VOICE_FILE).unlink(missing_ok=True)
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"config": config.to_dict(), "checkpoint": checkpoint_reference(ck_folder, out),
@@ -188,6 +194,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
         "tensorrt": tensorrt_info,
         "asr": asr_record(),
         "tokenizer": artifact_record(tokenizer),
+        "voice": artifact_record(voice) if voice else None,
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
         "build_seconds": log.seconds,

@@ -21,6 +21,7 @@ from pathlib import Path
 from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
 from cmmsf.contracts import STAGE_ORDER
 from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.familiarity import VOICE_FILE, VoiceFamiliarity
 from cmmsf.inputs.hashing import sha256_file
 from cmmsf.inputs.spec import InputSpec
 from cmmsf.validation import FileFieldError
@@ -112,6 +113,17 @@ class EngineFolder:
             raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
                                 f"`cmmsf-export build --out {self.path} --force`")
         return path
+
+    def voice_familiarity(self) -> VoiceFamiliarity | None:
+        """The folder's voice statistics, checked against their sha256; None when it carries none."""
+        record = self.manifest.voice
+        if record is None:
+            return None
+        path = self.path / record.file
+        if not path.is_file() or sha256_file(path) != record.sha256:
+            raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
+                                f"`cmmsf-export build --out {self.path} --force`")
+        return VoiceFamiliarity.load(path)
 
     def input_spec(self) -> InputSpec:
         """The config's input rules, tokenised with this folder's own tokenizer and with each max length
@@ -208,7 +220,8 @@ class EngineFolder:
                 "or has changed since the build")
 
     def built_from(self, checkpoint: Path) -> bool:
-        """True when `checkpoint` holds exactly the files (by sha256) these engines were built from."""
+        """True when `checkpoint` holds exactly the files (by sha256) these engines were built from (voice
+        statistics fitted since the build make it another checkpoint)."""
         recorded = self.manifest.model.checkpoint_sha256
-        return bool(recorded) and all((checkpoint / name).is_file() and sha256_file(checkpoint / name) == digest
-                                      for name, digest in recorded.items())
+        return bool(recorded) and (VOICE_FILE in recorded) == (checkpoint / VOICE_FILE).is_file() and all(
+            (checkpoint / name).is_file() and sha256_file(checkpoint / name) == digest for name, digest in recorded.items())

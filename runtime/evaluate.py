@@ -22,6 +22,7 @@ from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES
 from cmmsf.examples import Labelled
 from cmmsf.evaluation import SubsetRow, evaluate_sources
+from cmmsf.inputs.familiarity import VoiceFamiliarity
 from cmmsf.inputs.features import mask_untrained
 from cmmsf.metrics import regression_metrics
 
@@ -40,6 +41,10 @@ class PipelineScorer:
     @property
     def config(self) -> ModelConfig:
         return self.pipeline.config
+
+    @property
+    def voice(self) -> VoiceFamiliarity | None:
+        return self.pipeline.preprocessor.voice
 
     def scores(self, items: list[Labelled], modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
         spec = self.pipeline.preprocessor.spec

@@ -23,12 +23,14 @@ from cmmsf.inputs.hashing import sha256_file
 from cmmsf.validation import FileFieldError, describe
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
 3: the speech recognition model's hash (`asr`) is sealed too; 4: the text tokenizer ships in the
-folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch)."""
+folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch); 5: the
+checkpoint's voice familiarity statistics ship in the folder too (`voice`, sealed; None without them)."""
 
-SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer")
+SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer",
+                 "voice")
 """The manifest fields that change what the engines compute or which files they are (`asr`, the speech
 recognition model's hash, is optional: builds without ASR installed have none)."""
 
@@ -99,6 +101,14 @@ class TokenizerRecord(_Record):
     bytes: int
 
 
+class VoiceRecord(_Record):
+    """The folder's voice familiarity statistics (cmmsf/inputs/familiarity.py)."""
+
+    file: Literal["voice_familiarity.safetensors"]
+    sha256: str
+    bytes: int
+
+
 class ProfileRecord(_Record):
     batch: tuple[int, int, int]
     """min, opt, max."""
@@ -123,7 +133,7 @@ class AsrRecord(_Record):
 
 
 class Manifest(_Record):
-    format: Literal[4]
+    format: Literal[5]
     content_sha256: str
     created: str
     model: ModelRecord
@@ -136,6 +146,8 @@ class Manifest(_Record):
     asr: AsrRecord | None
     """The speech recognition model the engines were built beside (None: none was installed)."""
     tokenizer: TokenizerRecord
+    voice: VoiceRecord | None = None
+    """Absent for a checkpoint without voice statistics: every voice is heard."""
     stages: dict[StageName, StageRecord]
     parity: dict[str, Any]
     build_seconds: dict[str, float]

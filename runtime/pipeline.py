@@ -175,7 +175,8 @@ def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocess
     recognizer = (SpeechRecognizer(beam_size=settings.asr_beam_size, vad=settings.asr_vad, model=settings.asr_model)
                   if settings.asr != "off" else None)
     preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr,
-                                recognizer=recognizer)
+                                recognizer=recognizer,
+                                voice=engines.voice_familiarity() if settings.voice_check else None)
     if settings.asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, recognizer.spec.name if recognizer else None, preprocessor.speech is not None)
     return preprocessor

@@ -38,17 +38,18 @@ def metrics_table(rows: dict[str, dict], stds: dict[str, dict] | None = None) ->
 
 
 SUBSET_COLUMNS = ("n", "mae", "corr", "acc2_non0", "acc7", "valence2_bal", "valence3_bal", "happy_vs_negative_bal",
-                  "neutral_abs_median", "emotion_spread", "framing_agree")
+                  "neutral_abs_median", "emotion_spread", "voice_left_out", "framing_agree")
 
 
 def subset_view(rows: list, title: str) -> Table:
     """cmmsf.evaluation.SubsetRow rows: what each modality contributes per source, and the gates."""
     labels = {**METRIC_LABELS, "acc2_non0": "Acc-2", "valence2_bal": "val-2", "valence3_bal": "val-3",
               "happy_vs_negative_bal": "hap/neg", "neutral_abs_median": "|neutral|", "emotion_spread": "spread",
-              "framing_agree": "framed"}
+              "voice_left_out": "voice out", "framing_agree": "framed"}
     table = Table(title=title, caption="Acc-2: non-0 · val-2, val-3: valence balanced accuracy · hap/neg: sign of "
                   "happy vs sad/angry/fearful/disgust, balanced · |neutral|: median |score| of neutral examples · "
-                  "spread: per speaker, std of the per-emotion mean score · framed: % of photos placed small in a "
+                  "spread: per speaker, std of the per-emotion mean score · voice out: % of voices unlike those it "
+                  "learned, left out (counted as 0 where nothing else is left) · framed: % of photos placed small in a "
                   "640×480 frame that keep their 3-way class (cmmsf/evaluation.py)")
     table.add_column("source", no_wrap=True)
     table.add_column("modalities", no_wrap=True)

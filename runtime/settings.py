@@ -29,6 +29,9 @@ class RunSettings:
     """Which Whisper model recognises the words (cmmsf/inputs/asr_models.py); records name it."""
     face_crop: bool = True
     """Find and track the face and read only it (cmmsf/inputs/video.py); False for input already cropped."""
+    voice_check: bool = True
+    """Leave out a voice unlike those the checkpoint learned (cmmsf/inputs/familiarity.py); False hears
+    every voice, as the model was trained to."""
     threads: int | None = None
     """CPU threads per backend session (None: all cores)."""
     memory_arena: bool = True

