@@ -228,6 +228,7 @@ def export_inspect(
     report = inspect_folder(engines)
     bad = [f"{stage} {kind}: {a['file']} {a['status']}" for stage, info in report["stages"].items()
            for kind, a in info["artifacts"].items() if a["status"] != "ok"]
+    bad += [f"{f['file']} {f['status']}" for f in report["files"].values() if f["status"] != "ok"]
     if json_out:
         typer.echo(json.dumps(report, indent=1))
         if bad:
@@ -240,6 +241,10 @@ def export_inspect(
     console.print(f"TensorRT: {trt.status} {trt.reason or trt.gpu or ''}")
     console.print(f"checkpoint: {engines.checkpoint_ref} ({engines.checkpoint_problem() or 'present and unchanged'})")
     console.print(f"versions: {json.dumps(engines.manifest.versions)}")
+    console.print("sealed files: " + "; ".join(f"{f['file']} {f['bytes'] / 1e3:.0f} kB {f['sha256'][:12]}… {f['status']}"
+                                              for f in report["files"].values())
+                  + ("" if "voice" in report["files"] else "; no voice statistics (every voice is heard)"),
+                  highlight=False)
     if bad:
         err_console.print("[red]error:[/] changed or missing artifacts: " + "; ".join(bad), highlight=False)
         raise typer.Exit(ExitCode.FAILED)

@@ -95,6 +95,9 @@ def test_engines_carry_the_statistics_sealed_and_infer_leaves_out_a_voice_unlike
     (engines / VOICE_FILE).write_bytes((engines / VOICE_FILE).read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ManifestError, match="does not match its sha256"):
         EngineFolder.open(engines).voice_familiarity()
+    from cmmsf.export.inspect import inspect_folder
+
+    assert inspect_folder(EngineFolder.open(engines))["files"]["voice"]["status"] == "sha256 mismatch"
     assert not EngineFolder.open(engines).built_from(tmp_path / "elsewhere")
 
 
