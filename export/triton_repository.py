@@ -219,7 +219,9 @@ def repository_readme(primary: EngineFolder, planned: list[EngineFolder], opts: 
 Written by `cmmsf-export triton` from `{primary.path}`. Models:
 
 - `{ENSEMBLE}`: the whole pipeline (an ensemble). Send {inputs} (the stage contracts of
-  `cmmsf/contracts.py`, preprocessed as `cmmsf-run` does); get `score`, `logits`, `gates`.
+  `cmmsf/contracts.py`, preprocessed as `cmmsf-run` does: `cmmsf.runtime.pipeline.preprocessor_for` on
+  the engine folder, whose tokenizer and voice statistics find the face, tokenise the words and leave out
+  a voice unlike those the model learned); get `score`, `logits`, `gates`.
 - {', '.join(f'`{STAGE_PREFIX}{s}`' for s in STAGE_ORDER)}: one per stage, for clients that run part
   of the chain themselves.
 
