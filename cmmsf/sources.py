@@ -51,6 +51,10 @@ class SpeakerRules:
     train_repeat: int = 1
     channel_variants: int = 0
     """Training voices are also heard through this many random recording channels (voice_augment.py)."""
+    speaker_centred: bool = False
+    """Each voice's steps less its speaker's mean state over the split's clips (every emotion; each channel
+    variant by its own): the voice read relative to the speaker. It needs the speaker's other clips, which
+    no run-time path has yet, so it is for experiments (scripts/voice_probe.py --speaker-centred)."""
 
 
 @with_config(STRICT)
@@ -290,6 +294,22 @@ def load_speech(folder: Path, name: str, split: str, config: ModelConfig, source
                                     variants=tuple(assembled(v)["audio"] for v in heard if v is not None)))
         except Exception as err:  # noqa: BLE001 - one unreadable clip must not stop the dataset
             skipped.add(f"{row.get('file')}: {err}")
+    return centre_by_speaker(items) if rules.get("speaker_centred") else items
+
+
+def centre_by_speaker(items: list[SpokenClip]) -> list[SpokenClip]:
+    """Each clip's audio steps less the mean (over its speaker's clips) of the clips' mean states; variant k
+    of every clip is centred by the speaker's variant-k mean. A speaker is the clip's folder (actor_NN)."""
+    by_speaker: dict[str, list[SpokenClip]] = {}
+    for item in items:
+        by_speaker.setdefault(str(Path(item.id).parent), []).append(item)
+    for clips in by_speaker.values():
+        mean = np.mean([c.audio.mean(axis=0) for c in clips], axis=0)
+        count = min(len(c.variants) for c in clips)
+        variant_means = [np.mean([c.variants[k].mean(axis=0) for c in clips], axis=0) for k in range(count)]
+        for c in clips:
+            c.audio = (c.audio - mean).astype(np.float32)
+            c.variants = tuple((v - variant_means[k]).astype(np.float32) for k, v in enumerate(c.variants[:count]))
     return items
 
 

@@ -289,3 +289,25 @@ def test_fresh_stages_are_not_copied_from_the_init_checkpoint():
     own, theirs = model.state_dict(), source.state_dict()
     assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("audio_encoder."))
     assert not any(torch.equal(own[k], theirs[k]) for k in fresh if own[k].is_floating_point() and own[k].numel() > 1)
+
+
+def test_speaker_centring_removes_each_speakers_own_mean_and_keeps_what_differs_within_a_speaker():
+    """Two speakers through different rooms (a constant offset each): centred, each speaker's clips average
+    to 0, a clip's difference from its speaker's other clips is kept, and variants are centred on their own."""
+    from cmmsf.sources import SpokenClip, centre_by_speaker
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for speaker, room in (("actor_01", 5.0), ("actor_02", -3.0)):
+        for k, emotion in enumerate(("happy", "sad", "neutral")):
+            audio = room + k + 0.1 * rng.standard_normal((20, 4))
+            clips.append(SpokenClip(f"{speaker}/{emotion}.wav", "ravdess", emotion, 0.0, audio=audio.astype(np.float32),
+                                    variants=((audio + 10.0).astype(np.float32),)))
+    before = [c.audio.mean() for c in clips]
+    centre_by_speaker(clips)
+    for speaker in ("actor_01", "actor_02"):
+        mine = [c for c in clips if c.id.startswith(speaker)]
+        assert np.mean([c.audio.mean(axis=0) for c in mine], axis=0) == pytest.approx(np.zeros(4), abs=1e-5)
+        assert np.mean([c.variants[0].mean(axis=0) for c in mine], axis=0) == pytest.approx(np.zeros(4), abs=1e-5)
+    assert clips[2].audio.mean() - clips[0].audio.mean() == pytest.approx(before[2] - before[0], abs=1e-5)
+    assert clips[0].audio.mean() == pytest.approx(clips[3].audio.mean(), abs=0.1)  # the rooms are gone
