@@ -12,6 +12,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 MODALITIES = ("text", "audio", "video")
 COLOURS = {"text": "#0969da", "audio": "#bf8700", "video": "#8250df"}
 NEUTRAL = 0.5
@@ -30,6 +32,15 @@ def placed_words(records: list[dict]) -> list[dict]:
 def spans(records: list[dict]) -> list[tuple[float, float, dict]]:
     """(start, end, record) per window; a clip record without a span covers its own duration."""
     return [(r.get("start_s", 0.0), r.get("end_s", r.get("duration_s") or 0.0), r) for r in records]
+
+
+def label_above(i: int, windows: list[tuple[float, float, dict]], close: float = 0.6) -> bool:
+    """Whether window i's score label goes above its span: away from the overlapping spans whose scores are
+    within `close` of it (two labels between two near lines would print over each other), else above."""
+    start, stop, record = windows[i]
+    near = [r["score"] for j, (s, e, r) in enumerate(windows) if j != i and "score" in r and s < stop and e > start
+            and abs(r["score"] - record["score"]) < close]
+    return not near or record["score"] >= float(np.mean(near))
 
 
 def plot_timeline(records: list[dict], path: Path, title: str) -> None:
@@ -63,7 +74,7 @@ def timeline_figure(records: list[dict], title: str):
         score_ax.plot([start, stop], [score, score], color=colour, lw=3, solid_capstyle="butt", gid="window")
         score_ax.plot([start, stop], [score, score], ls="none", marker="|", ms=12, mew=2, color=colour)
         score_ax.annotate(f"{score:+.2f}", ((start + stop) / 2, score), textcoords="offset points",
-                          xytext=(0, 6 if i % 2 == 0 else -13), ha="center", fontsize=8, color=colour)
+                          xytext=(0, 6 if label_above(i, windows) else -13), ha="center", fontsize=8, color=colour)
         for modality in MODALITIES:
             gate = record.get("gates", {}).get(modality)
             if gate is not None and record.get("present", {}).get(modality, True):  # an absent one has no gate

@@ -78,3 +78,14 @@ def test_infer_plot_writes_one_timeline_per_clip(tiny_engines, tmp_path):
     assert ids == {"one", "two"}
     assert sorted(p.name for p in plots.iterdir()) == ["one.png", "two.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in plots.iterdir())
+
+
+def test_labels_of_overlapping_spans_at_close_scores_sit_on_opposite_sides():
+    """The MOSI mp4's windows (-1.37, -2.01, -2.27, hop 2 s): the two close ones get their labels outside
+    the gap between their lines (before, both sat between them and printed over each other)."""
+    fig = timeline_figure([window(0, 4, -1.37), window(2, 6, -2.01), window(4, 7.5, -2.27)], "mp4")
+    try:
+        offsets = {t.get_text(): t.xyann[1] for t in fig.axes[0].texts}
+        assert offsets["-2.01"] > 0 > offsets["-2.27"] and offsets["-1.37"] > 0
+    finally:
+        plt.close(fig)
