@@ -7,7 +7,8 @@ Each test speaker's clips are read in a random order, as a session would hear th
 the running mean of the speaker's clip means 1..k (itself included: the first clip is centred on itself),
 not by the mean over all the speaker's clips that training used. Prints happy vs negative (sign, balanced)
 and the median |score| of neutral voices, for the oracle mean and the running mean, by position in the
-session. Why: it says whether the design of the next step holds before any runtime is written.
+session. `--only neutral,calm` makes each session a calm user's: the median |score| says whether a calm
+session read relative to itself stays near 0. Why: it says whether the design of the next step holds before any runtime is written.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--seeds", type=int, default=5, help="random session orders per speaker")
+    parser.add_argument("--only", help="sessions of these emotions alone, e.g. neutral,calm (a calm user)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     model = load_checkpoint(args.checkpoint)
     for corpus, split in (("ravdess", "test"), ("emodb", "all")):
         items = load_splits(args.data_dir / corpus, model.config, splits=(split,))[split]  # uncentred
+        items = [it for it in items if only is None or it.maker.emotion in only]
         oracle = centre_by_speaker([replace(it.maker, audio=it.maker.audio.copy(), variants=()) for it in items])
         print(f"{corpus} {split}: speaker mean over all clips (as trained): "
               f"{readings(model, [replace(it, maker=m) for it, m in zip(items, oracle)])}")
