@@ -123,9 +123,9 @@ def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labe
 def leave_out_unfamiliar_voice(item: Labelled, voice: VoiceFamiliarity) -> Labelled:
     """The example as the runtime would read it: its voice left out when unlike those the model learned."""
     if isinstance(item.maker, SpokenClip) and item.maker.audio is not None:
-        ratio = voice.ratio(item.maker.audio)
-        if ratio > 1.0:
-            return replace(item, maker=replace(item.maker, voice_absent=f"{UNFAMILIAR} ({ratio:.1f}× the bound)"))
+        _, reason = voice.verdict(item.maker.audio)
+        if reason is not None:
+            return replace(item, maker=replace(item.maker, voice_absent=reason))
     elif item.inputs is not None:
         voice.check(item.inputs)
     return item

@@ -105,25 +105,23 @@ class EngineFolder:
         """batch (min, opt, max) and max_len per modality."""
         return self.manifest.profile
 
-    @cached_property
-    def tokenizer_file(self) -> Path:
-        """The folder's own `tokenizer.json`, checked against its sha256 once."""
-        record, path = self.manifest.tokenizer, self.path / TOKENIZER
-        if not path.is_file() or sha256_file(path) != record.sha256:
+    def _sealed_file(self, name: str, sha256: str) -> Path:
+        """One of the folder's sealed files (not a stage artifact), refused unless it matches its sha256."""
+        path = self.path / name
+        if not path.is_file() or sha256_file(path) != sha256:
             raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
                                 f"`cmmsf-export build --out {self.path} --force`")
         return path
 
+    @cached_property
+    def tokenizer_file(self) -> Path:
+        """The folder's own `tokenizer.json`, checked against its sha256 once."""
+        return self._sealed_file(TOKENIZER, self.manifest.tokenizer.sha256)
+
     def voice_familiarity(self) -> VoiceFamiliarity | None:
         """The folder's voice statistics, checked against their sha256; None when it carries none."""
         record = self.manifest.voice
-        if record is None:
-            return None
-        path = self.path / record.file
-        if not path.is_file() or sha256_file(path) != record.sha256:
-            raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
-                                f"`cmmsf-export build --out {self.path} --force`")
-        return VoiceFamiliarity.load(path)
+        return None if record is None else VoiceFamiliarity.load(self._sealed_file(record.file, record.sha256))
 
     def input_spec(self) -> InputSpec:
         """The config's input rules, tokenised with this folder's own tokenizer and with each max length

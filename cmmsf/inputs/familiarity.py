@@ -61,16 +61,21 @@ class VoiceFamiliarity:
         """The distance in units of the bound: above 1 is unfamiliar."""
         return self.distance(steps) / self.bound
 
+    def verdict(self, steps: np.ndarray) -> tuple[float, str | None]:
+        """The voice's ratio, and why it is left out (None when it is heard)."""
+        ratio = self.ratio(steps)
+        return ratio, (f"{UNFAMILIAR} ({ratio:.1f}× the bound)" if ratio > 1.0 else None)
+
     def check(self, item: Item) -> Item:
         """Note the voice's familiarity and leave an unfamiliar voice out (absent, with the ratio)."""
         steps = item.arrays.get("audio")
         if steps is None or not len(steps):
             return item
-        ratio = self.ratio(steps)
+        ratio, reason = self.verdict(steps)
         item.notes["voice_familiarity"] = round(ratio, 2)
-        if ratio > 1.0:
+        if reason is not None:
             item.arrays["audio"] = None
-            item.absent["audio"] = f"{UNFAMILIAR} ({ratio:.1f}× the bound)"
+            item.absent["audio"] = reason
         return item
 
     def save(self, path: Path) -> Path:
