@@ -592,6 +592,27 @@ def train_voice_stats(
     console.print(f"wrote {path} (rebuild engine folders of this checkpoint to carry it)")
 
 
+@train_app.command("adapt-faces")
+@friendly
+def train_adapt_faces(
+    data: list[Path] = typer.Option(..., help="faces-style folders (faces/, fer2013/): their train splits teach "
+                                    "the backbone, their dev splits pick the epoch"),
+    init: str = typer.Option("default", help="`default` or a checkpoint folder whose video backbone is `fer`"),
+    out: Path = typer.Option(Path("runs/faces_adapted"), help="run folder: the checkpoint goes to OUT/checkpoint"),
+    epochs: int = typer.Option(6, min=1),
+    lr: float = typer.Option(3e-4, min=0.0),
+    seed: int = typer.Option(0),
+    sources: SourcesFile = None,
+) -> None:
+    """Adapt the FER2013 face backbone to the detector's crops (7 expressions, every class weighted alike),
+    before `fit --recipe video_detected --init OUT/checkpoint` trains the video encoder on it."""
+    from cmmsf.face_adapt import AdaptOptions, adapt_backbone
+
+    report = adapt_backbone(init, data, out, AdaptOptions(epochs=epochs, lr=lr, seed=seed), console.print, sources)
+    console.print(f"kept epoch {report['best_epoch']} of {epochs} (best mean dev 3-way valence) in "
+                  f"{report['seconds']:.0f} s: {out / 'checkpoint'}")
+
+
 @train_app.command("eval")
 @friendly
 def train_eval(

