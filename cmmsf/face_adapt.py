@@ -35,7 +35,7 @@ from .inputs.errors import CmmsfError
 from .inputs.video import frames_to_input
 from .model import CMMSF
 from .metrics import balanced_accuracy
-from .sources import StillFace, load_faces, load_sources_config, source_kind
+from .sources import StillFace, class_balance, load_faces, load_sources_config, source_kind
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The mini-Xception's output order (FER2013's label ids)."""
@@ -56,8 +56,6 @@ class AdaptOptions:
     epochs: int = 6
     lr: float = 3e-4
     batch_size: int = 64
-    cap: float = 6.0
-    """Largest class weight: 21 fearful press photos must not dominate."""
     max_shift: int = 3
     """Jitter in pixels of the 64×64 input (StillFace shifts the photo's crop by 4 of its ~90 pixels)."""
     seed: int = 0
@@ -80,34 +78,27 @@ def _grey_inputs(frames_encoder: FerFrameEncoder, faces: list[StillFace], size: 
     return frames_encoder.backbone_input(torch.from_numpy(rgb))
 
 
-def class_weights(expression: np.ndarray, cap: float) -> np.ndarray:
-    """n / (classes × n_class) per example, capped, normalised to mean 1 within the source."""
-    weight = np.zeros(len(expression))
-    present = np.unique(expression)
-    for c in present:
-        weight[expression == c] = min(cap, len(expression) / (len(present) * np.sum(expression == c)))
-    return weight / weight.mean()
-
-
-def load_face_sets(data: list[Path], split: str, model: CMMSF, frames_encoder: FerFrameEncoder, cap: float,
+def load_face_sets(data: list[Path], split: str, model: CMMSF, frames_encoder: FerFrameEncoder,
                    sources_file: Path | None = None) -> tuple[list[FaceSet], Skipped]:
-    """Each faces-style folder's split, cropped by the detector like every run-time frame."""
+    """Each faces-style folder's split, cropped by the detector like every run-time frame; each expression
+    weighted alike within its source (the sources file's balance cap), the weights' mean 1 per source."""
     sources, skipped, sets = load_sources_config(sources_file), Skipped(), []
+    cap = float(sources["balance"]["cap"])
     for folder in map(Path, data):
         if source_kind(folder) != "faces":
             raise FaceAdaptError(f"{folder} is not a faces-style folder (labels.csv with file, emotion, annotator)")
-        faces = [f for f in load_faces(folder, source_name(folder), split, model.config, sources, skipped)
-                 if isinstance(f, StillFace)]
+        name = source_name(folder)
+        faces = [f for f in load_faces(folder, name, split, model.config, sources, skipped) if isinstance(f, StillFace)]
         unknown = sorted({f.emotion for f in faces} - set(EXPRESSION_OF))
         if unknown:
             raise FaceAdaptError(f"{folder}: emotions the backbone has no expression for: {', '.join(unknown)}")
         if not faces:
             raise FaceAdaptError(f"{folder}: no face found in its {split} split")
-        expression = np.array([EXPRESSION_OF[f.emotion] for f in faces])
+        expression = [EXPRESSION_OF[f.emotion] for f in faces]
+        weight = torch.tensor(class_balance(expression, cap))
         with torch.no_grad():
             grey = _grey_inputs(frames_encoder, faces, model.config.video.image_size)
-        sets.append(FaceSet(source_name(folder), grey, torch.from_numpy(expression),
-                            torch.from_numpy(class_weights(expression, cap)).float()))
+        sets.append(FaceSet(name, grey, torch.tensor(expression), weight / weight.mean()))
     return sets, skipped
 
 
@@ -127,8 +118,9 @@ def valence3(backbone: torch.nn.Module, faces: FaceSet, batch: int = 512) -> flo
     with torch.no_grad():
         probs = torch.cat([backbone(faces.grey[i: i + batch])[:, -len(EXPRESSIONS):].softmax(1)
                            for i in range(0, len(faces.grey), batch)]).numpy()
-    three = np.stack([probs[:, 3], probs[:, [5, 6]].sum(1), probs[:, [0, 1, 2, 4]].sum(1)], 1).argmax(1)
-    predicted = np.array([1, 0, -1])[three]
+    valences = np.array([1, 0, -1])
+    summed = np.stack([probs[:, VALENCE_OF_EXPRESSION == v].sum(1) for v in valences], 1)
+    predicted = valences[summed.argmax(1)]
     return balanced_accuracy(VALENCE_OF_EXPRESSION[faces.expression.numpy()], predicted)
 
 
@@ -144,8 +136,8 @@ def adapt_backbone(checkpoint: str | Path, data: list[Path], out: Path, opts: Ad
     if not isinstance(frames_encoder, FerFrameEncoder):
         raise FaceAdaptError(f"{source_folder}: its video backbone is {model.config.video.backbone!r}, not 'fer'")
     start = time.perf_counter()
-    train, skipped = load_face_sets(data, "train", model, frames_encoder, opts.cap, sources_file)
-    dev, _ = load_face_sets(data, "dev", model, frames_encoder, opts.cap, sources_file)
+    train, skipped = load_face_sets(data, "train", model, frames_encoder, sources_file)
+    dev, _ = load_face_sets(data, "dev", model, frames_encoder, sources_file)
     say(f"{sum(len(s.grey) for s in train)} training faces, {sum(len(s.grey) for s in dev)} dev faces "
         f"({skipped.summary()})")
     grey = torch.cat([s.grey for s in train])
@@ -156,7 +148,7 @@ def adapt_backbone(checkpoint: str | Path, data: list[Path], out: Path, opts: Ad
     optimizer = torch.optim.Adam(backbone.parameters(), lr=opts.lr)
     generator = torch.Generator().manual_seed(opts.seed)
     history = [{"epoch": 0, "dev_valence3": {s.name: valence3(backbone, s) for s in dev}}]
-    best_state, best_score = _copy(backbone), float(np.mean(list(history[0]["dev_valence3"].values())))
+    best_epoch, best_state, best_score = 0, _copy(backbone), _mean(history[0]["dev_valence3"])
     say(f"epoch 0 (as shipped): dev 3-way valence {_show(history[0]['dev_valence3'])}")
     for epoch in range(1, opts.epochs + 1):
         backbone.train()
@@ -172,8 +164,8 @@ def adapt_backbone(checkpoint: str | Path, data: list[Path], out: Path, opts: Ad
         scores = {s.name: valence3(backbone, s) for s in dev}
         history.append({"epoch": epoch, "train_loss": total / len(order), "dev_valence3": scores})
         say(f"epoch {epoch}: loss {total / len(order):.3f}, dev 3-way valence {_show(scores)}")
-        if float(np.mean(list(scores.values()))) > best_score:
-            best_state, best_score = _copy(backbone), float(np.mean(list(scores.values())))
+        if _mean(scores) > best_score:  # strictly: a tie keeps the earlier epoch
+            best_epoch, best_state, best_score = epoch, _copy(backbone), _mean(scores)
     backbone.load_state_dict(best_state)
     backbone.requires_grad_(False).eval()
     target = Path(out) / "checkpoint"
@@ -181,9 +173,8 @@ def adapt_backbone(checkpoint: str | Path, data: list[Path], out: Path, opts: Ad
         shutil.rmtree(target)
     shutil.copytree(source_folder, target)  # the voice statistics and anything else beside the weights
     save_checkpoint(model, target)
-    best = max(history, key=lambda h: (float(np.mean(list(h["dev_valence3"].values()))), -h["epoch"]))
     report = {"init": str(source_folder), "data": [str(p) for p in data], "options": asdict(opts),
-              "best_epoch": best["epoch"], "history": history, "skipped": skipped.count,
+              "best_epoch": best_epoch, "history": history, "skipped": skipped.count,
               "seconds": round(time.perf_counter() - start, 1)}
     (target / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
@@ -191,6 +182,10 @@ def adapt_backbone(checkpoint: str | Path, data: list[Path], out: Path, opts: Ad
 
 def _copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return float(np.mean(list(scores.values())))
 
 
 def _show(scores: dict[str, float]) -> str:

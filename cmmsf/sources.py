@@ -349,13 +349,15 @@ def load_faces(folder: Path, name: str, split: str, config: ModelConfig, sources
     return items
 
 
-def balance_weights(labels: list[float], cap: float) -> list[float]:
-    """n / (classes · n_class) per example's valence class, capped: rare classes count as much as common ones."""
-    classes = valence_classes(labels).tolist()
+def class_balance(classes: list[int], cap: float) -> list[float]:
+    """n / (classes · n_class) per example's class, capped: rare classes count as much as common ones."""
     counts = Counter(classes)
     return [min(cap, len(classes) / (len(counts) * counts[c])) for c in classes]
 
 
+def balance_weights(labels: list[float], cap: float) -> list[float]:
+    """class_balance over each example's valence class."""
+    return class_balance(valence_classes(labels).tolist(), cap)
 
 
 LOADERS = {"speech": load_speech, "faces": load_faces}
