@@ -3,6 +3,7 @@
     python scripts/voice_probe.py --data-dir ../shared/data              # as recorded
     python scripts/voice_probe.py --data-dir ../shared/data --variants 3  # + 3 channel variants per train voice
     python scripts/voice_probe.py --data-dir ../shared/data --speaker-centred  # each speaker's own mean removed
+    python scripts/voice_probe.py --data-dir ../shared/data --within ravdess --pair calm,neutral
 
 A class-balanced, L2-regularised logistic regression on each clip's mean Whisper tiny.en state (the
 `whisper` front-end at the model's step rate), trained on every actor of one corpus and read on every actor
@@ -11,7 +12,9 @@ directions. The standardisation is the training corpus's, as a single clip at ru
 says whether a lever (channel variants, another front-end) moves what the states carry, in a minute,
 before a training run of an hour. `--speaker-centred` subtracts from each clip the mean state of all clips
 of its speaker (every emotion, one channel): what a run-time path that knows its speaker (a stream of one
-user) could do; a single clip of an unknown speaker cannot.
+user) could do; a single clip of an unknown speaker cannot. `--within CORPUS --pair A,B` asks a narrower
+question inside one corpus: can the states tell emotion A from B for actors never trained on (train actors
+→ dev and test actors of sources.json)? E.g. calm from neutral, which the voice branch confuses.
 """
 
 from __future__ import annotations
@@ -28,33 +31,36 @@ from cmmsf.inputs.asr import SpeechRecognizer
 from cmmsf.inputs.media import decode_audio
 from cmmsf.inputs.speech_features import whisper_features
 from cmmsf.evaluation import NEGATIVE_EMOTIONS, POSITIVE_EMOTIONS
+from cmmsf.sources import load_sources_config
 from cmmsf.voice_augment import recording_variant
 
 RATE, STEP_HZ = 16000, 12.5
 
 
-def corpus_states(folder: Path, recognizer: SpeechRecognizer, variants: int,
-                  speaker_centred: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Mean states of happy and negative voices (and `variants` channel variants of each), labels 1/0;
-    with `speaker_centred`, each less the mean over its speaker's clips heard through the same channel."""
+def corpus_states(folder: Path, recognizer: SpeechRecognizer, variants: int, speaker_centred: bool = False,
+                  positive: frozenset[str] | set[str] = POSITIVE_EMOTIONS,
+                  negative: frozenset[str] | set[str] = NEGATIVE_EMOTIONS
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean states of `positive` and `negative` voices (and `variants` channel variants of each), labels 1/0,
+    and each one's actor; with `speaker_centred`, each less the mean over its speaker's clips (every
+    emotion) heard through the same channel."""
     states, labels, groups = [], [], []
     for row in csv.DictReader(open(folder / "labels.csv", newline="", encoding="utf-8")):
-        if not speaker_centred and row["emotion"] not in POSITIVE_EMOTIONS | NEGATIVE_EMOTIONS:
+        if not speaker_centred and row["emotion"] not in positive | negative:
             continue
         wave = decode_audio(folder / row["file"], RATE)
         rng = np.random.default_rng(zlib.crc32(row["file"].encode()))
         for channel, heard in enumerate([wave] + [recording_variant(wave, RATE, rng) for _ in range(variants)]):
             states.append(whisper_features(recognizer, heard, STEP_HZ).mean(0))
-            labels.append(1.0 if row["emotion"] in POSITIVE_EMOTIONS else 0.0 if row["emotion"] in NEGATIVE_EMOTIONS
-                          else np.nan)
-            groups.append((row["actor"], channel))
+            labels.append(1.0 if row["emotion"] in positive else 0.0 if row["emotion"] in negative else np.nan)
+            groups.append((int(row["actor"]), channel))
     x, y = np.stack(states), np.array(labels, dtype=np.float32)
     if speaker_centred:
         for group in set(groups):
             members = np.array([g == group for g in groups])
             x[members] -= x[members].mean(0)
     keep = np.isfinite(y)
-    return x[keep], y[keep]
+    return x[keep], y[keep], np.array([actor for actor, _ in groups])[keep]
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,25 +91,45 @@ def main() -> None:
     parser.add_argument("--variants", type=int, default=0, help="channel variants of each training voice")
     parser.add_argument("--speaker-centred", action="store_true", help="remove each speaker's own mean state")
     parser.add_argument("--l2", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1])
+    parser.add_argument("--within", help="one corpus (ravdess or emodb): train actors -> dev and test actors")
+    parser.add_argument("--pair", default="calm,neutral", help="with --within: the two emotions told apart")
     args = parser.parse_args()
     recognizer = SpeechRecognizer(model="tiny.en")
+    if args.within:
+        within_corpus(args, recognizer)
+        return
     corpora = ("ravdess", "emodb")
     centred = args.speaker_centred
     plain = {c: corpus_states(args.data_dir / c, recognizer, 0, centred) for c in corpora}
     heard = ({c: corpus_states(args.data_dir / c, recognizer, args.variants, centred) for c in corpora}
              if args.variants else plain)
     for train, test in (corpora, corpora[::-1]):
-        x, y = heard[train]
-        mean, std = x.mean(0), x.std(0) + 1e-6
-        readings = []
-        for l2 in args.l2:
-            w, b = fit_logistic((x - mean) / std, y, l2)
-            xt, yt = plain[test]
-            predicted = (torch.from_numpy((xt - mean) / std).float() @ w + b > 0).numpy()
-            readings.append(f"l2 {l2:g}: {balanced_accuracy(yt, predicted):.1f}")
+        x, y, _ = heard[train]
+        xt, yt, _ = plain[test]
         print(f"{train} -> {test} (variants {args.variants}{', speaker-centred' if centred else ''}): happy vs "
-              "negative, balanced %  " + "  ".join(readings))
+              "negative, balanced %  " + readings(x, y, xt, yt, args.l2))
 
+
+def readings(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, strengths: list[float]) -> str:
+    """Balanced accuracy on (xt, yt) of a probe fitted on (x, y) at each L2 strength, x's standardisation."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    found = []
+    for l2 in strengths:
+        w, b = fit_logistic((x - mean) / std, y, l2)
+        predicted = (torch.from_numpy((xt - mean) / std).float() @ w + b > 0).numpy()
+        found.append(f"l2 {l2:g}: {balanced_accuracy(yt, predicted):.1f}")
+    return "  ".join(found)
+
+
+def within_corpus(args: argparse.Namespace, recognizer: SpeechRecognizer) -> None:
+    """--within: the probe on one corpus's train actors, read on its dev and test actors (sources.json)."""
+    first, second = args.pair.split(",")
+    rules = load_sources_config()[args.within]
+    x, y, actors = corpus_states(args.data_dir / args.within, recognizer, args.variants, args.speaker_centred,
+                                 {first}, {second})
+    held = np.isin(actors, rules["dev_actors"] + rules["test_actors"])
+    print(f"{args.within}, actors {sorted(set(actors[held]))} never trained on: {first} ({int(y[held].sum())}) vs "
+          f"{second} ({int((1 - y[held]).sum())}), balanced %  " + readings(x[~held], y[~held], x[held], y[held], args.l2))
 
 if __name__ == "__main__":
     main()
