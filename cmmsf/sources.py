@@ -51,6 +51,9 @@ class SpeakerRules:
     train_repeat: int = 1
     channel_variants: int = 0
     """Training voices are also heard through this many random recording channels (voice_augment.py)."""
+    emotions_alike: bool = False
+    """In training, every emotion of a valence class weighs alike (the class's total weight unchanged):
+    RAVDESS's 4 neutral clips per actor count as much as its 8 surprised ones."""
     speaker_centred: bool = False
     """Each voice's steps less its speaker's mean state over the split's clips (every emotion; each channel
     variant by its own): the voice read relative to the speaker. It needs the speaker's other clips, which
@@ -360,6 +363,15 @@ def balance_weights(labels: list[float], cap: float) -> list[float]:
     return class_balance(valence_classes(labels).tolist(), cap)
 
 
+def emotion_shares(labels: list[float], emotions: list[str]) -> list[float]:
+    """Per example, n_class / (emotions in its class · n_emotion): each emotion of a valence class weighs
+    alike while the class's total is unchanged."""
+    classes = valence_classes(labels).tolist()
+    per_class, per_pair = Counter(classes), Counter(zip(classes, emotions))
+    kinds = Counter(c for c, _ in per_pair)
+    return [per_class[c] / (kinds[c] * per_pair[(c, e)]) for c, e in zip(classes, emotions)]
+
+
 LOADERS = {"speech": load_speech, "faces": load_faces}
 
 
@@ -373,6 +385,10 @@ def load_emotion_source(folder: Path, split: str, config: ModelConfig, sources_f
     rules = source_rules(name, kind, sources)
     if split == "train":
         examples = examples * int(rules.get("train_repeat", 1))
-    weights = (balance_weights([e.label for e in examples], float(sources["balance"]["cap"]))
-               if split == "train" else [1.0] * len(examples))
+    weights = [1.0] * len(examples)
+    if split == "train":
+        labels = [e.label for e in examples]
+        weights = balance_weights(labels, float(sources["balance"]["cap"]))
+        if rules.get("emotions_alike"):
+            weights = [w * share for w, share in zip(weights, emotion_shares(labels, [e.emotion for e in examples]))]
     return [Labelled(None, e.label, name, w, e) for e, w in zip(examples, weights)], skipped

@@ -20,7 +20,7 @@ from cmmsf.config import preset
 from cmmsf.data import load_dataset
 from cmmsf.evaluation import SubsetRow
 from cmmsf.metrics import valence_metrics
-from cmmsf.sources import balance_weights, emotion_score, face_bucket, load_sources_config, source_kind
+from cmmsf.sources import balance_weights, emotion_score, emotion_shares, face_bucket, load_sources_config, source_kind
 from cmmsf.train import predict
 
 from .media import write_wav
@@ -124,6 +124,16 @@ def test_balance_weights_make_each_valence_class_count_alike():
     assert weights[-1] == pytest.approx(14 / 6)
     assert sum(weights[:8]) == pytest.approx(sum(weights[8:12])) == pytest.approx(sum(weights[12:]))
     assert balance_weights([1.0] * 99 + [-1.0], cap=6.0)[-1] == 6.0
+
+
+def test_emotion_shares_weigh_each_emotion_of_a_class_alike_and_keep_the_class_total():
+    labels = [0.0] * 6 + [2.0, 1.0, 1.25] + [-2.0] * 3
+    emotions = ["neutral"] * 2 + ["surprised"] * 4 + ["happy", "calm", "calm"] + ["sad", "angry", "angry"]
+    shares = emotion_shares(labels, emotions)
+    assert shares[:2] == pytest.approx([1.5, 1.5]) and shares[2:6] == pytest.approx([0.75] * 4)
+    assert sum(shares[:2]) == pytest.approx(sum(shares[2:6]))  # neutral now counts as much as surprised
+    assert shares[6] == pytest.approx(1.5) and shares[7:9] == pytest.approx([0.75, 0.75])  # calm's intensities share
+    assert sum(shares) == pytest.approx(len(labels))  # every class keeps its total weight
 
 
 def test_valence_readings_of_a_score():
