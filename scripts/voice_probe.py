@@ -38,8 +38,7 @@ RATE, STEP_HZ = 16000, 12.5
 
 
 def corpus_states(folder: Path, recognizer: SpeechRecognizer, variants: int, speaker_centred: bool = False,
-                  positive: frozenset[str] | set[str] = POSITIVE_EMOTIONS,
-                  negative: frozenset[str] | set[str] = NEGATIVE_EMOTIONS
+                  positive: set[str] = POSITIVE_EMOTIONS, negative: set[str] = NEGATIVE_EMOTIONS
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean states of `positive` and `negative` voices (and `variants` channel variants of each), labels 1/0,
     and each one's actor; with `speaker_centred`, each less the mean over its speaker's clips (every
@@ -123,13 +122,25 @@ def readings(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, stren
 
 def within_corpus(args: argparse.Namespace, recognizer: SpeechRecognizer) -> None:
     """--within: the probe on one corpus's train actors, read on its dev and test actors (sources.json)."""
-    first, second = args.pair.split(",")
-    rules = load_sources_config()[args.within]
-    x, y, actors = corpus_states(args.data_dir / args.within, recognizer, args.variants, args.speaker_centred,
+    rules = load_sources_config().get(args.within, {})
+    if rules.get("split_by") != "actor":
+        raise SystemExit(f"error: --within {args.within}: not a speech corpus of sources.json (ravdess, emodb)")
+    pair = args.pair.split(",")
+    if len(pair) != 2:
+        raise SystemExit(f"error: --pair takes two emotions, e.g. calm,neutral (got {args.pair!r})")
+    first, second = pair
+    folder = args.data_dir / args.within
+    if not (folder / "labels.csv").is_file():
+        raise SystemExit(f"error: not found: {folder / 'labels.csv'}")
+    heard = {row["emotion"] for row in csv.DictReader(open(folder / "labels.csv", newline="", encoding="utf-8"))}
+    if not {first, second} <= heard:
+        raise SystemExit(f"error: --pair {args.pair}: {args.within} has {', '.join(sorted(heard))}")
+    x, y, actors = corpus_states(folder, recognizer, args.variants, args.speaker_centred,
                                  {first}, {second})
     held = np.isin(actors, rules["dev_actors"] + rules["test_actors"])
     print(f"{args.within}, actors {sorted(set(actors[held]))} never trained on: {first} ({int(y[held].sum())}) vs "
           f"{second} ({int((1 - y[held]).sum())}), balanced %  " + readings(x[~held], y[~held], x[held], y[held], args.l2))
+
 
 if __name__ == "__main__":
     main()
