@@ -5,7 +5,9 @@ sessions of either precision and TensorRT plans are checked by the same code. Pe
 is fed the *reference* inputs of that stage (errors do not compound), and max / median / p99 absolute
 error is reported per output. Then each backend runs the whole chain and its score is compared with
 the reference's, counting Acc-2 decisions that flip.
-Thresholds (issue 4): FP32 ONNX ≤ 1e-4 max abs on every output; FP16 ONNX and plans: score ≤ 1e-2 and
+Thresholds (issue 4): FP32 ONNX within 1e-4 + 1e-5·|reference| on every element of every output
+(np.isclose's rule, Polygraphy's atol/rtol: an encoder whose outputs reach the hundreds carries float32
+rounding of 1e-4 there, which an absolute bound alone would call drift); FP16 ONNX and plans: score ≤ 1e-2 and
 no flipped decision (plans get the FP16 bound at any precision: TensorRT may use TF32 for FP32).
 ONNX Runtime's CPU provider does not compute FP16 natively, so FP16 parity there does not prove a
 TensorRT FP16 engine (DESIGN.md); the report names the provider of every backend.
@@ -27,6 +29,7 @@ from cmmsf.runtime.backends.base import Backend
 from .profiles import ShapeProfile
 
 FP32_TOLERANCE = 1e-4
+FP32_RTOL = 1e-5
 FP16_SCORE_TOLERANCE = 1e-2
 REAL_SENTENCES = ["i really loved this movie the acting was great",
                   "it was boring and way too long", "the plot is ok i guess"]
@@ -42,6 +45,9 @@ class OutputError:
     max_abs: float
     median_abs: float
     p99_abs: float
+    max_excess: float = 0.0
+    """Largest |got - ref| - FP32_RTOL·|ref| over the elements: ≤ FP32_TOLERANCE is within np.isclose."""
+    ref_max_abs: float = 0.0
 
 
 @dataclass
@@ -64,7 +70,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         stages = {p: {s: self.worst(p, s) for s in STAGES} for p in self.providers}
         return {"passed": self.passed, "providers": self.providers, "tolerance": {
-            "fp32_max_abs": FP32_TOLERANCE, "fp16_score_max_abs": FP16_SCORE_TOLERANCE},
+            "fp32_atol": FP32_TOLERANCE, "fp32_rtol": FP32_RTOL, "fp16_score_max_abs": FP16_SCORE_TOLERANCE},
             "stages": stages, "chained": self.chained, "failures": self.failures,
             "errors": [asdict(e) for e in self.errors]}
 
@@ -118,11 +124,14 @@ def parity_cases(config: ModelConfig, profile: ShapeProfile) -> dict[str, dict[s
     return cases
 
 
-def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64)).reshape(-1)
+def error_stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float, float, float]:
+    """max, median and p99 absolute error, the largest excess over the relative allowance, max |ref|."""
+    ref64 = ref.astype(np.float64).reshape(-1)
+    diff = np.abs(ref64 - got.astype(np.float64).reshape(-1))
     if not np.isfinite(diff).all():
-        return float("inf"), float("inf"), float("inf")
-    return float(diff.max()), float(np.median(diff)), float(np.percentile(diff, 99))
+        return (float("inf"),) * 4 + (float(np.abs(ref64).max()),)
+    return (float(diff.max()), float(np.median(diff)), float(np.percentile(diff, 99)),
+            float((diff - FP32_RTOL * np.abs(ref64)).max()), float(np.abs(ref64).max()))
 
 
 def check_parity(reference: Backend, candidates: dict[str, Backend],
@@ -136,7 +145,7 @@ def check_parity(reference: Backend, candidates: dict[str, Backend],
                 got = backend.run_stage(stage, ref)
                 for name in STAGES[stage].output_names:
                     report.errors.append(OutputError(kind, stage, name, case, tuple(got[name].shape),
-                                                     *_stats(ref[name], got[name])))
+                                                     *error_stats(ref[name], got[name])))
         _check_chained(report, kind, backend, cases, refs)
         _judge(report, kind)
     return report
@@ -161,10 +170,11 @@ def tolerance(kind: str) -> float:
 def _judge(report: ParityReport, kind: str) -> None:
     if kind == "fp32":
         for e in report.errors:
-            if e.kind == "fp32" and not e.max_abs <= FP32_TOLERANCE:
+            if e.kind == "fp32" and not e.max_excess <= FP32_TOLERANCE:
                 report.failures.append(
                     f"fp32 {e.stage}.{e.tensor} on case '{e.case}' shape {e.shape}: max abs error "
-                    f"{e.max_abs:.3g} > {FP32_TOLERANCE:g}")
+                    f"{e.max_abs:.3g} (|ref| up to {e.ref_max_abs:.3g}) beyond {FP32_TOLERANCE:g} + "
+                    f"{FP32_RTOL:g}·|ref|")
     chained, limit = report.chained[kind], tolerance(kind)
     if not chained["score_max_abs"] <= limit:
         drift = first_drifting_stage(report, kind)

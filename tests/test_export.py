@@ -14,7 +14,7 @@ from cmmsf.cli import export_app
 from cmmsf.contracts import STAGES
 from cmmsf.sample_inputs import make_inputs
 from cmmsf.export.build import BuildError, BuildOptions, build, check
-from cmmsf.export.parity import check_parity
+from cmmsf.export.parity import FP32_TOLERANCE, check_parity, error_stats
 from cmmsf.export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
 from cmmsf.export.tensorrt_build import choose_build_path
 from cmmsf.runtime.gpu import tensorrt_problem
@@ -119,6 +119,17 @@ def test_failed_parity_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch
                            profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3})))
     assert not (out / "manifest.json").exists()
     assert json.loads((out / "parity_report.json").read_text())["passed"] is False
+
+
+def test_fp32_parity_allows_float32_rounding_relative_to_the_outputs_size():
+    """2e-4 off a value near 1000 is float32 rounding (one ulp is 6e-5 there); 2e-4 off 0.5 is drift."""
+    rng = np.random.default_rng(0)
+    large = rng.uniform(500, 1500, size=(2, 90, 128)).astype(np.float32)
+    small = rng.uniform(-0.5, 0.5, size=(2, 90, 128)).astype(np.float32)
+    large_max, *_, large_excess, large_ref = error_stats(large, large + np.float32(2e-4))
+    small_max, *_, small_excess, _ = error_stats(small, small + np.float32(2e-4))
+    assert large_max > FP32_TOLERANCE and large_excess <= FP32_TOLERANCE and large_ref > 1000
+    assert small_max == pytest.approx(2e-4, rel=0.05) and small_excess > FP32_TOLERANCE
 
 
 def test_profile_parsing_and_shapes(tiny_config):
