@@ -127,6 +127,8 @@ class VideoEncoder(nn.Module):
         self.mode = branch_mode("video", vc.encoder)
         self.frontend = vc.frontend
         uses_a, uses_b = self.mode != "second", self.mode != "first"
+        if vc.mirror_average and vc.backbone != "fer":
+            raise FileFieldError(f"video.mirror_average reads faces through backbone 'fer', not {vc.backbone!r}")
         if vc.frontend == "frames":
             if uses_a and vc.backbone == "fer":
                 if vc.image_size != 64:

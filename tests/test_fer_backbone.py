@@ -49,6 +49,9 @@ def test_the_backbone_stays_frozen_and_in_eval_mode():
     assert all(p.requires_grad for p in encoder.project.parameters())
     with pytest.raises(ValueError, match="64"):
         build_model(dataclasses.replace(fer_config(), video=dataclasses.replace(fer_config().video, image_size=32)))
+    resnet = preset("tiny")
+    with pytest.raises(ValueError, match="mirror_average"):  # a switch that would silently do nothing
+        build_model(dataclasses.replace(resnet, video=dataclasses.replace(resnet.video, mirror_average=True)))
 
 
 def test_a_fer_video_branch_exports_and_passes_parity(tmp_path):
