@@ -106,7 +106,6 @@ def test_the_shipped_weights_recognise_the_drawn_expressions():
         faces.append((image / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]))
     frames = torch.tensor(np.stack(faces).transpose(0, 3, 1, 2), dtype=torch.float32)
     with torch.no_grad():
-        grey = ((frames * encoder.std + encoder.mean) * encoder.grey).sum(1, keepdim=True) * 2 - 1
-        logits = encoder.backbone(grey)[:, 128:]
+        logits = encoder.backbone(encoder.backbone_input(frames))[:, 128:]
     happy = 3  # FER2013: angry, disgust, fear, happy, sad, surprise, neutral
     assert logits[0, happy] - logits[0].mean() > logits[1, happy] - logits[1].mean()
