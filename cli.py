@@ -1,6 +1,6 @@
 """Run the commands from a checkout without installing: `python cli.py run infer clips/`.
 
-The commands themselves live in `cmmsf/cli.py`, so an install puts no module named `cli` into
+The commands themselves live in the `cmmsf.cli` package, so an install puts no module named `cli` into
 site-packages (README, "What is installed"); the installed entry points are `cmmsf-export`,
 `cmmsf-run` and `cmmsf-train`.
 """

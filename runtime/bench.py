@@ -33,7 +33,7 @@ from cmmsf.contracts import STAGES
 from cmmsf.inputs.errors import UsageError
 from cmmsf.sample_inputs import make_inputs
 
-from .backends import check_choice, load_backend
+from .backends import AUTO, LoadRequest, check_choice, load_backend, registry, resolve_auto
 from .engine_folder import EngineFolder
 from .latency import machine_load, peak_rss_mb, percentiles
 
@@ -94,28 +94,50 @@ def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int
             "peak_rss_mb": round(peak_rss_mb(), 1), "device_mb": backend.device_memory_mb()}
 
 
-def _rows(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
-    """(backend, precision) pairs to bench: ONNX Runtime once per precision, the others once."""
-    return [(b, p) for b in backends for p in (precisions if b == "onnxruntime" else precisions[:1])]
+def _rows(backends: list[str], precisions: list[str], engines: EngineFolder,
+          console: Console) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to bench: each backend once per asked precision it can choose (the
+    registry's `precisions`), once where its artifacts fix the precision (TensorRT's plans). A precision a
+    backend cannot run here, beside one it can (torch fp16 without CUDA), is a note, not a row; a backend
+    that cannot run at all stays a row that says why."""
+    rows = []
+    for name in backends:
+        spec = registry().get(name)
+        asked = [(name, p) for p in precisions if spec is None or p in spec.precisions] or [(name, precisions[0])]
+        if spec is not None and len(asked) > 1:
+            problems = {p: spec.problem(engines, LoadRequest(precision=p)) for _, p in asked}
+            if any(problem is None for problem in problems.values()):
+                for p, problem in problems.items():
+                    if problem:
+                        console.print(f"[yellow]{name} {p}: not run here, {problem}[/]", highlight=False)
+                asked = [(name, p) for _, p in asked if problems[p] is None]
+        rows += asked
+    return rows
 
 
-def _precision_of(name: str, asked: str, engines: EngineFolder) -> str:
-    """The precision a backend runs in: ONNX Runtime as asked, TensorRT as its plans were built, torch fp32."""
-    return {"onnxruntime": asked, "tensorrt": engines.manifest.precision}.get(name, "fp32")
+def _label(name: str, asked: str, engines: EngineFolder) -> str:
+    """How Backend.label names a backend that could not load: its name and the precision it runs in."""
+    if name == AUTO:
+        try:
+            name = resolve_auto(engines)[0]
+        except Exception:  # noqa: BLE001 - the row says why it did not load
+            return f"{AUTO} {asked}"
+    return f"{name} {registry()[name].runs_in(engines, asked)}"
 
 
 def run_bench(opts: BenchOptions, console: Console) -> dict:
-    for name, precision in _rows(opts.backends, opts.precisions):
-        check_choice(name, precision)
+    for name in opts.backends:
+        for precision in opts.precisions:
+            check_choice(name, precision)
     engines = EngineFolder.open(opts.engines)
     config, lengths = engines.config, engines.typical_lengths
     results: dict[str, dict] = {}
     load_before = machine_load()
-    for name, precision in _rows(opts.backends, opts.precisions):
+    for name, precision in _rows(opts.backends, opts.precisions, engines, console):
         try:
             backend = load_backend(name, engines, precision=precision, threads=opts.threads)
         except Exception as err:  # noqa: BLE001 - one unavailable backend is a table row, not a crash
-            label = f"{name} {_precision_of(name, precision, engines)}"  # as Backend.label would say
+            label = _label(name, precision, engines)
             results[label] = {"error": f"{type(err).__name__}: {err}"}
             console.print(f"[yellow]{label}: unavailable: {err}[/]")
             continue

@@ -1,4 +1,4 @@
-"""`cmmsf-run eval`: the evaluation of `cmmsf-train eval` (cmmsf/evaluation.py), scored by the deployed
+"""`cmmsf-run eval`: the evaluation of `cmmsf-train eval` (cmmsf/evaluation/evaluator.py), scored by the deployed
 artifacts instead of the PyTorch model.
 
 The same per-source, per-modality-subset table and gates for every data kind (clip folders, emotion
@@ -20,11 +20,11 @@ from rich.console import Console
 
 from cmmsf.config import ModelConfig
 from cmmsf.contracts import MODALITIES
-from cmmsf.examples import Labelled
-from cmmsf.evaluation import SubsetRow, evaluate_sources
+from cmmsf.data.examples import Labelled
+from cmmsf.evaluation.evaluator import SubsetRow, evaluate_sources
 from cmmsf.inputs.familiarity import VoiceFamiliarity
 from cmmsf.inputs.features import mask_untrained
-from cmmsf.metrics import regression_metrics
+from cmmsf.evaluation.metrics import regression_metrics
 
 from .backends import load_backend
 from .pipeline import Pipeline
@@ -33,7 +33,7 @@ from .settings import RunSettings
 
 
 class PipelineScorer:
-    """The deployed engines behind the evaluator's Scorer interface (cmmsf/evaluation.py)."""
+    """The deployed engines behind the evaluator's Scorer interface (cmmsf/evaluation/evaluator.py)."""
 
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline

@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cmmsf.inputs.clips import Clip, find_clips
+from cmmsf.inputs.errors import UsageError
 
 from .pipeline import Pipeline, order_by_size
-from .report import infer_summary, skipped_summary
-from .results import ResultWriter
+from .report import PER_CLIP_TABLE_MAX, clips_table, infer_summary, skipped_summary
+from .results import ResultWriter, writes_to_stdout
 from .settings import RunSettings
 from .timeline import plot_timeline
 
@@ -66,6 +67,19 @@ class InferOptions:
     """A folder for one timeline PNG per clip (`--plot`): its span, score, words and gates."""
 
 
+def refuse_out_among_inputs(out: Path, clips: list[Clip]) -> None:
+    """Refuse, before anything is opened, a results path that is one of the clips' files (media or
+    transcript): writing there would destroy the input about to be read."""
+    if writes_to_stdout(out):
+        return
+    target = Path(out).resolve()
+    for clip in clips:
+        for path in (clip.media, clip.transcript):
+            if path is not None and path.resolve() == target:
+                raise UsageError(f"--out {out} is an input (clip {clip.id!r}); results would overwrite it: "
+                                 "choose another --out")
+
+
 def plot_file(folder: Path, clip_id: str) -> Path:
     """Where a clip's timeline goes: its id, with folder separators made part of the name."""
     return folder / (clip_id.replace("/", "__").replace("\\", "__") + ".png")
@@ -84,6 +98,7 @@ def run_infer(opts: InferOptions, console: Console,
     if not clips:
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}"
                                 + (f" ({skipped_summary(skipped)})" if skipped else ""))
+    refuse_out_among_inputs(opts.out, clips)
     if opts.plots:
         opts.plots.mkdir(parents=True, exist_ok=True)
     # the results file first: a second run on it stops here, before it loads anything
@@ -117,6 +132,8 @@ def run_infer(opts: InferOptions, console: Console,
     finally:
         source.close()
         writer.close()
+    if 0 < len(records) <= PER_CLIP_TABLE_MAX:
+        console.print(clips_table(sorted(records, key=lambda r: r["id"])))
     console.print(infer_summary(records, time.perf_counter() - start))
     if skipped:
         console.print(f"skipped {skipped_summary(skipped)}", highlight=False)

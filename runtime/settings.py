@@ -1,43 +1,64 @@
 """How one engine folder is run, the same for every command: the one settings object `Pipeline.load` takes.
 
-`infer`, `stream`, `serve`, `--ray` and `eval` all build a `RunSettings` from the same CLI options
-(cmmsf/cli.py) and pass it whole, so a new setting reaches every command at once and two settings of the
-same type (backend and precision are both strings) cannot be swapped by position.
+Each field is declared once, here: its type (the choices), its default and its help. The CLI builds its
+options from these fields (cmmsf/cli/options.py), so `infer`, `stream`, `serve`, `eval` and `--ray` show
+the same option with the same help, and a new setting reaches every command at once. pydantic checks
+the values, so a bad choice from Python is refused as one from the command line is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AsrMode = Literal["auto", "always", "off"]
+AsrModelName = Literal["tiny.en", "base"]
+Precision = Literal["fp32", "fp16"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunSettings:
-    engines: Path
-    """The engine folder (its manifest names every artifact and its hash)."""
-    backend: str = "auto"
-    """auto, onnxruntime, tensorrt or torch (runtime/backends)."""
-    precision: str = "fp32"
-    asr: str = "off"
-    """auto: speech recognition for clips without a transcript; always: every clip; off. The commands
-    default to auto; the Python API to off, so a library call never loads Whisper unasked."""
-    asr_beam_size: int = 1
-    """Whisper's beam (1: greedy, the fastest); the record says which was used (`asr_options`)."""
-    asr_vad: bool = True
-    """faster-whisper's voice-activity filter before recognition (off: Whisper hears every stretch)."""
-    asr_model: str = "tiny.en"
-    """Which Whisper model recognises the words (cmmsf/inputs/asr_models.py); records name it."""
-    face_crop: bool = True
-    """Find and track the face and read only it (cmmsf/inputs/video.py); False for input already cropped."""
-    voice_check: bool = True
-    """Leave out a voice unlike those the checkpoint learned (cmmsf/inputs/familiarity.py); False hears
-    every voice, as the model was trained to."""
-    threads: int | None = None
-    """CPU threads per backend session (None: all cores)."""
-    memory_arena: bool = True
-    """ONNX Runtime's CPU arena; off for a long-running server, which meets every batch size and length."""
+class RunSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    engines: Path = Field(description="engine folder (default: the shipped checkpoint's, in the user cache, "
+                                      "exported on first use)")
+    backend: str = Field("auto", description="auto (the fastest backend that can run the folder here), "
+                                             "or one backend by name")
+    precision: Precision = Field("fp32", description="which ONNX graphs ONNX Runtime loads (TensorRT runs its "
+                                                     "plans, torch FP32)")
+    providers: Optional[tuple[str, ...]] = Field(
+        None, description="ONNX Runtime execution providers in order, comma-separated, e.g. "
+                          "CUDAExecutionProvider,CPUExecutionProvider (default: every one here)")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads per backend session (default: all cores)")
+    asr: AsrMode = Field("off", description="speech recognition: auto (clips and streams without a transcript), "
+                                            "always, or off")
+    asr_model: AsrModelName = Field("tiny.en", description="the Whisper model: tiny.en (English, fast) or base "
+                                                           "(multilingual, ~4x slower: names the language it hears)")
+    asr_beam_size: int = Field(1, ge=1, description="Whisper's beam size (1: greedy, the fastest; 5: "
+                                                    "faster-whisper's default); the record says which was used")
+    asr_vad: bool = Field(True, description="faster-whisper's voice-activity filter before recognition")
+    face_crop: bool = Field(True, description="find and track the face and read only it (a frame without one has "
+                                              "no video: `no face`); off for input that is already a face crop")
+    voice_check: bool = Field(True, description="leave out a voice unlike those the checkpoint learned (absent: "
+                                                "`voice unlike those it learned`); off hears every voice")
+    memory_arena: bool = Field(True, description="ONNX Runtime's CPU arena; off for a long-running server, which "
+                                                 "meets every batch size and length")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from .backends.registry import backend_names
+
+        if name not in backend_names():
+            raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+        return name
 
     @classmethod
     def of(cls, engines: "str | Path | RunSettings") -> "RunSettings":
         """Settings as given, or the defaults for an engine folder's path."""
         return engines if isinstance(engines, RunSettings) else cls(engines=Path(engines))
+
+    def replace(self, **changes) -> "RunSettings":
+        """A copy with `changes`, checked like the original."""
+        return type(self).model_validate({**self.model_dump(), **changes})

@@ -243,24 +243,26 @@ def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, star
 
 @dataclass(kw_only=True)
 class StreamOptions:
+    """What `cmmsf-run stream` was asked; the defaults are the command's (cmmsf/cli/run_commands.py)."""
+
     source: str
     settings: RunSettings
-    window: float = 4.0
-    hop: float = 2.0
+    window: float
+    hop: float
+    connect_timeout: float
+    read_timeout: float
     transcript: Path | None = None
     realtime: bool = False
     out: Path | None = None
     plot: Path | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 10.0
     view: ViewOptions | None = None
     """Serve the live page (`--view`) while the stream plays."""
 
 
 @dataclass(kw_only=True)
 class ViewOptions:
-    address: str = "127.0.0.1"
-    port: int = 8765
+    address: str
+    port: int
     open_browser: bool = True
     keep: bool = False
     """Keep the page up after the source ends, until Ctrl-C."""

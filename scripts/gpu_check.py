@@ -2,10 +2,12 @@
 
     pip install -e '.[export]' && python scripts/gpu_check.py [--engines DIR] [--runs 30] [--json out.json]
 
-Rows, each only where it can run here (the reason is printed for the others):
-- ONNX Runtime CPU, FP32 and FP16 graphs: the baseline every speed-up is quoted against;
-- torch eager on CUDA, FP32 and FP16 (the checkpoint itself, per stage);
-- ONNX Runtime's CUDA provider, FP32 and FP16 graphs, where onnxruntime-gpu is installed;
+Rows: every registered backend (runtime/backends) × each device it declares × each precision it can
+choose, each only where the registry's own check says it can run here (the reason is printed for the
+others), so a new backend module appears here without a change to this script:
+- ONNX Runtime on the CPU, FP32 and FP16 graphs: the baseline every speed-up is quoted against, and its
+  CUDA provider where onnxruntime-gpu is installed;
+- torch eager on the CPU (the reference) and on CUDA, FP32 and FP16;
 - TensorRT plans, where TensorRT, the CUDA bindings and Polygraphy import (runtime/gpu.py decides, as
   `infer` does); plans are built into a copy of the engine folder when it has none.
 Each row: per-stage p50 ms, end-to-end p50 and p99, clips/s, the speed-up over ONNX Runtime CPU FP32 at
@@ -27,9 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cmmsf.contracts import STAGE_ORDER
-from cmmsf.export.default_engines import DEFAULT_ENGINES, ensure_default_engines
-from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from cmmsf.runtime.backends.torch_ref import TorchBackend
+from cmmsf.export.default_engines import ensure_default_engines
+from cmmsf.runtime.backends import LoadRequest, load_backend, registry
 from cmmsf.runtime.bench import bench_backend
 from cmmsf.runtime.engine_folder import EngineFolder
 from cmmsf.runtime.gpu import device_identity, tensorrt_problem
@@ -37,37 +38,22 @@ from cmmsf.sample_inputs import make_inputs
 
 
 def candidates(engines: EngineFolder, console: Console):
-    """(label, factory) for every backend worth timing here; prints why the others are left out."""
-    import onnxruntime as ort
-    import torch
-
-    found = [("onnxruntime cpu fp32", lambda: OnnxRuntimeBackend.from_engines(engines, "fp32",
-                                                                               providers=["CPUExecutionProvider"])),
-             ("onnxruntime cpu fp16", lambda: OnnxRuntimeBackend.from_engines(engines, "fp16",
-                                                                               providers=["CPUExecutionProvider"]))]
-    checkpoint = engines.checkpoint_dir()
-    if not torch.cuda.is_available():
-        console.print("[yellow]torch CUDA: left out, torch sees no CUDA GPU[/]")
-    elif checkpoint is None:
-        console.print(f"[yellow]torch CUDA: left out, {engines.checkpoint_problem()}[/]")
-    else:
-        for precision in ("fp32", "fp16"):
-            found.append((f"torch cuda {precision}", lambda p=precision: TorchBackend.from_checkpoint(
-                checkpoint, device="cuda", precision=p)))
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        for precision in ("fp32", "fp16"):
-            found.append((f"onnxruntime cuda {precision}", lambda p=precision: OnnxRuntimeBackend.from_engines(
-                engines, p, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])))
-    else:
-        console.print("[yellow]ONNX Runtime CUDA: left out, onnxruntime-gpu is not installed[/]")
-    problem = tensorrt_problem()
-    if problem:
-        console.print(f"[yellow]TensorRT: left out, {problem}[/]")
-    else:
-        from cmmsf.runtime.backends.tensorrt import TensorRTBackend
-
-        planned = engines if engines.has_plans else build_plans(engines, console)
-        found.append((f"tensorrt {planned.manifest.precision}", lambda: TensorRTBackend.from_engines(planned)))
+    """(label, factory) for every registered backend × device × precision that can run here (the
+    registry's own checks decide); prints why the others are left out."""
+    found = []
+    for spec in registry().values():
+        folder = engines
+        if spec.name == "tensorrt" and not engines.has_plans and tensorrt_problem() is None:
+            folder = build_plans(engines, console)
+        for device in spec.devices:
+            for precision in spec.precisions or (spec.runs_in(folder, "fp32"),):
+                label = f"{spec.name} {device} {precision}"
+                request = LoadRequest(precision=precision if spec.precisions else "fp32", device=device)
+                problem = spec.problem(folder, request)
+                if problem:
+                    console.print(f"[yellow]{label}: left out, {problem}[/]")
+                    continue
+                found.append((label, lambda s=spec, f=folder, r=request: s.load(f, r)))
     return found
 
 
@@ -88,7 +74,7 @@ def build_plans(engines: EngineFolder, console: Console) -> EngineFolder:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engines", type=Path, default=None, help=f"engine folder [default: {DEFAULT_ENGINES}]")
+    parser.add_argument("--engines", type=Path, default=None, help="engine folder [default: the shipped checkpoint's, in the user cache]")
     parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -104,8 +90,7 @@ def main() -> int:
                       f"TensorRT {here.tensorrt}")
     inputs = {b: make_inputs(config, b, lengths["text"], lengths["audio"], lengths["video"], seed=0, padded=False)
               for b in batches}
-    reference_backend = TorchBackend.from_checkpoint(engines.checkpoint_dir(), device="cpu") \
-        if engines.checkpoint_dir() else None
+    reference_backend = load_backend("torch", engines, device="cpu") if engines.checkpoint_dir() else None
     reference = {b: reference_backend.run(x)["score"] for b, x in inputs.items()} if reference_backend else {}
     rows: dict[str, dict] = {}
     for label, factory in candidates(engines, console):

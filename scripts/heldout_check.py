@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from rich.console import Console
 
-from cmmsf.metrics import valence_metrics
-from cmmsf.sources import emotion_score, face_bucket, load_sources_config
-from cmmsf.export.default_engines import DEFAULT_ENGINES, ensure_default_engines
+from cmmsf.evaluation.metrics import valence_metrics
+from cmmsf.data.sources import emotion_score, face_bucket, load_sources_config
+from cmmsf.export.default_engines import ensure_default_engines
 from cmmsf.runtime.pipeline import Pipeline
 
 
@@ -55,13 +55,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--split", choices=("dev", "test"), default="test")
-    parser.add_argument("--engines", type=Path, default=DEFAULT_ENGINES,
+    parser.add_argument("--engines", type=Path, default=None,
                         help="engine folder [default: the shipped checkpoint's, rebuilt first when stale]")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     rules = load_sources_config()
-    if args.engines == DEFAULT_ENGINES:  # as `infer` does: never measure engines of a replaced checkpoint
-        ensure_default_engines(Console(stderr=True))
+    if args.engines is None:  # as `infer` does: never measure engines of a replaced checkpoint
+        args.engines = ensure_default_engines(Console(stderr=True))
     pipeline = Pipeline.load(args.engines)  # RunSettings defaults: ASR off
     report = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ import torch
 
 from cmmsf.config import preset
 from cmmsf.contracts import STAGES
-from cmmsf.model import build_model, parameter_count
+from cmmsf.model.network import build_model, parameter_count
 from cmmsf.sample_inputs import make_inputs
 
 

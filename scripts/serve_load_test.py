@@ -16,11 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cmmsf.export.default_engines import ensure_default_engines  # noqa: E402
-from cmmsf.runtime.serving.load_test import LoadOptions, load_row, load_table, typical_request  # noqa: E402
-from tests.local_server import LocalServer  # noqa: E402
+from cmmsf.export.default_engines import ensure_default_engines
+from cmmsf.runtime.serving.load_test import LoadOptions, load_row, load_table, typical_request
+from cmmsf.runtime.serving.local_server import LocalServer
 
 
 def main() -> int:

@@ -27,14 +27,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cmmsf.export.default_engines import ensure_default_engines  # noqa: E402
-from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
-from cmmsf.runtime.serving.load_test import typical_request  # noqa: E402
-from tests.local_server import LocalServer  # noqa: E402
-from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402
-from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
+from cmmsf.export.default_engines import ensure_default_engines
+from cmmsf.runtime.engine_folder import EngineFolder
+from cmmsf.runtime.serving.load_test import typical_request
+from cmmsf.runtime.serving.local_server import LocalServer
+from cmmsf.runtime.serving.lifecycle import tree_rss_mb
+from cmmsf.runtime.serving.client import ServerClient, ServerRefused
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"
 KINDS = ("tensors", "too long", "clip", "corrupt", "empty")

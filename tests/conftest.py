@@ -25,7 +25,7 @@ def tiny_config():
 def tiny_model():
     import torch
 
-    from cmmsf.model import build_model
+    from cmmsf.model.network import build_model
 
     torch.manual_seed(0)
     return build_model(preset("tiny"))
@@ -40,8 +40,8 @@ def build_engines(folder: Path, config, max_lengths: dict[str, int], batch: tupl
     import torch
     from rich.console import Console
 
-    from cmmsf.checkpoint import save_checkpoint
-    from cmmsf.model import build_model
+    from cmmsf.model.checkpoint import save_checkpoint
+    from cmmsf.model.network import build_model
     from cmmsf.export.build import BuildOptions, build
     from cmmsf.export.profiles import ShapeProfile
 
@@ -70,7 +70,7 @@ def to_torch(arrays: dict[str, np.ndarray]):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_model):
-    from cmmsf.checkpoint import save_checkpoint
+    from cmmsf.model.checkpoint import save_checkpoint
 
     return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ck") / "tiny")
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from cmmsf.backbone import build_text_backbone
+from cmmsf.model.backbone import build_text_backbone
 from cmmsf.inputs.backbone_files import BackboneMissingError, resolve_backbone_dir
 from cmmsf.config import preset
 from cmmsf.inputs.text import encode
@@ -21,7 +21,7 @@ def minilm():
 
 def test_minilm_loads_with_no_network_at_all(tmp_path):
     """In a fresh process whose hub address is unreachable and whose cache is empty, MiniLM still loads."""
-    code = ("from cmmsf.backbone import build_text_backbone; from cmmsf.config import preset;"
+    code = ("from cmmsf.model.backbone import build_text_backbone; from cmmsf.config import preset;"
             "m = build_text_backbone(preset('edge').text); print(m.config.hidden_size, m.config.num_hidden_layers)")
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
            "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cmmsf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cmmsf.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cmmsf.config import ModelConfig, preset
 
 

@@ -138,7 +138,7 @@ def test_parity_covers_absent_modalities(tiny_engines):
 
 def test_eval_on_a_feature_vector_checkpoint_gives_metrics(tmp_path):
     """A checkpoint trained on an MMSA pickle (COVAREP/FACET vectors) is evaluated by its engines."""
-    from cmmsf.train import TrainOptions, fit
+    from cmmsf.train.trainer import TrainOptions, fit
 
     from .test_train import features_config, write_mmsa_pickle
 

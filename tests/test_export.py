@@ -117,8 +117,8 @@ def test_failed_parity_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch
     with pytest.raises(BuildError, match="parity failed"):
         build(BuildOptions(checkpoint=str(tiny_checkpoint), out=out,
                            profile=ShapeProfile((1, 1, 2), {"text": 4, "audio": 4, "video": 3})))
-    assert not (out / "manifest.json").exists()
-    assert json.loads((out / "parity_report.json").read_text())["passed"] is False
+    assert not out.exists()  # nothing published: the failed build's report is kept beside it
+    assert json.loads((tmp_path / "e.parity_report.json").read_text())["passed"] is False
 
 
 def test_fp32_parity_allows_float32_rounding_relative_to_the_outputs_size():
@@ -180,9 +180,9 @@ def test_every_paper_variant_builds_and_exports_with_parity(variant, tmp_path):
     import torch
     from rich.console import Console
 
-    from cmmsf.checkpoint import save_checkpoint
+    from cmmsf.model.checkpoint import save_checkpoint
     from cmmsf.config import preset
-    from cmmsf.model import build_model
+    from cmmsf.model.network import build_model
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(build_model(preset("tiny", variant)), tmp_path / "ck")

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cmmsf.checkpoint import load_checkpoint, save_checkpoint
+from cmmsf.model.checkpoint import load_checkpoint, save_checkpoint
 from cmmsf.cli import train_app
-from cmmsf.face_adapt import REPORT, AdaptOptions, FaceAdaptError, adapt_backbone, jitter
-from cmmsf.model import build_model
+from cmmsf.train.face_adapt import REPORT, AdaptOptions, FaceAdaptError, adapt_backbone, jitter
+from cmmsf.model.network import build_model
 from tests.test_fer_backbone import fer_config
 from tests.test_sources import write_faces
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cmmsf.cli import run_app
 from cmmsf.config import preset
-from cmmsf.data import load_dataset
-from cmmsf.framing import FACE_PX, FRAME, place_in_frame
+from cmmsf.data.datasets import load_dataset
+from cmmsf.evaluation.framing import FACE_PX, FRAME, place_in_frame
 from cmmsf.inputs.clips import find_clips
 from cmmsf.inputs.features import Preprocessor
 from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, centre_square, crop_face, detect_face, frames_to_input

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cmmsf.config import preset
-from cmmsf.fer_backbone import (
+from cmmsf.model.fer_backbone import (
     FEATURES,
     FerFrameEncoder,
     FerWeightsMissing,
@@ -20,7 +20,7 @@ from cmmsf.fer_backbone import (
     same_max_pool,
     same_padding,
 )
-from cmmsf.model import build_model
+from cmmsf.model.network import build_model
 from tests.conftest import build_engines
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cmmsf.metrics import regression_metrics, weighted_f1
+from cmmsf.evaluation.metrics import regression_metrics, weighted_f1
 
 
 def test_hand_computed_case():

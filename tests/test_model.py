@@ -7,7 +7,7 @@ import torch
 
 from cmmsf.config import preset
 from cmmsf.contracts import STAGES
-from cmmsf.model import build_model, parameter_count
+from cmmsf.model.network import build_model, parameter_count
 from cmmsf.sample_inputs import make_inputs
 
 from .conftest import to_torch
@@ -154,7 +154,7 @@ def test_positions_make_the_audio_transformer_order_aware():
 
 
 def test_max_pooling_ignores_padding_and_absent_rows():
-    from cmmsf.layers import masked_max
+    from cmmsf.model.layers import masked_max
 
     x = torch.tensor([[[1.0, -2.0], [3.0, -1.0], [99.0, 99.0]], [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
     mask = torch.tensor([[True, True, False], [False, False, False]])
@@ -188,7 +188,7 @@ def test_unknown_preset_and_bad_depth_have_clear_errors():
 
 
 def test_adaptive_mask_drops_silent_steps_but_keeps_one():
-    from cmmsf.head import adaptive_mask
+    from cmmsf.model.head import adaptive_mask
 
     x = torch.tensor([[[3.0, 4.0], [0.0, 0.1], [6.0, 8.0], [0.0, 0.0]]])  # norms 5, .1, 10, 0 (pad)
     mask = torch.tensor([[True, True, True, False]])

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip inst
 
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from cmmsf.runtime.serving.load_test import LoadOptions, load_row  # noqa: E402
-from tests.local_server import LocalServer  # noqa: E402
+from cmmsf.runtime.serving.local_server import LocalServer  # noqa: E402
 from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
 from cmmsf.runtime.settings import RunSettings  # noqa: E402
 from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402

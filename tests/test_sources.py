@@ -15,13 +15,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cmmsf.cli import run_app, train_app
-from cmmsf.checkpoint import load_checkpoint
+from cmmsf.model.checkpoint import load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import load_dataset
-from cmmsf.evaluation import SubsetRow
-from cmmsf.metrics import valence_metrics
-from cmmsf.sources import balance_weights, emotion_score, emotion_shares, face_bucket, load_sources_config, source_kind
-from cmmsf.train import predict
+from cmmsf.data.datasets import load_dataset
+from cmmsf.evaluation.evaluator import SubsetRow
+from cmmsf.evaluation.metrics import valence_metrics
+from cmmsf.data.sources import balance_weights, emotion_score, emotion_shares, face_bucket, load_sources_config, source_kind
+from cmmsf.train.trainer import predict
 
 from .media import write_wav
 
@@ -217,9 +217,9 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
 def test_audio_standardisation_learns_training_statistics_and_travels_with_the_checkpoint(sources, tmp_path):
     import torch
 
-    from cmmsf.checkpoint import load_checkpoint, save_checkpoint
-    from cmmsf.model import build_model
-    from cmmsf.train import fit_audio_statistics
+    from cmmsf.model.checkpoint import load_checkpoint, save_checkpoint
+    from cmmsf.model.network import build_model
+    from cmmsf.train.trainer import fit_audio_statistics
 
     config = preset("tiny")
     config.audio.standardize = True
@@ -240,9 +240,9 @@ def test_audio_standardisation_learns_training_statistics_and_travels_with_the_c
 def test_a_batch_without_video_leaves_the_video_batchnorm_statistics_alone(sources):
     import torch
 
-    from cmmsf.data import make_batch
-    from cmmsf.model import build_model
-    from cmmsf.train import encoders_resting, to_tensors
+    from cmmsf.data.datasets import make_batch
+    from cmmsf.model.network import build_model
+    from cmmsf.train.trainer import encoders_resting, to_tensors
 
     config = preset("tiny")
     model = build_model(config).train()
@@ -265,8 +265,8 @@ def test_a_batch_without_video_leaves_the_video_batchnorm_statistics_alone(sourc
 def test_a_held_out_corpus_selects_on_happy_vs_negative_and_is_never_trained_on(sources, tmp_path):
     """Leave one corpus out: `select_data` is read for its dev and test actors only; `hap_neg` is the mean
     over those sources of 100 − the sign's balanced accuracy, and picks the epoch where it is lowest."""
-    from cmmsf.evaluation import emotion_readings
-    from cmmsf.train import TrainOptions, fit, load_splits
+    from cmmsf.evaluation.evaluator import emotion_readings
+    from cmmsf.train.trainer import TrainOptions, fit, load_splits
 
     emodb = write_ravdess(tmp_path / "emodb", actors=range(8, 12))  # EmoDB's dev actor 10, test actor 11
     out = tmp_path / "run"
@@ -287,8 +287,8 @@ def test_a_held_out_corpus_selects_on_happy_vs_negative_and_is_never_trained_on(
 
 
 def test_fresh_stages_are_not_copied_from_the_init_checkpoint():
-    from cmmsf.model import build_model
-    from cmmsf.train import init_from
+    from cmmsf.model.network import build_model
+    from cmmsf.train.trainer import init_from
 
     source, model = build_model(preset("tiny")), build_model(preset("tiny"))
     with torch.no_grad():
@@ -304,7 +304,7 @@ def test_fresh_stages_are_not_copied_from_the_init_checkpoint():
 def test_speaker_centring_removes_each_speakers_own_mean_and_keeps_what_differs_within_a_speaker():
     """Two speakers through different rooms (a constant offset each): centred, each speaker's clips average
     to 0, a clip's difference from its speaker's other clips is kept, and variants are centred on their own."""
-    from cmmsf.sources import SpokenClip, centre_by_speaker
+    from cmmsf.data.sources import SpokenClip, centre_by_speaker
 
     rng = np.random.default_rng(0)
     clips = []

@@ -13,14 +13,14 @@ import torch
 from typer.testing import CliRunner
 
 from cmmsf.cli import train_app
-from cmmsf.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from cmmsf.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from cmmsf.config import preset
-from cmmsf.data import load_dataset, load_mmsa_pickle, load_transcript_csv
-from cmmsf.examples import Labelled
+from cmmsf.data.datasets import load_dataset, load_mmsa_pickle, load_transcript_csv
+from cmmsf.data.examples import Labelled
 from cmmsf.inputs.errors import DataError
-from cmmsf.metrics import valence_metrics
-from cmmsf.sources import balance_weights
-from cmmsf.train import (
+from cmmsf.evaluation.metrics import valence_metrics
+from cmmsf.data.sources import balance_weights
+from cmmsf.train.trainer import (
     TrainOptions,
     drop_modalities,
     evaluate,

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from cmmsf.config import preset
-from cmmsf.examples import Skipped
-from cmmsf.sources import load_sources_config, load_speech
-from cmmsf.voice_augment import _band_limit, _noise, _reverb, recording_variant
+from cmmsf.data.examples import Skipped
+from cmmsf.data.sources import load_sources_config, load_speech
+from cmmsf.data.voice_augment import _band_limit, _noise, _reverb, recording_variant
 
 from .test_sources import write_ravdess
 
 RATE = 16000
-CHANNELS = Path(__file__).resolve().parents[1] / "cmmsf" / "recipes" / "sources_channels.json"
+CHANNELS = Path(__file__).resolve().parents[1] / "experiments" / "recipes" / "sources_channels.json"
 
 
 def tone(hz: float, seconds: float = 1.0) -> np.ndarray:

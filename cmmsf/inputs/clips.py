@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, InMemoryMedia
 from .errors import DataError
 
 TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
@@ -25,10 +25,14 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
 
 @dataclass
 class Clip:
+    """One clip, from files (`infer`) or from memory (a server's request): the preprocessor reads both."""
+
     id: str
-    media: Path | None = None
-    """A video (its audio track is used too) or an audio-only file."""
+    media: Path | InMemoryMedia | None = None
+    """A video (its audio track is used too) or an audio-only file, or such a file's bytes."""
     transcript: Path | None = None
+    transcript_text: str | None = None
+    """The words themselves, where they come with the clip instead of in a sidecar file."""
 
 
 @dataclass

@@ -37,7 +37,7 @@ from .familiarity import VoiceFamiliarity
 from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
-from .text import Transcript, has_words, read_transcript, tokenize, truncate_ids
+from .text import Transcript, has_words, parse_transcript, read_transcript, tokenize, truncate_ids
 from .video import NO_FACE, frames_to_input
 
 
@@ -118,7 +118,11 @@ class Preprocessor:
               front_ms: dict[str, float]) -> Transcript | None:
         """The clip's words: its sidecar, or speech recognised in `wave` as the asr mode says."""
         sidecar = clip.transcript if self.asr != "always" else None
-        if sidecar is not None:
+        given = clip.transcript_text if self.asr != "always" else None
+        if given is not None:
+            transcript = parse_transcript(given, f"the transcript of {clip.id}")
+            item_notes.update(sidecar_notes(transcript))
+        elif sidecar is not None:
             transcript = read_transcript(sidecar)
             item_notes.update(sidecar_notes(transcript))
         elif self.recognizer is not None and audible(wave, self.spec.sample_rate):

@@ -12,8 +12,11 @@ frames and samples per clip (`max_frames`, `max_samples`).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import av
 import numpy as np
@@ -47,11 +50,33 @@ def ffmpeg_reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-def _open(source: str | Path):
+@dataclass(frozen=True)
+class InMemoryMedia:
+    """An encoded clip held in memory (a server's request body): decoded as a file would be, from the
+    bytes themselves, so nothing is written to disk and errors name the clip, never a path."""
+
+    name: str
+    data: bytes
+
+
+MediaSource = Union[str, Path, InMemoryMedia]
+"""What the decoders read: a file's path, or a clip's bytes."""
+
+
+def media_name(source: MediaSource) -> str:
+    """How messages name a source: the file's name, or the in-memory clip's own name."""
+    return source.name if isinstance(source, InMemoryMedia) else Path(str(source)).name
+
+
+def _open(source: MediaSource):
     try:
+        if isinstance(source, InMemoryMedia):
+            buffer = io.BytesIO(source.data)
+            buffer.name = source.name  # FFmpeg's messages and `container.name` then name the clip
+            return av.open(buffer)
         return av.open(str(source))
     except (av.error.FFmpegError, OSError) as err:
-        raise MediaError(f"cannot open {Path(str(source)).name}: {ffmpeg_reason(err)}") from None
+        raise MediaError(f"cannot open {media_name(source)}: {ffmpeg_reason(err)}") from None
 
 
 def decode_size(width: int, height: int, side: int = DECODE_SIDE) -> tuple[int, int]:
@@ -74,7 +99,7 @@ def rgb_frame(frame: av.VideoFrame, name: str) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
-def decode_audio(source: str | Path, sample_rate: int = 16000, max_samples: int | None = None) -> np.ndarray | None:
+def decode_audio(source: MediaSource, sample_rate: int = 16000, max_samples: int | None = None) -> np.ndarray | None:
     """Mono float32 samples at `sample_rate`; None when the file has no audio track.
 
     With `max_samples`, decoding stops as soon as more than that many samples are held (memory stays
@@ -92,7 +117,7 @@ def decode_audio(source: str | Path, sample_rate: int = 16000, max_samples: int 
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-def media_duration(source: str | Path) -> float | None:
+def media_duration(source: MediaSource) -> float | None:
     """The container's stated duration in seconds (header only, nothing decoded), or None."""
     with _open(source) as container:
         return container.duration / av.time_base if container.duration else None
@@ -132,7 +157,7 @@ def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
         raise MediaError(f"audio decoding failed in {Path(container.name).name}: {ffmpeg_reason(err)}") from None
 
 
-def decode_video(source: str | Path, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
+def decode_video(source: MediaSource, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
     """RGB uint8 frames [T, H, W, 3] sampled at `fps`, and the time after the last frame kept.
 
     None when the file has no video stream. Frames are chosen by FrameSampler; with `max_frames`,
@@ -148,7 +173,7 @@ def decode_video(source: str | Path, fps: float, max_frames: int | None = None) 
             if max_frames and len(frames) >= max_frames:
                 break
         if not frames:
-            raise MediaError(f"{Path(str(source)).name} has a video stream but no decodable frame")
+            raise MediaError(f"{media_name(source)} has a video stream but no decodable frame")
         return np.stack(frames), last_time + 1.0 / fps
 
 

@@ -122,10 +122,16 @@ def read_transcript(path: Path) -> Transcript:
         text, decoding = raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         text, decoding = raw.decode("latin-1"), "latin-1"
+    return parse_transcript(text, path.name, decoding, subtitles=path.suffix.lower() in (".srt", ".vtt"))
+
+
+def parse_transcript(text: str, name: str, decoding: str = "utf-8", subtitles: bool = False) -> Transcript:
+    """A transcript from its text (a file's, or words sent with a clip): binary data is refused by name,
+    subtitles are reduced to their spoken lines."""
     if _is_binary(text):
-        return Transcript("", decoding, f"{path.name} is binary data, not text")
+        return Transcript("", decoding, f"{name} is binary data, not text")
     cues: list[Cue] = []
-    if path.suffix.lower() in (".srt", ".vtt"):
+    if subtitles:
         cues = _cues(text)
         lines = [ln for ln in text.splitlines() if ln.strip() and not _SUBTITLE_TIMING.match(ln)]
         text = " ".join(re.sub(r"<[^>]+>", "", ln).strip() for ln in lines)

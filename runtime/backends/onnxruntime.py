@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ..engine_folder import EngineFolder
 from .base import Backend, conform
+from .registry import BackendSpec, LoadRequest
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -53,6 +54,15 @@ def session_options(threads: int | None = None, memory_arena: bool = True) -> or
 def available_providers(requested: tuple[str, ...] = PREFERRED) -> list[str]:
     have = set(ort.get_available_providers())
     return [p for p in requested if p in have]
+
+
+def providers_problem(requested: tuple[str, ...] | None) -> str | None:
+    """One line naming asked-for execution providers this ONNX Runtime build lacks (None: all present)."""
+    missing = [p for p in requested or () if p not in ort.get_available_providers()]
+    if missing:
+        return (f"this ONNX Runtime build has no {', '.join(missing)} (it has "
+                f"{', '.join(ort.get_available_providers())})")
+    return None
 
 
 def provider_options(provider: str, folder: Path, precision: str) -> dict[str, str]:
@@ -103,3 +113,24 @@ class OnnxRuntimeBackend(Backend):
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))
+
+
+DEVICE_PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
+"""The providers a device means, where providers are not named (`auto`: every one this machine has)."""
+
+
+def _providers(request: LoadRequest) -> tuple[str, ...] | None:
+    return request.providers or DEVICE_PROVIDERS.get(request.device)
+
+
+def _load(engines: EngineFolder, request: LoadRequest) -> OnnxRuntimeBackend:
+    providers = _providers(request)
+    return OnnxRuntimeBackend.from_engines(engines, precision=request.precision, threads=request.threads,
+                                           providers=list(providers) if providers else None,
+                                           memory_arena=request.memory_arena)
+
+
+SPEC = BackendSpec(
+    name="onnxruntime", summary="ONNX Runtime on the best execution provider here (TensorRT, CUDA, CPU)",
+    precisions=("fp32", "fp16"), devices=("cpu", "cuda"), load=_load,
+    problem=lambda engines, request: providers_problem(_providers(request)), auto_rank=1)

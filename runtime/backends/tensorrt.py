@@ -16,9 +16,10 @@ import numpy as np
 from cmmsf.contracts import STAGES
 
 from ..engine_folder import Artifact, EngineFolder, ManifestError
-from ..gpu import DeviceBuffers, DeviceIdentity, device_identity
+from ..gpu import DeviceBuffers, DeviceIdentity, device_identity, tensorrt_problem
 from ..manifest import TensorRTRecord
 from .base import Backend, conform
+from .registry import BackendSpec, LoadRequest
 
 
 class TensorRTBackend(Backend):
@@ -79,3 +80,17 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         self.memory.close()
+
+
+def _problem(engines: EngineFolder, request: LoadRequest) -> str | None:
+    problem = tensorrt_problem()
+    if problem is None and not engines.has_plans:
+        return "no TensorRT plans in the engine folder (cmmsf-export build --tensorrt on, on this GPU)"
+    return problem
+
+
+SPEC = BackendSpec(
+    name="tensorrt", summary="TensorRT plans on the GPU (built by cmmsf-export build where TensorRT is)",
+    precisions=(), devices=("cuda",), load=lambda engines, request: TensorRTBackend.from_engines(engines),
+    problem=_problem, auto_rank=0, fixed_precision=lambda engines: engines.manifest.precision,
+    artifact=Artifact.PLAN.value)

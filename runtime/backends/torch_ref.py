@@ -7,10 +7,15 @@ torch-free.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import Backend, conform
+from .registry import BackendSpec, LoadRequest
+
+if TYPE_CHECKING:
+    from ..engine_folder import EngineFolder
 
 
 class TorchBackend(Backend):
@@ -34,7 +39,7 @@ class TorchBackend(Backend):
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "auto", threads: int | None = None,
                         precision: str = "fp32") -> "TorchBackend":
-        from cmmsf.checkpoint import load_checkpoint
+        from cmmsf.model.checkpoint import load_checkpoint
 
         return cls(load_checkpoint(folder), device, threads, precision)
 
@@ -53,3 +58,29 @@ class TorchBackend(Backend):
         if self.device.type != "cuda":
             return None
         return self.torch.cuda.max_memory_allocated(self.device) / 1e6
+
+
+def _problem(engines: "EngineFolder", request: LoadRequest) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (pip install 'cmmsf[export]')"
+    problem = engines.checkpoint_problem()
+    if problem:
+        return f"it needs the checkpoint: {problem}"
+    if request.device == "cuda" or request.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            half = " (torch fp16 runs on CUDA only)" if request.precision == "fp16" else ""
+            return "torch sees no CUDA GPU" + half
+        if request.device == "cpu":
+            return "torch fp16 runs on CUDA only (fp32 on the CPU)"
+    return None
+
+
+SPEC = BackendSpec(
+    name="torch", summary="the PyTorch checkpoint, eager (the reference of parity, the baseline of bench)",
+    precisions=("fp32", "fp16"), devices=("cpu", "cuda"), problem=_problem, artifact="checkpoint",
+    load=lambda engines, request: TorchBackend.from_checkpoint(
+        engines.checkpoint_dir(), device=request.device, threads=request.threads, precision=request.precision))

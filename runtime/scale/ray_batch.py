@@ -16,7 +16,7 @@ import json
 import logging
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class StageActor:
     """A Ray actor holding one backend: micro-batches of preprocessed clips → JSON records."""
 
     def __init__(self, settings: RunSettings):
-        self.pipeline = Pipeline.load(replace(settings, asr="off"))  # inputs arrive preprocessed
+        self.pipeline = Pipeline.load(settings.replace(asr="off"))  # inputs arrive preprocessed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         entries = [{"id": str(clip_id), "error": str(error)} if error else pickle.loads(item)
@@ -116,7 +116,7 @@ class RayScorer:
         check_choice(settings.backend, settings.precision)
         preprocessor_for(EngineFolder.open(settings.engines), settings)
         # every node reads the engines at this path (README: a shared filesystem or the same copy)
-        self.settings = replace(settings, engines=Path(settings.engines).resolve())
+        self.settings = settings.replace(engines=Path(settings.engines).resolve())
         self.cluster = cluster
         self.label = (f"Ray: {cluster.address}, {cluster.actors} stage actor(s) on {settings.backend} "
                       f"{settings.precision}" + (f", {cluster.num_gpus_per_actor:g} GPU each"

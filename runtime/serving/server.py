@@ -20,18 +20,18 @@ import os
 import signal
 import sys
 import sysconfig
-import tempfile
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 from cmmsf.contracts import PIPELINE_INPUTS, STAGES, sample_dims
-from cmmsf.inputs.clips import MEDIA_SUFFIXES, Clip
+from cmmsf.inputs.clips import Clip
 from cmmsf.inputs.errors import CmmsfError, UsageError
 from cmmsf.inputs.features import ClipInputs
+from cmmsf.inputs.media import InMemoryMedia
 
 from ..backends.base import NUMPY_DTYPES
 from ..pipeline import Pipeline, error_record
@@ -48,15 +48,17 @@ class ServeError(CmmsfError, RuntimeError):
 
 @dataclass(kw_only=True)
 class ServeOptions:
+    """What `cmmsf-run serve` was asked; the defaults are the command's (cmmsf/cli/run_commands.py)."""
+
     settings: RunSettings
-    address: str = "127.0.0.1"
+    address: str
     """Where HTTP, gRPC and metrics listen; 0.0.0.0 serves other machines too."""
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    max_batch: int = 8
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    max_batch: int
     """The dynamic batcher's largest batch; 1 turns batching off."""
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float
     log_file: Path | None = None
     """Triton's own log (and its children's output); when not given, a temporary file removed at a clean
     stop and kept (its path printed) when Triton dies."""
@@ -109,30 +111,20 @@ class ClipModel:
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
 
-    def _prepare(self, data: bytes, clip_id: str, transcript: str | None, folder: Path) -> ClipInputs:
-        """Decode one clip from bytes, through the very code `infer` uses on files."""
+    def _prepare(self, data: bytes, clip_id: str, transcript: str | None) -> ClipInputs:
+        """Decode one clip from its bytes, in memory, through the very preprocessor `infer` uses on files:
+        nothing is written to disk, and an error names the clip, never a path of this server."""
         if not data:
             raise UsageError("the request holds an empty clip")
-        suffix = Path(clip_id).suffix.lower()
-        media = folder / ("clip" + (suffix if suffix in MEDIA_SUFFIXES else ".bin"))
-        media.write_bytes(data)
-        sidecar = None
-        if transcript is not None:
-            sidecar = folder / "clip.txt"
-            sidecar.write_text(transcript, encoding="utf-8")
-        try:
-            return self.pipeline.preprocessor.from_clip(Clip(clip_id, media, sidecar))
-        except CmmsfError as err:  # name the clip, not this server's temporary file
-            raise type(err)(str(err).replace(f"'{media}'", "it").replace(str(media), clip_id)
-                            .replace(media.name, clip_id)) from None
+        return self.pipeline.preprocessor.from_clip(Clip(clip_id, InMemoryMedia(clip_id, data),
+                                                         transcript_text=transcript))
 
     def records(self, clips: list[tuple[bytes, str, str | None]]) -> list[dict]:
         """(bytes, id, transcript) → one record each, in order; error records for unusable clips."""
         entries: list[ClipInputs | dict] = []
         for data, clip_id, transcript in clips:
             try:
-                with tempfile.TemporaryDirectory(prefix="cmmsf-clip-") as folder:
-                    entries.append(self._prepare(data, clip_id, transcript, Path(folder)))
+                entries.append(self._prepare(data, clip_id, transcript))
             except Exception as err:  # noqa: BLE001 - one clip's failure is its own error record
                 entries.append(error_record(clip_id, err))
         return self.pipeline.predict_prepared(entries)
@@ -237,7 +229,7 @@ def serve(opts: ServeOptions, console: Console) -> None:
     check_ports_free(opts)
     limit_malloc_arenas()  # before any thread of ours, ONNX Runtime's or PyTriton's allocates
     # no memory arena: a server meets every batch size and length, and an arena would keep the largest
-    pipeline = Pipeline.load(replace(opts.settings, memory_arena=False))
+    pipeline = Pipeline.load(opts.settings.replace(memory_arena=False))
     stub_sees_this_python()
     quiet_pytriton()
     # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into

@@ -125,7 +125,7 @@ def listening_socket(address: str, port: int) -> socket.socket:
 class ViewServer:
     """The live page: a sink beside the JSON-lines writers (`start`, `write`, `frame`, `finish`, `close`)."""
 
-    def __init__(self, address: str = "127.0.0.1", port: int = 8765, max_fps: float = 10.0):
+    def __init__(self, address: str, port: int, max_fps: float = 10.0):
         self.address, self.max_fps = address, max_fps
         self.sock = listening_socket(address, port)
         self.port = self.sock.getsockname()[1]

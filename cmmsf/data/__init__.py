@@ -1,0 +1,1 @@
+"""Training data: the sources file's rules (splits, emotion→sentiment), dataset readers, voice augmentation."""

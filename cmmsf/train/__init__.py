@@ -1,0 +1,1 @@
+"""Training: the trainer and its recipes, face-backbone adaptation, voice statistics."""

@@ -1,0 +1,178 @@
+"""What a newcomer meets first: options declared once, a backend registry, defaults that write nothing
+where the user did not ask, and refusals of options that cannot work (one line each)."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from cmmsf.cli import export_app, run_app, train_app
+from cmmsf.cli.options import GROUPS
+from cmmsf.inputs.asr_models import MODELS
+from cmmsf.runtime.backends import BackendUnavailableError, backend_names, load_backend, registry, resolve_auto
+from cmmsf.runtime.engine_folder import EngineFolder
+from cmmsf.runtime.settings import RunSettings
+
+from .media import write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands(app):
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
+@pytest.mark.parametrize("app", [export_app, run_app, train_app])
+def test_help_shows_no_python_type_names(app):
+    for command in _commands(app):
+        text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        for internal in ("<bool>", "<int>", "<list[", "<Path", "<str>", "{paths}", "<float>"):
+            assert internal not in text, (command, internal)
+
+
+def test_each_run_option_is_declared_once_in_the_source():
+    """The run settings' flags are generated from RunSettings' fields: no command spells them out."""
+    sources = "".join(p.read_text() for p in (ROOT / "cmmsf" / "cli").glob("*.py"))
+    for flag in ("--asr-beam-size", "--asr-vad", "--face-crop", "--asr-model", "--precision\"", "--providers"):
+        assert flag not in sources, flag
+    assert sources.count("typer.Option(4.0") == 1  # --window's default, written once
+    infer = CliRunner().invoke(run_app, ["infer", "--help"], terminal_width=200).output
+    serve = CliRunner().invoke(run_app, ["serve", "--help"], terminal_width=200).output
+    for names in GROUPS.values():
+        for name in names:
+            flag = "--" + name.replace("_", "-")
+            assert flag in infer and flag in serve, flag
+
+
+def test_run_settings_are_typed_and_checked():
+    assert typing.get_args(RunSettings.model_fields["asr_model"].annotation) == tuple(MODELS)
+    with pytest.raises(ValidationError):
+        RunSettings(engines=Path("x"), asr="sometimes")
+    with pytest.raises(ValidationError):
+        RunSettings(engines=Path("x"), backend="no-such-backend")
+    settings = RunSettings(engines=Path("x"), threads=2)
+    assert settings.replace(asr="auto").asr == "auto" and settings.asr == "off"
+
+
+def test_every_backend_module_registers_itself_and_auto_falls_back(tiny_engines):
+    assert set(registry()) == {"onnxruntime", "tensorrt", "torch"}
+    assert backend_names()[0] == "auto"
+    engines = EngineFolder.open(tiny_engines)
+    name, why = resolve_auto(engines)
+    assert name == "onnxruntime" and "tensorrt:" in why  # no plans (and no TensorRT) here: said why
+    with pytest.raises(BackendUnavailableError, match="no NoSuchExecutionProvider"):
+        load_backend("onnxruntime", engines, providers=("NoSuchExecutionProvider",))
+    with load_backend("onnxruntime", engines, providers=("CPUExecutionProvider",)) as backend:
+        assert backend.provider == "CPUExecutionProvider"
+
+
+def test_backends_command_lists_the_registry(tiny_engines):
+    result = CliRunner().invoke(run_app, ["backends", "--engines", str(tiny_engines)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in registry():
+        assert name in result.output
+    assert "auto → onnxruntime" in result.output
+
+
+def test_providers_option_reaches_onnx_runtime(tiny_engines, tmp_path):
+    write_wav(tmp_path / "a.wav")
+    out = tmp_path / "r.jsonl"
+    ok = CliRunner().invoke(run_app, ["infer", str(tmp_path / "a.wav"), "--engines", str(tiny_engines), "--out",
+                                      str(out), "--providers", "CPUExecutionProvider", "--asr", "off"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(out.read_text())["provider"] == "CPUExecutionProvider"
+    bad = CliRunner().invoke(run_app, ["infer", str(tmp_path / "a.wav"), "--engines", str(tiny_engines), "--out",
+                                       str(tmp_path / "r2.jsonl"), "--providers", "MadeUpExecutionProvider"])
+    said = " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "no MadeUpExecutionProvider" in said and "Traceback" not in said
+
+
+def test_a_bad_choice_names_the_option_and_its_choices(tmp_path):
+    result = CliRunner().invoke(run_app, ["infer", str(tmp_path), "--engines", str(tmp_path), "--asr", "bogus"])
+    assert result.exit_code == 2 and "--asr must be one of auto, always, off, got 'bogus'" in result.output
+
+
+def test_out_naming_an_input_is_refused_and_the_input_kept(tiny_engines, tmp_path):
+    clip = write_wav(tmp_path / "clip.wav")
+    (tmp_path / "clip.txt").write_text("a calm sentence")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for target in ("clip.wav", "clip.txt"):
+        result = CliRunner().invoke(run_app, ["infer", str(tmp_path), "--engines", str(tiny_engines),
+                                              "--out", str(tmp_path / target)])
+        assert result.exit_code == 2 and "is an input" in result.output, result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert clip.exists()
+
+
+def test_infer_in_a_folder_of_clips_writes_only_its_results(tiny_engines, tmp_path, monkeypatch):
+    """`cd clips && cmmsf-run infer .` leaves nothing in the folder but --out, and shows each clip."""
+    write_wav(tmp_path / "one.wav")
+    write_wav(tmp_path / "two.wav", tone_hz=500.0)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(run_app, ["infer", ".", "--engines", str(tiny_engines), "--asr", "off"],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.wav", "results.jsonl", "two.wav"]
+    assert "one" in result.output and "two" in result.output and "2 clips scored" in result.output
+
+
+def test_hop_longer_than_window_is_refused(tmp_path):
+    result = CliRunner().invoke(run_app, ["stream", str(tmp_path / "x.mp4"), "--engines", str(tmp_path),
+                                          "--window", "1", "--hop", "2"])
+    assert result.exit_code == 2 and "--hop 2 is longer than --window 1" in " ".join(result.output.split())
+
+
+def test_default_engines_live_in_the_user_cache(tmp_path, monkeypatch):
+    from cmmsf.runtime.locations import CACHE_ENV, default_engines_dir
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    folder = default_engines_dir()
+    assert folder.parent == tmp_path / "cache" / "engines" and folder.name.startswith("default-")
+
+
+def test_an_interrupted_build_leaves_nothing_behind(tiny_checkpoint, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import cmmsf.export.build as build_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "export_stage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_module.build(build_module.BuildOptions(checkpoint=str(tiny_checkpoint), out=tmp_path / "engines"),
+                           Console(quiet=True))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_decodes_a_clip_request_in_memory(tiny_engines, tmp_path, monkeypatch):
+    """`cmmsf_clip` reads the request's bytes as they are: no temporary file, and errors name the clip."""
+    import tempfile
+
+    from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.serving.server import ClipModel
+
+    data = write_wav(tmp_path / "voice.wav").read_bytes()
+    pipeline = Pipeline.load(RunSettings(engines=tiny_engines))
+    try:
+        on_disk = pipeline.predict([tmp_path / "voice.wav"])[0]
+
+        def no_files(*args, **kwargs):
+            raise AssertionError("the server wrote a temporary file")
+
+        for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory"):
+            monkeypatch.setattr(tempfile, name, no_files)
+        good, corrupt, spoken = ClipModel(pipeline).records([(data, "voice.wav", None),
+                                                            (b"\x00garbage" * 50, "broken.mp4", None),
+                                                            (data, "said.wav", "what a lovely day")])
+    finally:
+        pipeline.close()
+    assert good["score"] == pytest.approx(on_disk["score"], abs=1e-5)
+    assert corrupt["id"] == "broken.mp4" and "broken.mp4" in corrupt["error"] and str(tmp_path) not in corrupt["error"]
+    assert "/tmp" not in corrupt["error"]
+    assert spoken["transcript"] == "what a lovely day" and spoken["present"]["text"]
