@@ -1,7 +1,7 @@
 """`cmmsf-run infer`: clips in, results.jsonl out, a progress bar and a closing summary.
 
-Where the records are computed is a `Scorer`: this process's `Pipeline` (`LocalScorer`), or a Ray
-cluster (`cmmsf.runtime.scale.ray_batch.RayScorer`, which the CLI passes in: the core runtime does not
+Where the records are computed is a `ClipRunner`: this process's `Pipeline` (`LocalRunner`), or a Ray
+cluster (`cmmsf.runtime.scale.ray_batch.RayRunner`, which the CLI passes in: the core runtime does not
 import the scale-out room). Everything around it, the clip list, the locked results file, resuming,
 progress and the summary, is the same for both.
 """
@@ -24,10 +24,10 @@ from .pipeline import Pipeline, order_by_size
 from .report import PER_CLIP_TABLE_MAX, clips_table, infer_summary, skipped_summary
 from .results import ResultWriter, writes_to_stdout
 from .settings import RunSettings
-from .timeline import plot_timeline
+from .sinks import ClipTimelines, Sinks
 
 
-class Scorer(Protocol):
+class ClipRunner(Protocol):
     """Clips → one record each (error records included), in any order."""
 
     label: str
@@ -38,7 +38,7 @@ class Scorer(Protocol):
     def close(self) -> None: ...
 
 
-class LocalScorer:
+class LocalRunner:
     """The pipeline in this process."""
 
     def __init__(self, settings: RunSettings):
@@ -80,17 +80,12 @@ def refuse_out_among_inputs(out: Path, clips: list[Clip]) -> None:
                                  "choose another --out")
 
 
-def plot_file(folder: Path, clip_id: str) -> Path:
-    """Where a clip's timeline goes: its id, with folder separators made part of the name."""
-    return folder / (clip_id.replace("/", "__").replace("\\", "__") + ".png")
-
-
 def run_infer(opts: InferOptions, console: Console,
-              scorer: Callable[[RunSettings], Scorer] = LocalScorer) -> list[dict]:
+              runner: Callable[[RunSettings], ClipRunner] = LocalRunner) -> list[dict]:
     """Score every clip under `opts.paths`, writing each record to `opts.out` as soon as its batch is done.
 
     Returns the records of this run; error records (`id, error`) are among them: the caller turns
-    them into the exit code. `scorer` is built after the results file is held and before it is
+    them into the exit code. `runner` is built after the results file is held and before it is
     truncated, so a bad option, engine folder or ASR model fails once, before anything is written.
     """
     skipped: list[Path] = []
@@ -99,15 +94,16 @@ def run_infer(opts: InferOptions, console: Console,
         raise FileNotFoundError(f"no clips (video, audio or transcript files) under {', '.join(map(str, opts.paths))}"
                                 + (f" ({skipped_summary(skipped)})" if skipped else ""))
     refuse_out_among_inputs(opts.out, clips)
-    if opts.plots:
-        opts.plots.mkdir(parents=True, exist_ok=True)
     # the results file first: a second run on it stops here, before it loads anything
     writer = ResultWriter(opts.out, opts.resume, opts.wait, on_wait=lambda holder: console.print(
         f"waiting: {opts.out} is being written by {holder}", highlight=False))
     source = None
+    sinks = Sinks([writer])
     try:
-        source = scorer(opts.settings)
+        source = runner(opts.settings)
         writer.start()
+        if opts.plots:
+            sinks.sinks.append(ClipTimelines(opts.plots))
     except BaseException:
         if source:
             source.close()
@@ -124,14 +120,13 @@ def run_infer(opts: InferOptions, console: Console,
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("infer", total=len(todo), last="")
             for record in source.records(todo, opts.batch):
-                writer.write(record)
+                sinks.write(record)
                 records.append(record)
-                if opts.plots:
-                    plot_timeline([record], plot_file(opts.plots, record["id"]), record["id"])
                 progress.update(task, advance=1, last=record["id"])
+        sinks.finish({"clips": len(records)})
     finally:
         source.close()
-        writer.close()
+        sinks.close()
     if 0 < len(records) <= PER_CLIP_TABLE_MAX:
         console.print(clips_table(sorted(records, key=lambda r: r["id"])))
     console.print(infer_summary(records, time.perf_counter() - start))

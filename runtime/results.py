@@ -23,6 +23,8 @@ from typing import IO, Any, Callable
 
 from cmmsf.inputs.errors import CmmsfError
 
+from .records import to_json
+
 STDOUT = "-"
 
 
@@ -147,10 +149,13 @@ class ResultWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         try:
-            self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.handle.write(to_json(record) + "\n")
             self.handle.flush()
         except OSError as err:
             raise ResultsError(f"cannot write results to {self.path}: {err.strerror or err}") from None
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """A sink (runtime/sinks.py): every line is already written and flushed."""
 
     def close(self) -> None:
         """Flush and close; closing the descriptor releases the lock. A run that never started (its

@@ -42,7 +42,7 @@ from .latency import percentiles
 from .pipeline import Pipeline, error_record
 from .results import STDOUT, ResultWriter, writes_to_stdout
 from .settings import RunSettings
-from .timeline import plot_timeline
+from .sinks import Sinks, TimelinePlot
 
 
 MIN_TAIL_S = 0.1
@@ -313,47 +313,44 @@ def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
     results file (held for the run, as `infer` holds its own) and the view's port (bound at once)."""
     transcript = _sidecar_transcript(opts.source, opts.transcript)
     # the same JSON-lines writer as infer's, to standard output and (locked) to --out
-    sinks = [ResultWriter(STDOUT, resume=False)]
+    writers = [ResultWriter(STDOUT, resume=False)]
     if opts.out and not writes_to_stdout(opts.out):
-        sinks.append(ResultWriter(opts.out, resume=False))
+        writers.append(ResultWriter(opts.out, resume=False))
+    sinks = Sinks(list(writers))
     pipeline = view = None
     if opts.view:
         from .view import ViewServer
 
         view = ViewServer(opts.view.address, opts.view.port)  # binds the port now: a taken one fails first
+        sinks.sinks.append(view)  # closed with the others: a view that never started still frees its port
+    if opts.plot:
+        sinks.sinks.append(TimelinePlot(opts.plot, f"{Path(opts.source).name}: sentiment per {opts.window:g} s "
+                                                   "window"))
     records, busy, started = [], 0.0, time.perf_counter()
     try:
         pipeline = Pipeline.load(opts.settings)
         console.print(f"backend: {pipeline.backend.label} on {pipeline.backend.provider}", highlight=False)
-        for sink in sinks:
-            sink.start()
+        for writer in writers:
+            writer.start()
         if view:
             _open_view(view, opts, pipeline, console)
         for record, busy in iter_windows(pipeline, opts.source, opts.window, opts.hop, transcript, opts.realtime,
                                          opts.connect_timeout, opts.read_timeout,
                                          on_frame=view.frame if view else None):
-            for sink in sinks:
-                sink.write(record)
-            if view:
-                view.write(record)
+            sinks.write(record)
             records.append(record)
         summary = stream_summary(records, busy)
         if summary["media_s"]:
             console.print(f"{len(records)} windows over {summary['media_s']:.1f} s of media; processing took "
                           f"{busy:.2f} s (real-time factor {summary['real_time_factor']:.3f}); "
                           f"wall {time.perf_counter() - started:.1f} s", highlight=False)
+        sinks.finish(summary)
         if opts.plot:
-            plot_timeline(records, opts.plot, f"{Path(opts.source).name}: sentiment per {opts.window:g} s window")
             console.print(f"timeline: {opts.plot}")
-        if view:
-            view.finish(summary)
-            if opts.view.keep:
-                _hold_view(view, console)
+        if view and opts.view.keep:
+            _hold_view(view, console)
     finally:
-        for sink in sinks:
-            sink.close()
-        if view:
-            view.close()  # a view that never started still frees its port
+        sinks.close()
         if pipeline:
             pipeline.close()
     return records

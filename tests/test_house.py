@@ -176,3 +176,40 @@ def test_serve_decodes_a_clip_request_in_memory(tiny_engines, tmp_path, monkeypa
     assert corrupt["id"] == "broken.mp4" and "broken.mp4" in corrupt["error"] and str(tmp_path) not in corrupt["error"]
     assert "/tmp" not in corrupt["error"]
     assert spoken["transcript"] == "what a lovely day" and spoken["present"]["text"]
+
+
+def test_sinks_close_every_sink_even_when_one_fails(tmp_path):
+    from cmmsf.runtime.results import ResultWriter
+    from cmmsf.runtime.sinks import ClipTimelines, Sink, Sinks
+
+    class Broken:
+        def write(self, record):
+            pass
+
+        def finish(self, summary):
+            pass
+
+        def close(self):
+            raise OSError("disk gone")
+
+    writer = ResultWriter(tmp_path / "r.jsonl", resume=False)
+    writer.start()
+    sinks = Sinks([Broken(), writer, ClipTimelines(tmp_path / "plots")])
+    assert all(isinstance(s, Sink) for s in sinks.sinks)
+    sinks.write({"id": "a/b", "score": 1.5, "gates": {"text": 1.0, "audio": 0.0, "video": 0.0},
+                 "present": {"text": True, "audio": False, "video": False}})
+    with pytest.raises(OSError, match="disk gone"):
+        sinks.close()
+    assert writer.handle.closed and json.loads((tmp_path / "r.jsonl").read_text())["score"] == 1.5
+    assert (tmp_path / "plots" / "a__b.png").stat().st_size > 0
+
+
+def test_records_are_strict_json_with_nonfinite_numbers_named():
+    from cmmsf.runtime.records import to_json
+
+    line = to_json({"id": "x", "score": float("nan"), "gates": {"audio": float("inf"), "text": 0.5}})
+    assert "NaN" not in line and "Infinity" not in line
+    record = json.loads(line)
+    assert record["score"] is None and record["gates"] == {"audio": None, "text": 0.5}
+    assert record["nonfinite"] == ["score", "gates.audio"]
+    assert json.loads(to_json({"id": "y", "score": 0.25})) == {"id": "y", "score": 0.25}

@@ -41,19 +41,19 @@ def run_infer(
 ) -> None:
     """Batch inference over clips → results.jsonl, a per-clip table and a summary. Exit 3 when some clips
     failed."""
-    from cmmsf.runtime.infer import InferOptions, LocalScorer, run_infer as infer
+    from cmmsf.runtime.infer import InferOptions, LocalRunner, run_infer as infer
     from cmmsf.runtime.results import writes_to_stdout
 
     human = err_console if writes_to_stdout(out) else console  # JSON lines alone on stdout
-    scorer = LocalScorer
+    runner = LocalRunner
     if ray:
-        from cmmsf.runtime.scale.ray_batch import RayScorer, RaySettings
+        from cmmsf.runtime.scale.ray_batch import RayRunner, RaySettings
 
         cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
-        scorer = functools.partial(RayScorer, cluster=cluster)
+        runner = functools.partial(RayRunner, cluster=cluster)
     records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait,
                                  plots=plot),
-                    human, scorer)
+                    human, runner)
     if any("error" in r for r in records):
         raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
 

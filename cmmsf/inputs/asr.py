@@ -19,7 +19,7 @@ import numpy as np
 
 from .audio import audible
 from .errors import UsageError
-from .asr_models import DEFAULT_MODEL, AsrMissingError, model_dir, model_named, model_sha256
+from .asr_models import DEFAULT_MODEL, SKIP_ASR, AsrMissingError, model_dir, model_named, model_sha256
 
 NO_SPEECH_MAX = 0.6
 """A segment Whisper itself thinks is probably not speech (its no-speech probability above this) is dropped:
@@ -127,7 +127,7 @@ class SpeechRecognizer:
         try:
             from faster_whisper import WhisperModel
         except ImportError:
-            raise AsrMissingError("speech recognition needs `pip install faster-whisper`; or pass --asr off") from None
+            raise AsrMissingError("speech recognition needs `pip install faster-whisper`", hint=SKIP_ASR) from None
         cuda = _cuda_available()
         return WhisperModel(str(self.folder), device="cuda" if cuda else "cpu",
                             compute_type="float16" if cuda else "int8", cpu_threads=self.threads)

@@ -31,8 +31,19 @@ from .errors import CmmsfError
 from .hashing import sha256_file
 
 
+SKIP_ASR = "or pass --asr off"
+"""How the commands that recognise speech go without it."""
+
+
 class AsrMissingError(CmmsfError, FileNotFoundError):
-    """The speech recognition model or engine is not installed; the message names the package."""
+    """The speech recognition model or engine is not installed; the message names the package.
+
+    `reason` is the fact alone; the message adds the way round it that `infer`, `stream`, `serve` and
+    `eval` offer (`--asr off`), so a command without that option (bench) can say its own."""
+
+    def __init__(self, reason: str, hint: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}; {hint}" if hint else reason)
 
 
 @dataclass(frozen=True)
@@ -81,10 +92,11 @@ def model_dir(name: str = DEFAULT_MODEL) -> Path:
     model = model_named(name)
     if not installed(model):
         raise AsrMissingError(f"speech recognition with Whisper {name} needs `{model.install}` (nothing is "
-                              "downloaded at run time); or pass --asr off")
+                              "downloaded at run time)", hint=SKIP_ASR)
     folder = _tiny_en_dir() if name == "tiny.en" else _joined_base_dir(model)
     if not (folder / "model.bin").is_file():
-        raise AsrMissingError(f"the Whisper model folder {folder} has no model.bin: reinstall {' '.join(model.packages)}")
+        raise AsrMissingError(f"the Whisper model folder {folder} has no model.bin: reinstall "
+                              f"{' '.join(model.packages)}")
     return folder
 
 

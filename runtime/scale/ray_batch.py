@@ -29,6 +29,7 @@ from cmmsf.inputs.errors import CmmsfError
 from ..backends import check_choice
 from ..engine_folder import EngineFolder
 from ..pipeline import Pipeline, error_record, preprocessor_for
+from ..records import to_json
 from ..settings import RunSettings
 
 LOCAL = "local"
@@ -75,7 +76,7 @@ class StageActor:
         entries = [{"id": str(clip_id), "error": str(error)} if error else pickle.loads(item)
                    for clip_id, error, item in zip(batch["id"], batch["error"], batch["item"])]
         records = self.pipeline.predict_prepared(entries)
-        return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+        return {"record": np.array([to_json(r) for r in records], dtype=object)}
 
 
 def reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -108,8 +109,8 @@ def connect(address: str) -> None:
         raise RayError(f"cannot reach a Ray cluster at {address}: {err}") from None
 
 
-class RayScorer:
-    """`infer`'s scorer on a cluster (runtime/infer.py): the options, engines and ASR model are checked
+class RayRunner:
+    """`infer`'s clip runner on a cluster (runtime/infer.py): the options, engines and ASR model are checked
     here, once, before any worker starts; records come back as the cluster finishes them."""
 
     def __init__(self, settings: RunSettings, cluster: RaySettings):

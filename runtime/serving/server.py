@@ -15,7 +15,6 @@ Two models:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -35,6 +34,7 @@ from cmmsf.inputs.media import InMemoryMedia
 
 from ..backends.base import NUMPY_DTYPES
 from ..pipeline import Pipeline, error_record
+from ..records import to_json
 from ..settings import RunSettings
 from .lifecycle import Housekeeping, InFlight, TritonWatchdog, limit_malloc_arenas
 
@@ -138,7 +138,7 @@ class ClipModel:
             for row in range(len(clips)):
                 flat.append((bytes(clips[row].reshape(-1)[0]), _text(ids, row) or "clip", _text(transcripts, row)))
         records = iter(self.records(flat))
-        return [{"record": np.array([[json.dumps(next(records)).encode()] for _ in range(n)], dtype=object)}
+        return [{"record": np.array([[to_json(next(records)).encode()] for _ in range(n)], dtype=object)}
                 for n in sizes]
 
 
