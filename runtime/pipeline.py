@@ -20,7 +20,7 @@ from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.asr import SpeechRecognizer
 from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
-from .backends import AUTO, LoadRequest, check_choice, load_backend, resolve_auto
+from .backends import check_choice, load_backend
 from .backends.base import Backend
 from .engine_folder import EngineFolder, ManifestError
 from .settings import RunSettings
@@ -64,15 +64,10 @@ class Pipeline:
         folder = EngineFolder.open(settings.engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
         preprocessor = preprocessor_for(folder, settings)
-        request = LoadRequest(precision=settings.precision, threads=settings.threads,
-                              memory_arena=settings.memory_arena, providers=settings.providers)
-        backend, note = settings.backend, ""
-        if backend == AUTO:
-            backend, why = resolve_auto(folder, request)
-            note = f"auto → {backend} ({why})"
-        return cls(load_backend(backend, folder, precision=settings.precision, threads=settings.threads,
-                                memory_arena=settings.memory_arena, providers=settings.providers),
-                   folder, note, preprocessor)
+        backend = load_backend(settings.backend, folder, precision=settings.precision, threads=settings.threads,
+                               memory_arena=settings.memory_arena, providers=settings.providers,
+                               device=settings.device)
+        return cls(backend, folder, backend.note, preprocessor)
 
     @property
     def config(self) -> ModelConfig:
@@ -137,6 +132,7 @@ class Pipeline:
                 "stage_ms": {k: round(v, 3) for k, v in {**item.front_ms, **result.stage_ms}.items()},
                 "backend": self.backend.name, "precision": self.backend.precision,
                 "provider": self.backend.provider,
+                **({"stage_backends": labels} if (labels := self.backend.stage_labels()) else {}),
             })
         return records
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AsrMode = Literal["auto", "always", "off"]
 AsrModelName = Literal["tiny.en", "base"]
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "bf16"]
 
 
 class RunSettings(BaseModel):
@@ -25,8 +25,11 @@ class RunSettings(BaseModel):
                                       "exported on first use)")
     backend: str = Field("auto", description="auto (the fastest backend that can run the folder here), "
                                              "or one backend by name")
-    precision: Precision = Field("fp32", description="which ONNX graphs ONNX Runtime loads (TensorRT runs its "
-                                                     "plans, torch FP32)")
+    precision: Precision = Field("fp32", description="fp32 or fp16: which ONNX graphs ONNX Runtime and OpenVINO "
+                                                     "load; bf16: the FP32 graphs computed in bfloat16 (OpenVINO, on "
+                                                     "a CPU that has it). TensorRT runs its plans")
+    device: str = Field("auto", description="where the backend runs: auto (its best here), cpu, cuda (ONNX Runtime, "
+                                            "torch), gpu or npu (OpenVINO); records say where it ran")
     providers: Optional[tuple[str, ...]] = Field(
         None, description="ONNX Runtime execution providers in order, comma-separated, e.g. "
                           "CUDAExecutionProvider,CPUExecutionProvider (default: every one here)")
@@ -52,6 +55,15 @@ class RunSettings(BaseModel):
 
         if name not in backend_names():
             raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        from .backends.registry import all_devices
+
+        if name not in all_devices():
+            raise ValueError(f"unknown device {name!r}; choose one of {', '.join(all_devices())}")
         return name
 
     @classmethod

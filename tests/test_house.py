@@ -60,7 +60,7 @@ def test_run_settings_are_typed_and_checked():
 
 
 def test_every_backend_module_registers_itself_and_auto_falls_back(tiny_engines):
-    assert set(registry()) == {"onnxruntime", "tensorrt", "torch"}
+    assert {"onnxruntime", "tensorrt", "torch"} <= set(registry())  # and openvino where installed
     assert backend_names()[0] == "auto"
     engines = EngineFolder.open(tiny_engines)
     name, why = resolve_auto(engines)

@@ -45,6 +45,24 @@ def export_check(folder: Path = typer.Argument(..., help="an engine folder")) ->
     check(folder, console)
 
 
+@export_app.command("tune")
+@friendly
+def export_tune(
+    folder: Path = typer.Argument(..., help="an engine folder", metavar="DIR"),
+    data_dir: Optional[Path] = typer.Option(None, help="where mosi/, ravdess/ and faces/ are: their dev splits guard "
+                                            "reduced precision (FP16, BF16); without them only FP32 compute may "
+                                            "win", metavar="DIR"),
+    runs: int = typer.Option(30, min=3, help="timed runs per candidate, spread over --rounds", metavar="N"),
+    rounds: int = typer.Option(3, min=1, help="interleaved rounds (the minimum of their medians counts)",
+                               metavar="N"),
+) -> None:
+    """Time every stage on every backend × precision that runs here and passes parity and the accuracy
+    guard; write the winners to DIR/tuning.json, where `--backend auto` runs each stage on its winner."""
+    from cmmsf.export.tune import TuneOptions, tune
+
+    tune(TuneOptions(folder=folder, data_dir=data_dir, runs=runs, rounds=rounds), console)
+
+
 @export_app.command("inspect")
 @friendly
 def export_inspect(

@@ -25,7 +25,7 @@ from cmmsf.runtime.settings import RunSettings
 from .common import err_console, split_list
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Engines": ("engines", "backend", "precision", "providers", "threads"),
+    "Engines": ("engines", "backend", "precision", "device", "providers", "threads"),
     "Speech recognition": ("asr", "asr_model", "asr_beam_size", "asr_vad"),
     "Video and voice": ("face_crop", "voice_check"),
 }

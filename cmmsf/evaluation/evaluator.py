@@ -151,8 +151,9 @@ def row_records(rows: list[SubsetRow]) -> list[dict]:
 
 
 def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] | None = None,
-                 subsets: dict[str, tuple[str, ...]] | None = None) -> list[SubsetRow]:
-    """One row per source and per subset it has data for (`all` only when it has more than one)."""
+                 subsets: dict[str, tuple[str, ...]] | None = None, framing: bool = True) -> list[SubsetRow]:
+    """One row per source and per subset it has data for (`all` only when it has more than one), and the
+    framing row of still faces where `framing` (it detects faces in every photo placed in a frame)."""
     gates, subsets = gates or {}, subsets or dict(SUBSETS)
     trained = set(scorer.config.trained_modalities)
     rows = []
@@ -173,7 +174,7 @@ def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] |
                 metrics["voice_left_out"] = float(100 * np.mean([_voice_left_out(it) for it in group]))
             rows.append(SubsetRow(source, "+".join(keep) if name != "all" else "all", metrics,
                                   gate if gates.get(source, {}).get("modalities") == name else {}))
-            if keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):
+            if framing and keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):
                 rows.append(framing_row(scorer, source, group, pred))
     return rows
 

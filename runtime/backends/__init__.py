@@ -11,7 +11,7 @@ from .base import Backend
 from .registry import AUTO, BackendSpec, LoadRequest, all_precisions, backend_names, registry
 
 __all__ = ["AUTO", "Backend", "BackendSpec", "BackendUnavailableError", "LoadRequest", "backend_names",
-           "check_choice", "load_backend", "registry", "resolve_auto"]
+           "check_choice", "choice_problem", "load_backend", "registry", "resolve_auto"]
 
 
 class BackendUnavailableError(CmmsfError, RuntimeError):
@@ -25,11 +25,21 @@ def resolve_auto(engines: EngineFolder, request: LoadRequest | None = None) -> t
     for spec in registry().values():
         if spec.auto_rank is None:
             continue
-        problem = spec.problem(engines, request)
+        problem = choice_problem(spec, request) or spec.problem(engines, request)
         if problem is None:
             return spec.name, "; ".join(passed_over) or f"{spec.summary}"
         passed_over.append(f"{spec.name}: {problem}")
     raise BackendUnavailableError("no backend can run this engine folder here: " + "; ".join(passed_over))
+
+
+def choice_problem(spec: BackendSpec, request: LoadRequest) -> str | None:
+    """Why `spec` cannot take the precision or device asked for (None where it can; a backend whose
+    artifacts fix the precision takes any)."""
+    if spec.precisions and request.precision not in spec.precisions:
+        return f"it runs {' or '.join(spec.precisions)}, not {request.precision}"
+    if request.device != AUTO and request.device not in spec.devices:
+        return f"it runs on {' or '.join(spec.devices)}, not {request.device}"
+    return None
 
 
 def check_choice(backend: str, precision: str) -> None:
@@ -52,10 +62,33 @@ def load_backend(name: str, engines: EngineFolder, precision: str = "fp32", thre
     check_choice(name, precision)
     request = LoadRequest(precision=precision, threads=threads, memory_arena=memory_arena,
                           providers=tuple(providers) if providers else None, device=device)
+    note = ""
     if name == AUTO:
-        name, _ = resolve_auto(engines, request)
+        tuned = _tuned(engines, request)
+        if tuned is not None:
+            return tuned
+        name, why = resolve_auto(engines, request)
+        note = f"auto → {name} ({why})"
     spec = registry()[name]
-    problem = spec.problem(engines, request)
+    problem = choice_problem(spec, request) or spec.problem(engines, request)
     if problem:
         raise BackendUnavailableError(f"the {name} backend cannot run here: {problem}")
-    return spec.load(engines, request)
+    backend = spec.load(engines, request)
+    backend.note = note
+    return backend
+
+
+def _tuned(engines: EngineFolder, request: LoadRequest) -> Backend | None:
+    """`auto` on a folder `cmmsf-export tune` measured: each stage on its winner (runtime/tuning.py).
+    Only where nothing was pinned: a precision, device or providers asked for choose the backend instead."""
+    if request.precision != "fp32" or request.device != AUTO or request.providers:
+        return None
+    from ..tuning import read_tuning, stagewise_backend
+
+    tuning, _ = read_tuning(engines.path)
+    if tuning is None:
+        return None
+    try:
+        return stagewise_backend(engines, tuning, request)
+    except LookupError:
+        return None

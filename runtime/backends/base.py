@@ -28,6 +28,8 @@ class Backend(ABC):
     provider: str = "unknown"
     precision: str = "fp32"
     """What the backend computes in: fp32/fp16 ONNX, a plan's build precision, or torch's fp32."""
+    note: str = ""
+    """How `auto` came to it (which backend, or which per stage, and why), for the line before a run."""
 
     @property
     def label(self) -> str:
@@ -41,6 +43,11 @@ class Backend(ABC):
     def run(self, inputs: dict[str, np.ndarray], stage_ms: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """All five stages through `cmmsf.contracts.run_chain`; returns inputs plus every stage output."""
         return run_chain(self.run_stage, inputs, stage_ms)
+
+    def stage_labels(self) -> dict[str, str] | None:
+        """Where each stage ran, where that differs between stages (the tuned `auto`); None when one
+        backend runs them all."""
+        return None
 
     def device_memory_mb(self) -> float | None:
         """Peak (or current) device memory this backend holds, where a GPU is in use; None on CPU."""

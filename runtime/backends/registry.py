@@ -89,3 +89,8 @@ def backend_names() -> tuple[str, ...]:
 
 def all_precisions() -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for spec in registry().values() for p in spec.precisions))
+
+
+def all_devices() -> tuple[str, ...]:
+    """`auto` and every device a registered backend declares: the choices of `--device`."""
+    return (AUTO, *dict.fromkeys(d for spec in registry().values() for d in spec.devices))

@@ -1,0 +1,100 @@
+"""`cmmsf-export tune` and the tuned `auto`: winners per stage measured here, reduced precision only behind
+the accuracy guard, and a winner this machine cannot run replaced with the reason said."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from cmmsf.runtime.backends import load_backend
+from cmmsf.runtime.backends.base import Backend
+from cmmsf.runtime.engine_folder import EngineFolder
+from cmmsf.runtime.pipeline import Pipeline
+from cmmsf.runtime.settings import RunSettings
+from cmmsf.runtime.tuning import TUNING, StagewiseBackend, read_tuning
+
+from .media import write_wav
+from .test_sources import write_faces, write_ravdess
+
+
+@pytest.fixture
+def engines(tiny_engines, tmp_path, monkeypatch):
+    """A copy of the tiny build: tuning writes tuning.json beside its manifest."""
+    monkeypatch.setenv("CMMSF_CACHE_DIR", str(tmp_path / "cache"))
+    return shutil.copytree(tiny_engines, tmp_path / "engines")
+
+
+class Miscalibrated(Backend):
+    """A backend whose scores are pushed off by a constant: what a broken calibration does."""
+
+    name, precision, provider = "miscalibrated", "int8", "test"
+
+    def __init__(self, inner: Backend, shift: float):
+        self.inner, self.shift = inner, shift
+
+    def run_stage(self, stage, feeds):
+        out = self.inner.run_stage(stage, feeds)
+        if stage == "mgf_head":
+            out = {**out, "score": out["score"] + self.shift}
+        return out
+
+
+def test_tune_without_guard_data_keeps_fp32_compute_and_auto_runs_the_winners(engines, tmp_path):
+    from cmmsf.export.tune import TuneOptions, tune
+
+    tuning = tune(TuneOptions(folder=engines, runs=3, rounds=1), Console(quiet=True))
+    assert read_tuning(engines)[0] == tuning
+    assert all(t[0].precision == "fp32" for t in tuning.stages.values())
+    assert tuning.guard["onnxruntime fp16"] == "no dev data to guard reduced precision (--data-dir)"
+    assert tuning.guard["onnxruntime fp32"] == "passed"
+    write_wav(tmp_path / "a.wav")
+    tuned = Pipeline.load(RunSettings(engines=engines))
+    plain = Pipeline.load(RunSettings(engines=engines, backend="onnxruntime"))
+    try:
+        assert isinstance(tuned.backend, StagewiseBackend) and "tuned per stage" in tuned.note
+        record, reference = tuned.predict([tmp_path / "a.wav"])[0], plain.predict([tmp_path / "a.wav"])[0]
+    finally:
+        tuned.close()
+        plain.close()
+    assert set(record["stage_backends"]) == {"text_encoder", "audio_encoder", "video_encoder", "interaction",
+                                             "mgf_head"}
+    assert record["score"] == pytest.approx(reference["score"], abs=1e-4)
+
+
+def test_auto_replaces_a_winner_this_machine_cannot_run_and_says_why(engines):
+    (engines / TUNING).write_text(json.dumps({
+        "machine": "elsewhere", "created": "2026-12-06T00:00:00+00:00", "guard": {},
+        "stages": {stage: [{"backend": "tensorrt", "precision": "fp16", "p50_ms": 0.1},
+                           {"backend": "onnxruntime", "precision": "fp32", "p50_ms": 1.0}]
+                   for stage in ("text_encoder", "audio_encoder", "video_encoder", "interaction", "mgf_head")}}))
+    with load_backend("auto", EngineFolder.open(engines)) as backend:
+        assert set(backend.stage_labels().values()) == {"onnxruntime fp32"}
+        assert "text_encoder: tensorrt fp16 cannot run here (TensorRT is not installed" in backend.note
+    (engines / TUNING).write_text("{not json")
+    with load_backend("auto", EngineFolder.open(engines)) as backend:  # a broken file is ignored, not fatal
+        assert backend.name == "onnxruntime"
+
+
+def test_the_accuracy_guard_refuses_a_miscalibrated_candidate(engines, tmp_path):
+    from cmmsf.export.tune import AccuracyGuard
+
+    data = tmp_path / "data"
+    (data / "mosi").mkdir(parents=True)
+    (data / "mosi" / "label.csv").write_text("id,text,label,mode\n" + "".join(
+        f"m{i},{'a great film' if i % 2 else 'a dreadful film'},{2.0 if i % 2 else -2.0},dev\n" for i in range(8)))
+    write_ravdess(data / "ravdess", actors=range(17, 19))
+    write_faces(data / "faces", people=10)
+    guard = AccuracyGuard(EngineFolder.open(engines), data, Console(quiet=True))
+    try:
+        with load_backend("onnxruntime", EngineFolder.open(engines)) as same:
+            assert guard.verdict(same) == "passed"
+            assert guard.verdict(Miscalibrated(same, 0.0)) == "passed"
+            refused = guard.verdict(Miscalibrated(same, 2.5))
+    finally:
+        guard.close()
+    assert refused.startswith("accuracy:"), refused
+    assert np.isfinite(guard.scores).all() and guard.n > 10
