@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 AsrMode = Literal["auto", "always", "off"]
 AsrModelName = Literal["tiny.en", "base"]
@@ -48,22 +48,15 @@ class RunSettings(BaseModel):
     memory_arena: bool = Field(True, description="ONNX Runtime's CPU arena; off for a long-running server, which "
                                                  "meets every batch size and length")
 
-    @field_validator("backend")
+    @field_validator("backend", "device")
     @classmethod
-    def _known_backend(cls, name: str) -> str:
-        from .backends.registry import backend_names
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        """Backends and devices are what the backend registry holds (runtime/backends/registry.py)."""
+        from .backends.registry import all_devices, backend_names
 
-        if name not in backend_names():
-            raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
-        return name
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, name: str) -> str:
-        from .backends.registry import all_devices
-
-        if name not in all_devices():
-            raise ValueError(f"unknown device {name!r}; choose one of {', '.join(all_devices())}")
+        choices = backend_names() if info.field_name == "backend" else all_devices()
+        if name not in choices:
+            raise ValueError(f"unknown {info.field_name} {name!r}; choose one of {', '.join(choices)}")
         return name
 
     @classmethod
