@@ -124,11 +124,12 @@ class AccuracyGuard:
         self.n = len(self.items)
 
     def verdict(self, backend: Backend) -> str:
-        """`passed`, or the first bound it crossed."""
+        """`passed: <what moved>`, or the first bound it crossed."""
         scorer = PipelineScorer(Pipeline(backend, self.pipeline.engines, preprocessor=self.pipeline.preprocessor))
         flips = int(np.sum((scorer.scores(self.items) >= 0) != (self.scores >= 0)))
         if flips > MAX_FLIPS * self.n:
             return f"accuracy: {flips} of {self.n} dev Acc-2 decisions flip (bound {MAX_FLIPS:.0%})"
+        moves = [f"{flips}/{self.n} flips"]
         for base, row in zip(self.rows, subset_table(scorer, self.items, framing=False)):
             rule = GUARD.get(row.subset)
             if rule is None:
@@ -138,7 +139,8 @@ class AccuracyGuard:
             if (moved > bound) if bound > 0 else (moved < bound):
                 return (f"accuracy: {row.source} {row.subset} {metric} {base.metrics[metric]:.3f} → "
                         f"{row.metrics[metric]:.3f} (bound {bound:+g})")
-        return "passed"
+            moves.append(f"{row.source} {row.subset} {metric} {moved:+.3f}")
+        return "passed: " + ", ".join(moves)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -163,12 +165,42 @@ def time_stages(engines: EngineFolder, backends: dict[tuple[str, str], Backend],
     return best
 
 
-def pick(times: dict[tuple[str, str], dict[str, float]], allowed: set[tuple[str, str]]
-         ) -> dict[str, list[StageTiming]]:
-    """Each stage's allowed candidates, fastest first."""
+def pick(times: dict[tuple[str, str], dict[str, float]], allowed: set[tuple[str, str]],
+         first: tuple[str, str] | None = None) -> dict[str, list[StageTiming]]:
+    """Each stage's allowed candidates, fastest first (or `first` first, where one backend runs them all)."""
     return {stage: sorted((StageTiming(backend=c[0], precision=c[1], p50_ms=round(t[stage], 3))
-                           for c, t in times.items() if c in allowed), key=lambda s: s.p50_ms)
+                           for c, t in times.items() if c in allowed),
+                          key=lambda s: (first != (s.backend, s.precision), s.p50_ms))
             for stage in STAGE_ORDER}
+
+
+def time_chains(engines: EngineFolder, chains: dict[str, Backend], opts: TuneOptions) -> dict[str, float]:
+    """End to end p50 of whole chains, interleaved over rounds (the minimum of the rounds' medians):
+    stages timed alone do not show what two runtimes' thread pools cost each other in one chain."""
+    lengths = engines.typical_lengths
+    inputs = make_inputs(engines.config, 1, lengths["text"], lengths["audio"], lengths["video"], seed=0,
+                         padded=False)
+    best: dict[str, float] = {}
+    for _ in range(opts.rounds):
+        for label, chain in chains.items():
+            p50 = bench_backend(chain, inputs, max(3, opts.runs // opts.rounds), warmup=2)["end_to_end_ms"]["p50"]
+            best[label] = round(min(best.get(label, p50), p50), 3)
+    return best
+
+
+def uniform_or_stagewise(engines: EngineFolder, backends: dict[tuple[str, str], Backend],
+                         times: dict[tuple[str, str], dict[str, float]], allowed: set[tuple[str, str]],
+                         opts: TuneOptions) -> tuple[dict[str, list[StageTiming]], dict[str, float]]:
+    """The per-stage winners, unless the fastest single candidate's chain beats them chained."""
+    stages = pick(times, allowed)
+    single = min(allowed, key=lambda c: sum(times[c].values()))
+    if all((s[0].backend, s[0].precision) == single for s in stages.values()):
+        return stages, {}
+    chain = StagewiseBackend({stage: backends[(s[0].backend, s[0].precision)] for stage, s in stages.items()})
+    measured = time_chains(engines, {"stagewise": chain, _label(single): backends[single]}, opts)
+    if measured[_label(single)] < measured["stagewise"]:
+        return pick(times, allowed, first=single), measured
+    return stages, measured
 
 
 def tune(opts: TuneOptions, console: Console) -> Tuning:
@@ -182,37 +214,46 @@ def tune(opts: TuneOptions, console: Console) -> Tuning:
     guard = AccuracyGuard(engines, opts.data_dir, console) if opts.data_dir else None
     try:
         for candidate, backend in backends.items():
-            if candidate[1] in FP32_COMPUTE or verdicts[candidate] != "passed":
+            if candidate[1] in FP32_COMPUTE or not verdicts[candidate].startswith("passed"):
                 continue
             verdicts[candidate] = (guard.verdict(backend) if guard else
                                    "no dev data to guard reduced precision (--data-dir)")
-        allowed = {c for c, v in verdicts.items() if v == "passed"}
+        allowed = {c for c, v in verdicts.items() if v.startswith("passed")}
         times = time_stages(engines, {c: b for c, b in backends.items() if c in allowed}, opts, console)
         stages = pick(times, allowed)
         if guard and any(s[0].precision not in FP32_COMPUTE for s in stages.values()):
             chain = StagewiseBackend({stage: backends[(s[0].backend, s[0].precision)] for stage, s in stages.items()})
             verdict = guard.verdict(chain)
             verdicts[("stagewise", "winners")] = verdict
-            if verdict != "passed":
-                stages = pick(times, {c for c in allowed if c[1] in FP32_COMPUTE})
+            if not verdict.startswith("passed"):
+                allowed = {c for c in allowed if c[1] in FP32_COMPUTE}
+        stages, chain_ms = uniform_or_stagewise(engines, backends, times, allowed, opts)
     finally:
         if guard:
             guard.close()
         for backend in backends.values():
             backend.close()
-    tuning = Tuning(machine=f"{platform.processor() or platform.machine()}, {_cores()} cores",
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    guard={_label(c): v for c, v in verdicts.items()}, stages=stages)
+    tuning = Tuning(machine=machine_name(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    guard={_label(c): v for c, v in verdicts.items()}, stages=stages, chain_ms=chain_ms)
     path = write_tuning(engines.path, tuning)
     console.print(tuning_table(tuning, times))
     console.print(f"wrote {path}: `--backend auto` now runs each stage on its winner", highlight=False)
     return tuning
 
 
-def _cores() -> int:
+def machine_name() -> str:
+    """`AMD EPYC 9R14, 2 cores`: the CPU model (Linux's /proc/cpuinfo, else platform's word) and the cores
+    this process may use; tuning measured there holds there."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return f"{model}, {cores} cores"
 
 
 def tuning_table(tuning: Tuning, times: dict[tuple[str, str], dict[str, float]]) -> Table:
@@ -233,5 +274,7 @@ def tuning_table(tuning: Tuning, times: dict[tuple[str, str], dict[str, float]])
                 continue
             won = winners[stage].backend == candidate[0] and winners[stage].precision == candidate[1]
             cells.append(f"{row[stage]:.2f}" + ("*" if won else ""))
-        table.add_row(label, *cells, verdict if verdict == "passed" else f"[yellow]{verdict}[/]")
+        table.add_row(label, *cells, verdict if verdict.startswith("passed") else f"[yellow]{verdict}[/]")
+    if tuning.chain_ms:
+        table.caption = "end to end, chained: " + ", ".join(f"{k} {v:.1f} ms" for k, v in tuning.chain_ms.items())
     return table

@@ -33,7 +33,7 @@ from cmmsf.contracts import STAGES
 from cmmsf.inputs.errors import UsageError
 from cmmsf.sample_inputs import make_inputs
 
-from .backends import AUTO, LoadRequest, check_choice, load_backend, registry, resolve_auto
+from .backends import AUTO, LoadRequest, check_choice, load_backend, registry
 from .engine_folder import EngineFolder
 from .latency import machine_load, peak_rss_mb, percentiles
 
@@ -97,14 +97,17 @@ def bench_backend(backend, inputs: dict[str, np.ndarray], runs: int, warmup: int
 def _rows(backends: list[str], precisions: list[str], engines: EngineFolder,
           console: Console) -> list[tuple[str, str]]:
     """(backend, precision) pairs to bench: each backend once per asked precision it can choose (the
-    registry's `precisions`), once where its artifacts fix the precision (TensorRT's plans). A precision a
-    backend cannot run here, beside one it can (torch fp16 without CUDA), is a note, not a row; a backend
-    that cannot run at all stays a row that says why."""
+    registry's `precisions`), once where its artifacts fix the precision (TensorRT's plans) and once for
+    `auto`, which chooses for itself. A precision a backend cannot run here, beside one it can (torch fp16
+    without CUDA), is a note, not a row; a backend that cannot run at all stays a row that says why."""
     rows = []
     for name in backends:
         spec = registry().get(name)
-        asked = [(name, p) for p in precisions if spec is None or p in spec.precisions] or [(name, precisions[0])]
-        if spec is not None and len(asked) > 1:
+        if spec is None:  # auto
+            rows.append((name, precisions[0]))
+            continue
+        asked = [(name, p) for p in precisions if p in spec.precisions] or [(name, precisions[0])]
+        if len(asked) > 1:
             problems = {p: spec.problem(engines, LoadRequest(precision=p)) for _, p in asked}
             if any(problem is None for problem in problems.values()):
                 for p, problem in problems.items():
@@ -118,10 +121,7 @@ def _rows(backends: list[str], precisions: list[str], engines: EngineFolder,
 def _label(name: str, asked: str, engines: EngineFolder) -> str:
     """How Backend.label names a backend that could not load: its name and the precision it runs in."""
     if name == AUTO:
-        try:
-            name = resolve_auto(engines)[0]
-        except Exception:  # noqa: BLE001 - the row says why it did not load
-            return f"{AUTO} {asked}"
+        return AUTO
     return f"{name} {registry()[name].runs_in(engines, asked)}"
 
 

@@ -43,8 +43,11 @@ class Tuning(BaseModel):
     machine: str
     created: str
     guard: dict[str, str]
-    """`backend precision` → `passed` or why it was refused (parity, accuracy on dev data)."""
+    """`backend precision` → `passed` (with what moved) or why it was refused (parity, accuracy on dev data)."""
     stages: dict[StageName, list[StageTiming]]
+    chain_ms: dict[str, float] = {}
+    """End to end p50 of the per-stage winners chained (`stagewise`) beside the fastest single candidate's
+    chain, measured side by side: the faster of the two is what the winners above describe."""
 
     def winners(self) -> dict[str, StageTiming]:
         return {stage: timings[0] for stage, timings in self.stages.items() if timings}
@@ -124,5 +127,7 @@ def stagewise_backend(engines, tuning: Tuning, request: LoadRequest) -> Stagewis
                 backend.close()
             raise LookupError(f"no tuned candidate for {stage} can run here")
     labels = ", ".join(f"{stage} {backend.label}" for stage, backend in chosen.items())
-    note = f"auto → tuned per stage on {tuning.machine} ({labels})" + ("; " + "; ".join(fallbacks) if fallbacks else "")
+    note = f"auto → tuned per stage on {tuning.machine} ({labels})"
+    if fallbacks:
+        note += "; " + "; ".join(fallbacks)
     return StagewiseBackend(chosen, note)
