@@ -149,4 +149,7 @@ Modalities = Annotated[Optional[str], typer.Option(help="one subset to keep, e.g
 SourcesFile = Annotated[Optional[Path], typer.Option(help="splits and gates (default: cmmsf/data/sources.json)",
                                                      metavar="JSON")]
 VoiceCheck = _parameter("voice_check", True, "Video and voice").annotation
+EnginesDir = _parameter("engines", None, "Options").annotation
+"""`--engines` for the commands that read a folder without running it through RunSettings (bench, backends)."""
+Threads = _parameter("threads", None, "Options").annotation
 """`cmmsf-train eval` reads checkpoints, not engine folders: of the run settings it takes this one alone."""

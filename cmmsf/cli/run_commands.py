@@ -14,7 +14,8 @@ from cmmsf.runtime.settings import RunSettings
 
 from .apps import run_app
 from .common import ExitCode, console, err_console, friendly, positive_ints, split_list
-from .options import DATA_HELP, EvalSplit, Labels, Modalities, SourcesFile, engines_or_default, run_settings
+from .options import (DATA_HELP, EnginesDir, EvalSplit, Labels, Modalities, SourcesFile, Threads, engines_or_default,
+                      run_settings)
 from .reports import report_rows
 
 
@@ -134,8 +135,7 @@ def run_serve(
 @run_app.command("bench")
 @friendly
 def run_bench(
-    engines: Optional[Path] = typer.Option(None, help=RunSettings.model_fields["engines"].description,
-                                           metavar="DIR"),
+    engines: EnginesDir = None,
     backends: str = typer.Option("onnxruntime,torch", help="comma-separated backends to compare "
                                  "(`cmmsf-run backends` lists them)", metavar="LIST"),
     batch: str = typer.Option("1,8", help="comma-separated batch sizes", metavar="LIST"),
@@ -143,8 +143,7 @@ def run_bench(
                                   "those it can choose", metavar="LIST"),
     runs: int = typer.Option(50, min=3, help="timed runs per backend and batch", metavar="N"),
     warmup: int = typer.Option(5, min=0, help="untimed runs first", metavar="N"),
-    threads: Optional[int] = typer.Option(None, min=1, help=RunSettings.model_fields["threads"].description,
-                                          metavar="N"),
+    threads: Threads = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON", metavar="FILE"),
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage, log axis (PNG)",
                                         metavar="PNG"),
@@ -220,8 +219,7 @@ def run_eval(
 @run_app.command("backends")
 @friendly
 def run_backends(
-    engines: Optional[Path] = typer.Option(None, help=RunSettings.model_fields["engines"].description,
-                                           metavar="DIR"),
+    engines: EnginesDir = None,
 ) -> None:
     """Every registered backend: its precisions and devices, and whether it can run the engine folder here
     (and why not), then what `--backend auto` picks."""
