@@ -34,6 +34,7 @@ from cmmsf.inputs.errors import UsageError
 from cmmsf.sample_inputs import make_inputs
 
 from .backends import AUTO, LoadRequest, check_choice, load_backend, registry
+from .profile import graph_flops, measure_peak, top_operators
 from .engine_folder import EngineFolder
 from .latency import machine_load, peak_rss_mb, percentiles
 
@@ -54,6 +55,9 @@ class BenchOptions:
     """Also time the speech front-ends (ASR, Whisper features) when their model is installed."""
     audio: Path | None = None
     """Speech to time the front-ends on; default the MOSI wav beside the checkout (see `default_speech`)."""
+    profile: bool = False
+    """Per stage: the top operators from each backend's own profiler, and the limit line (FLOPs counted from
+    the graph, achieved GFLOP/s, the machine's measured peak); at the first batch size."""
 
 
 SPEECH_FOLDERS = ("../shared/data/mosi/clips",)
@@ -148,7 +152,19 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
             console.print(f"{backend.label} batch {batch}: {opts.warmup} warm-up + {opts.runs} timed runs…",
                           highlight=False)
             results[backend.label][str(batch)] = bench_backend(backend, inputs, opts.runs, opts.warmup)
+            if opts.profile and batch == opts.batches[0]:
+                results[backend.label][str(batch)]["profile"] = profile_backend(
+                    backend, inputs, engines, results[backend.label][str(batch)]["stages"])
         backend.close()
+    if opts.profile:
+        peak = measure_peak(opts.threads)
+        report_peak = {"fp32_gflops": peak.fp32_gflops, "int8_gops": peak.int8_gops}
+        for label, per_batch in results.items():
+            row = per_batch.get(str(opts.batches[0]), {}) if isinstance(per_batch, dict) else {}
+            if "profile" in row:
+                console.print(profile_table(label, row["profile"], report_peak))
+        console.print(f"machine peak, measured (ONNX Runtime 1024³ matrix products on {opts.threads or 'all'} "
+                      f"threads): float32 {peak.fp32_gflops} GFLOP/s, int8 {peak.int8_gops} GOP/s", highlight=False)
     if opts.front_ends:
         results.update(bench_front_ends(config, lengths["audio"] / config.audio.frame_rate_hz, opts, console))
     report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
@@ -178,6 +194,36 @@ def _timed(call, runs: int, warmup: int) -> dict:
     e2e = percentiles(times)
     return {"end_to_end_ms": e2e, "clips_per_s": round(1e3 / e2e["p50"], 2), "overhead_pct": 0.0,
             "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def profile_backend(backend, inputs: dict[str, np.ndarray], engines: EngineFolder, stages: dict) -> dict:
+    """Per stage: the backend's operator times (None where it has no profiler) and the FLOPs of the stage's
+    FP32 graph at these shapes (the arithmetic every backend does), with the rate the stage's p50 means."""
+    feeds = backend.stage_feeds(inputs)
+    operators = backend.operator_times(inputs)
+    graphs = engines.files("fp32")
+    out = {}
+    for stage in STAGES:
+        flops = sum(graph_flops(graphs[stage], feeds[stage]).values())
+        p50 = stages[stage]["p50"]
+        out[stage] = {"gflop": round(flops / 1e9, 4), "gflops_per_s": round(flops / 1e9 / (p50 / 1e3), 2),
+                      "top_operators": [{"op": op, "ms": round(ms, 3), "share": round(share, 3)}
+                                        for op, ms, share in top_operators(operators[stage])] if operators else None}
+    return out
+
+
+def profile_table(label: str, profile: dict, peak: dict) -> Table:
+    """`bench --profile`: per stage its costliest operators and how close it runs to the measured peak."""
+    table = Table(title=f"profile: {label}, batch 1 (operators from the backend's own profiler)",
+                  title_justify="left")
+    for column in ("stage", "top operators: ms per run (share)", "GFLOP", "GFLOP/s", "of fp32 peak"):
+        table.add_column(column, justify="left" if column.startswith(("stage", "top")) else "right")
+    for stage, row in profile.items():
+        ops = ("; ".join(f"{o['op']} {o['ms']:.2f} ({o['share']:.0%})" for o in row["top_operators"])
+               if row["top_operators"] is not None else "no profiler for this backend")
+        table.add_row(stage, ops, f"{row['gflop']:.3f}", f"{row['gflops_per_s']:.1f}",
+                      f"{row['gflops_per_s'] / peak['fp32_gflops']:.0%}")
+    return table
 
 
 def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Console) -> dict[str, dict]:

@@ -91,6 +91,11 @@ class StagewiseBackend(Backend):
     def stage_labels(self) -> dict[str, str] | None:
         return {stage: backend.label for stage, backend in self.stage_backends.items()}
 
+    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+        """Each stage from the profiler of the backend that runs it."""
+        measured = {id(b): b.operator_times(inputs, runs) for b in self.backends}
+        return {stage: (measured[id(b)] or {}).get(stage, {}) for stage, b in self.stage_backends.items()}
+
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.stage_backends[stage].run_stage(stage, feeds)
 

@@ -148,6 +148,8 @@ def run_bench(
     plot: Optional[Path] = typer.Option(None, help="bar chart of p50 latency per stage, log axis (PNG)",
                                         metavar="PNG"),
     front_ends: bool = typer.Option(True, help="also time speech recognition (and Whisper features) at batch 1"),
+    profile: bool = typer.Option(False, "--profile", help="per stage: the top operators from each backend's own "
+                                 "profiler, FLOPs counted from the graph, GFLOP/s and the machine's measured peak"),
     audio: Optional[Path] = typer.Option(None, help="speech to time the front-ends on (default: the MOSI wav in "
                                          "../shared/data/mosi/clips, else a generated tone); "
                                          "with --serve-model clip, the clip every request sends", metavar="FILE"),
@@ -184,7 +186,7 @@ def run_bench(
 
     bench(BenchOptions(engines=engines_or_default(engines), backends=split_list(backends), batches=sizes,
                        precisions=split_list(precision), runs=runs, warmup=warmup, threads=threads, json_out=json_out,
-                       plot=plot, front_ends=front_ends, audio=audio), console)
+                       plot=plot, front_ends=front_ends, audio=audio, profile=profile), console)
 
 
 @run_app.command("eval")

@@ -44,6 +44,16 @@ class Backend(ABC):
         """All five stages through `cmmsf.contracts.run_chain`; returns inputs plus every stage output."""
         return run_chain(self.run_stage, inputs, stage_ms)
 
+    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]] | None:
+        """Stage → operator type → milliseconds per run, from the backend's own profiler (`bench
+        --profile`); None where the backend has none."""
+        return None
+
+    def stage_feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Each stage's own inputs for `inputs`, from one pass of the chain (what a profiler replays)."""
+        tensors = self.run(inputs)
+        return {stage: conform(stage, tensors) for stage in STAGES}
+
     def stage_labels(self) -> dict[str, str] | None:
         """Where each stage ran, where that differs between stages (the tuned `auto`); None when one
         backend runs them all."""

@@ -101,6 +101,7 @@ class OnnxRuntimeBackend(Backend):
         cache_dir = cache_dir or next(iter(graphs.values())).parent
         configured = [(p, provider_options(p, cache_dir, precision)) for p in providers]
         self.sessions = {stage: OrtSession(path, configured, threads, memory_arena) for stage, path in graphs.items()}
+        self.threads, self.memory_arena = threads, memory_arena
         self.provider = "+".join(sorted({s.provider for s in self.sessions.values()}))
         self.precision = precision
         self.requested = providers
@@ -113,6 +114,33 @@ class OnnxRuntimeBackend(Backend):
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))
+
+    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+        """ONNX Runtime's own profiler: a profiling session per stage (same graph, same options), its JSON
+        read back by operator type and removed."""
+        import json
+        import tempfile
+
+        out = {}
+        with tempfile.TemporaryDirectory(prefix="cmmsf-profile-") as folder:
+            for stage, feeds in self.stage_feeds(inputs).items():
+                session = self.sessions[stage]
+                options = session_options(self.threads, self.memory_arena)
+                options.enable_profiling = True
+                options.profile_file_prefix = str(Path(folder) / stage)
+                profiled = ort.InferenceSession(str(session.path), sess_options=options,
+                                                providers=session.session.get_providers(),
+                                                disabled_optimizers=disabled_optimizers(session.path))
+                for _ in range(runs):
+                    profiled.run(session.output_names, feeds)
+                events = json.loads(Path(profiled.end_profiling()).read_text())
+                times: dict[str, float] = {}
+                for event in events:
+                    if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+                        op = event.get("args", {}).get("op_name", "?")
+                        times[op] = times.get(op, 0.0) + event["dur"] / 1e3 / runs
+                out[stage] = times
+        return out
 
 
 DEVICE_PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}

@@ -75,6 +75,33 @@ class TensorRTBackend(Backend):
         self.memory.synchronize()
         return {k: v.astype(np.float32, copy=False) for k, v in outputs.items()}
 
+    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+        """TensorRT's IProfiler, as trtexec's --dumpProfile: each stage replayed on a fresh execution
+        context with a profiler attached; layers as TensorRT names them (its fused layers). Written against
+        TensorRT's documented API; not run here (no GPU)."""
+        trt = self.trt
+
+        class LayerTimes(trt.IProfiler):
+            def __init__(self):
+                trt.IProfiler.__init__(self)
+                self.ms: dict[str, float] = {}
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
+
+        out = {}
+        for stage, feeds in self.stage_feeds(inputs).items():
+            plain, profiler = self.contexts[stage], LayerTimes()
+            self.contexts[stage] = self.engines[stage].create_execution_context()
+            self.contexts[stage].profiler = profiler
+            try:
+                for _ in range(runs):
+                    self.run_stage(stage, feeds)
+            finally:
+                self.contexts[stage] = plain
+            out[stage] = {layer: ms / runs for layer, ms in profiler.ms.items()}
+        return out
+
     def device_memory_mb(self) -> float | None:
         return (self.memory.allocated_bytes + sum(e.device_memory_size for e in self.engines.values())) / 1e6
 
