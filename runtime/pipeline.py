@@ -98,6 +98,36 @@ class Pipeline:
             raise ShapeError(f"the inputs disagree on the batch size: {sorted(rows)}")
         if max_batch is not None and rows and max(rows) > max_batch:
             raise ShapeError(f"a batch of {max(rows)} rows; at most {max_batch}")
+        self.check_values(batch)
+
+    def check_values(self, batch: dict[str, np.ndarray]) -> None:
+        """Refuse values no input can have: a length axis of 0 steps (a modality that is not there has
+        its mask false instead), a NaN or an infinity in a float input, a token id outside the tokenizer's
+        vocabulary. Each is the client's error in one line, never a traceback from inside a stage."""
+        for spec in PIPELINE_INPUTS:
+            array = batch[spec.name]
+            for axis, size in zip(input_axes(spec, self.config), array.shape):
+                if axis in LENGTH_AXES and size < 1:
+                    raise ShapeError(f"{spec.name} has no {LENGTH_AXES[axis]} steps; at least 1 (a modality "
+                                     "that is not there has its mask false)")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ShapeError(f"{spec.name} holds {int((~np.isfinite(array)).sum())} non-finite values "
+                                 "(NaN or infinity)")
+        ids, vocab = batch.get("input_ids"), self.config.text.vocab_size
+        if ids is not None and ids.size and np.issubdtype(ids.dtype, np.integer) and \
+                (ids.min() < 0 or ids.max() >= vocab):
+            raise ShapeError(f"input_ids holds token ids outside the vocabulary [0, {vocab}): "
+                             f"{int(ids.min())}..{int(ids.max())}")
+
+    @staticmethod
+    def check_evidence(batch: dict[str, np.ndarray]) -> None:
+        """Refuse a row with no real step in any modality (every mask false): it has nothing to score.
+        For requests from outside; the evaluator's own abstaining rows are scored and then set to 0."""
+        masks = [np.asarray(batch[f"{m}_mask"], bool).reshape(len(batch[f"{m}_mask"]), -1).any(axis=1)
+                 for m in MODALITIES]
+        empty = np.flatnonzero(~np.logical_or.reduce(masks))
+        if empty.size:
+            raise ShapeError(f"row {int(empty[0])} has every mask false: no text, audio or video to score")
 
     def run_batch(self, batch: dict[str, np.ndarray]) -> BatchResult:
         """All five stages on one padded batch (checked against the build profile first), with

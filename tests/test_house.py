@@ -7,6 +7,7 @@ import json
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from cmmsf.cli.options import GROUPS
 from cmmsf.inputs.asr_models import MODELS
 from cmmsf.runtime.backends import BackendUnavailableError, backend_names, load_backend, registry, resolve_auto
 from cmmsf.runtime.engine_folder import EngineFolder
+from cmmsf.runtime.pipeline import Pipeline
 from cmmsf.runtime.settings import RunSettings
 
 from .media import write_wav
@@ -213,3 +215,32 @@ def test_records_are_strict_json_with_nonfinite_numbers_named():
     assert record["score"] is None and record["gates"] == {"audio": None, "text": 0.5}
     assert record["nonfinite"] == ["score", "gates.audio"]
     assert json.loads(to_json({"id": "y", "score": 0.25})) == {"id": "y", "score": 0.25}
+
+
+@pytest.mark.parametrize("change,says", [
+    (lambda x: x.update(audio=np.full_like(x["audio"], np.nan)), "audio holds"),
+    (lambda x: x["video"].__setitem__((0, 0), np.inf), "non-finite"),
+    (lambda x: x["input_ids"].__setitem__((0, 0), -1), "outside the vocabulary"),
+    (lambda x: x["input_ids"].__setitem__((0, 0), 2 ** 31 - 1), "outside the vocabulary"),
+    (lambda x: x.update(input_ids=x["input_ids"][:, :0], text_mask=x["text_mask"][:, :0]), "no text steps"),
+])
+def test_values_no_input_can_have_are_one_line_refusals(tiny_engines, change, says):
+    """The one validator the pipeline and the server share (issue 40): a client's garbage is refused
+    before any stage runs, in a line that names the tensor."""
+    from cmmsf.runtime.pipeline import ShapeError
+    from cmmsf.sample_inputs import make_inputs
+
+    pipeline = Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime"))
+    try:
+        inputs = make_inputs(pipeline.config, batch=2, text_len=5, audio_len=10, video_len=4, seed=1)
+        pipeline.check_batch(inputs)  # the untouched batch passes
+        change(inputs)
+        with pytest.raises(ShapeError, match=says):
+            pipeline.run_batch(inputs)
+        empty = make_inputs(pipeline.config, batch=2, text_len=5, audio_len=10, video_len=4, seed=1)
+        for modality in ("text", "audio", "video"):
+            empty[f"{modality}_mask"][1] = False
+        with pytest.raises(ShapeError, match="row 1 has every mask false"):
+            pipeline.check_evidence(empty)
+    finally:
+        pipeline.close()

@@ -75,16 +75,20 @@ def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazi
 class TensorsModel:
     """`cmmsf_tensors`: one dynamic batch of contract tensors through the five stages.
 
-    Each request is checked against the engines' build profile before any work (`Pipeline.check_batch`):
-    one too long, of the wrong width or rank gets an error response naming the limit, and costs no more
-    than its own bytes. Triton only batches requests whose shapes agree, so such a request fails alone."""
+    Each request is checked against the engines' build profile and for values no input can have before
+    any work (`Pipeline.check_batch`, `check_evidence`): one too long, of the wrong width or rank, empty,
+    holding NaN, token ids outside the vocabulary or no real step in any modality gets an error response
+    naming what is wrong, and costs no more than its own bytes. Triton only batches requests whose shapes
+    agree, so such a request fails alone."""
 
     def __init__(self, pipeline: Pipeline, max_batch: int | None = None):
         self.pipeline, self.max_batch = pipeline, max_batch
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
         for request in requests:
-            self.pipeline.check_batch({name: request[name] for name in request}, self.max_batch)
+            batch = {name: request[name] for name in request}
+            self.pipeline.check_batch(batch, self.max_batch)
+            self.pipeline.check_evidence(batch)
         inputs = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
         outputs = self.pipeline.run_batch(inputs).outputs
         outputs = {**outputs, "score": outputs["score"].reshape(-1, 1)}  # Triton wants [B, 1] for a [B] tensor
