@@ -42,7 +42,7 @@ def ensure_default_engines(console: Console, path: Path | None = None) -> Path:
             raise DefaultEnginesError(f"no current engines at {path} ({reason.split(';')[0]}), and exporting them "
                                       "needs torch, which the base (runtime) install leaves out: pass --engines DIR "
                                       "(an engine folder built elsewhere), or pip install 'cmmsf[export]'")
-        console.print(f"first run: exporting the shipped checkpoint to {path} (once; about 2 min on 2 CPU "
+        console.print(f"first run: exporting the shipped checkpoint to {path} (once; 1-2 min on 2 CPU "
                       "cores)…", highlight=False)
         from .build import BuildOptions, build
 
