@@ -124,6 +124,11 @@ def run_infer(opts: InferOptions, console: Console,
                 records.append(record)
                 progress.update(task, advance=1, last=record["id"])
         sinks.finish({"clips": len(records)})
+    except KeyboardInterrupt:
+        if not writes_to_stdout(opts.out):
+            console.print(f"interrupted: {len(clips) - len(todo) + len(records)} of {len(clips)} clips are in "
+                          f"{opts.out}; the same command with --resume scores the rest", highlight=False)
+        raise
     finally:
         source.close()
         sinks.close()

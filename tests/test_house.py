@@ -244,3 +244,46 @@ def test_values_no_input_can_have_are_one_line_refusals(tiny_engines, change, sa
             pipeline.check_evidence(empty)
     finally:
         pipeline.close()
+
+
+def test_symlinked_folders_are_followed_once_and_a_loop_is_skipped(tmp_path):
+    from cmmsf.inputs.clips import find_clips
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "talk.txt").write_text("a fine day")
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "own.txt").write_text("hello there")
+    (tmp_path / "clips" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "back").symlink_to(tmp_path / "clips", target_is_directory=True)  # a loop
+    skipped: list[Path] = []
+    ids = [c.id for c in find_clips([tmp_path / "clips"], skipped)]
+    assert ids == ["linked/talk", "own"]
+    assert [p.name for p in skipped] == ["back"]  # counted, not walked round
+
+
+def test_a_utf16_transcript_with_its_byte_order_mark_is_text(tmp_path):
+    from cmmsf.inputs.text import read_transcript
+
+    (tmp_path / "w.txt").write_bytes("Ça va très bien".encode("utf-16"))
+    transcript = read_transcript(tmp_path / "w.txt")
+    assert transcript.text == "Ça va très bien" and transcript.decoding == "utf-16" and transcript.problem is None
+
+
+def test_ctrl_c_says_how_many_clips_are_written_and_how_to_resume(tiny_engines, tmp_path, monkeypatch):
+    from cmmsf.runtime import infer
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(f"words of {name}")
+    real = infer.LocalRunner.records
+
+    def interrupted(self, clips, batch):
+        yield next(iter(real(self, clips, batch)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(infer.LocalRunner, "records", interrupted)
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(run_app, ["infer", str(tmp_path), "--engines", str(tiny_engines), "--out", str(out)],
+                                terminal_width=200)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130 and f"interrupted: 1 of 3 clips are in {out}" in said and "--resume" in said
+    assert len(out.read_text().splitlines()) == 1

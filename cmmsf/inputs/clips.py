@@ -13,6 +13,7 @@ Rules (README, "Clip ids"):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,30 @@ class _Group:
     transcript: Path | None = None
 
 
+def _walk(root: Path, skipped: list[Path]) -> list[Path]:
+    """Every regular file under `root`, symlinked folders followed once each (a link back up the tree is
+    a loop: it goes to `skipped`, as do FIFOs, sockets and dangling links)."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:  # reached again through a link: do not go round
+            dirs.clear()
+            skipped.append(Path(folder))
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs.sort()
+        for name in files:
+            path = Path(folder) / name
+            (found if path.is_file() else skipped).append(path)
+    return sorted(found)
+
+
 def _files(path: Path, skipped: list[Path]) -> tuple[Path, list[Path]]:
     """(root the ids are relative to, regular files) for one command-line path; anything else found
-    under a folder (a FIFO, a socket, a dangling link) goes to `skipped`."""
+    under a folder (a FIFO, a socket, a dangling link, a folder reached again through a link) goes to
+    `skipped`."""
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if not p.is_dir())
-        skipped += [p for p in found if not p.is_file()]
-        return path, [p for p in found if p.is_file()]
+        return path, _walk(path, skipped)
     if path.is_file():
         sidecars = [path.with_suffix(s) for s in TRANSCRIPT_SUFFIXES]
         return path.parent, [path, *(s for s in sidecars if s != path and s.is_file())]

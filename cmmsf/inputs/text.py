@@ -7,6 +7,7 @@ decoded as Latin-1 and the record says so (`transcript_decoding: latin-1`); a fi
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class Cue:
 class Transcript:
     text: str
     decoding: str = "utf-8"
-    """`utf-8`, or `latin-1` when the bytes were not UTF-8 (a lossy guess, stated in the record)."""
+    """`utf-8`, `utf-16` (a file that starts with a UTF-16 byte-order mark, as Windows writes "Unicode"
+    text), or `latin-1` when the bytes were neither (a lossy guess, stated in the record)."""
     problem: str | None = None
     """Why there is no text although a file was given (binary data), else None."""
     cues: list[Cue] = field(default_factory=list)
@@ -119,7 +121,10 @@ def read_transcript(path: Path) -> Transcript:
     Read through `read_small_file`: a FIFO, a device or an oversized file is an InputFileError."""
     raw = read_small_file(path)
     try:
-        text, decoding = raw.decode("utf-8-sig"), "utf-8"
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows' "Unicode" text files
+            text, decoding = raw.decode("utf-16"), "utf-16"
+        else:
+            text, decoding = raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         text, decoding = raw.decode("latin-1"), "latin-1"
     return parse_transcript(text, path.name, decoding, subtitles=path.suffix.lower() in (".srt", ".vtt"))
