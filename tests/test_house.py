@@ -287,3 +287,25 @@ def test_ctrl_c_says_how_many_clips_are_written_and_how_to_resume(tiny_engines, 
     said = " ".join(result.output.split())
     assert result.exit_code == 130 and f"interrupted: 1 of 3 clips are in {out}" in said and "--resume" in said
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_audio_of_nothing_but_nan_is_said_so_not_called_silent(tiny_engines, tmp_path):
+    import av
+
+    path = tmp_path / "nan.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_f32le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.full((1, 16000), np.nan, np.float32), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    (tmp_path / "nan.txt").write_text("some words")
+    pipeline = Pipeline.load(RunSettings(engines=tiny_engines))
+    try:
+        record = pipeline.predict([path])[0]
+    finally:
+        pipeline.close()
+    assert record["absent"]["audio"] == "every sample was NaN or infinite", record
+    assert record["audio_nonfinite_samples"] > 0

@@ -133,3 +133,14 @@ def test_voice_stats_fits_a_checkpoint_and_eval_leaves_out_another_corpus_counti
     assert checked["ravdess"]["voice_left_out"] <= 50.0
     heard = rows("--no-voice-check")
     assert "voice_left_out" not in heard["emodb"] and heard["emodb"]["neutral_abs_median"] > 0
+
+
+def test_a_voice_whose_features_are_not_numbers_is_left_out_not_heard():
+    """NaN compares false with every bound: garbage samples that overflow the features must not pass."""
+    rng = np.random.default_rng(1)
+    stats = fit_familiarity(_voices(rng, 200), _voices(rng, 40))
+    broken = _voices(rng, 1)[0]
+    broken[3] = np.nan
+    item = stats.check(ClipInputs("nan", {"text": None, "audio": broken, "video": None}))
+    assert item.arrays["audio"] is None and "not finite" in item.absent["audio"]
+    assert item.notes["voice_familiarity"] is None

@@ -62,8 +62,11 @@ class VoiceFamiliarity:
         return self.distance(steps) / self.bound
 
     def verdict(self, steps: np.ndarray) -> tuple[float, str | None]:
-        """The voice's ratio, and why it is left out (None when it is heard)."""
+        """The voice's ratio, and why it is left out (None when it is heard). A ratio that is not a number
+        (features overflowed by garbage samples) is left out too: NaN compares false with every bound."""
         ratio = self.ratio(steps)
+        if not np.isfinite(ratio):
+            return ratio, f"{UNFAMILIAR} (its features are not finite numbers)"
         return ratio, (f"{UNFAMILIAR} ({ratio:.1f}× the bound)" if ratio > 1.0 else None)
 
     def check(self, item: Item) -> Item:
@@ -72,7 +75,7 @@ class VoiceFamiliarity:
         if steps is None or not len(steps):
             return item
         ratio, reason = self.verdict(steps)
-        item.notes["voice_familiarity"] = round(ratio, 2)
+        item.notes["voice_familiarity"] = round(ratio, 2) if np.isfinite(ratio) else None
         if reason is not None:
             item.arrays["audio"] = None
             item.absent["audio"] = reason

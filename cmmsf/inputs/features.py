@@ -179,8 +179,10 @@ class Preprocessor:
             absent["text"] = (none if transcript is None else transcript.problem
                               or ("empty transcript" if not transcript.text.strip() else "no known words in the transcript"))
         if arrays["audio"] is None:
-            absent["audio"] = "no audio track" if wave is None else ("silent" if len(wave) >= spec.sample_rate // 50
-                                                                       else "under 20 ms")
+            absent["audio"] = ("no audio track" if wave is None else
+                               "every sample was NaN or infinite" if notes.get("audio_nonfinite_samples") == len(wave)
+                               and len(wave) else
+                               "silent" if len(wave) >= spec.sample_rate // 50 else "under 20 ms")
         if arrays["video"] is None:
             absent["video"] = "no video stream" if frames is None or not len(frames) else NO_FACE
         return self.assemble(ClipInputs(clip.id, arrays, duration_s=duration, absent=absent, notes=notes,
