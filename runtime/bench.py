@@ -35,6 +35,7 @@ from cmmsf.sample_inputs import make_inputs
 
 from .backends import AUTO, LoadRequest, check_choice, load_backend, registry
 from .profile import graph_flops, measure_peak, top_operators
+from .tuning import read_tuning
 from .engine_folder import EngineFolder
 from .latency import machine_load, peak_rss_mb, percentiles
 
@@ -167,7 +168,9 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
                       f"threads): float32 {peak.fp32_gflops} GFLOP/s, int8 {peak.int8_gops} GOP/s", highlight=False)
     if opts.front_ends:
         results.update(bench_front_ends(config, lengths["audio"] / config.audio.frame_rate_hz, opts, console))
+    tuning, _ = read_tuning(engines.path)
     report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
+              "accuracy": tuning.guard if tuning else {},
               "warmup": opts.warmup, "threads": opts.threads,
               "machine": {"before": load_before, "after": machine_load()}, "results": results}
     console.print(bench_table(report))
@@ -307,22 +310,39 @@ def bench_table(report: dict) -> Table:
     baseline, speedup = speedups(report)
     table = Table(title=f"CM-MSF bench ({report['preset']} preset, lengths {report['lengths']}, "
                         f"{report['runs']} runs): end to end")
-    for column in ("backend", "batch", "p50 ms", "p99 ms", "clips/s", "peak RSS MB", "device MB",
-                   f"speed-up vs {baseline or '-'}", "provider"):
-        table.add_column(column, justify="left" if column in ("backend", "provider") else "right")
+    accuracy = report.get("accuracy") or {}
+    columns = ["backend", "batch", "p50 ms", "p99 ms", "clips/s", "peak RSS MB", "device MB",
+               f"speed-up vs {baseline or '-'}", "provider"]
+    if accuracy:
+        columns.append("dev accuracy vs ONNX Runtime FP32 (tune's guard)")
+    for column in columns:
+        table.add_column(column, justify="right" if column.endswith(("ms", "s", "MB")) or "speed-up" in column
+                         or column == "batch" else "left")
     for name, per_batch in report["results"].items():
+        verdict = [accuracy_of(name, accuracy)] if accuracy else []
         if "error" in per_batch:
-            table.add_row(name, "-", "[red]unavailable[/]", *["-"] * 5, per_batch["error"][:60])
+            table.add_row(name, "-", "[red]unavailable[/]", *["-"] * 5, per_batch["error"][:60], *verdict)
             continue
         for batch, r in per_batch.items():
             e2e, ratio = r["end_to_end_ms"], speedup.get((name, batch))
             table.add_row(name, batch, f"{e2e['p50']:.2f}", f"{e2e['p99']:.2f}", f"{r['clips_per_s']:.1f}",
                           _mb(r.get("peak_rss_mb")), _mb(r.get("device_mb")),
-                          "-" if ratio is None else f"{ratio:.2f}×", r["provider"])
+                          "-" if ratio is None else f"{ratio:.2f}×", r["provider"], *verdict)
     audio = next((r["audio"] for _, _, r in timed_rows(report) if "audio" in r), None)
     if audio:
         table.caption = f"speech front-ends timed on {audio}"
     return table
+
+
+def accuracy_of(label: str, guard: dict[str, str]) -> str:
+    """What `cmmsf-export tune`'s guard measured for a bench row: its own verdict, the chained winners'
+    for the tuned `auto`, the reference for ONNX Runtime FP32, `-` where the guard did not run it."""
+    if label == "onnxruntime fp32":
+        return "the reference"
+    verdict = guard.get("stagewise winners" if label.startswith("auto") else label)
+    if verdict is None:
+        return "-"
+    return verdict.removeprefix("passed: ") if verdict.startswith("passed: ") else verdict
 
 
 def stage_table(report: dict) -> Table:

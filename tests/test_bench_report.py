@@ -89,3 +89,13 @@ def test_the_plot_is_drawn_on_a_log_axis_with_each_bar_labelled(report):
         assert f"{e2e:.2f}" in labels
     finally:
         plt.close(fig)
+
+
+def test_each_row_shows_the_accuracy_tune_measured_beside_its_speed(report):
+    """Speed and accuracy side by side: the guard's verdicts from tuning.json, per backend and precision."""
+    data, _, _ = report
+    with_guard = {**data, "accuracy": {"onnxruntime fp16": "passed: 0/1353 flips, mosi text mae +0.000",
+                                       "onnxruntime fp32": "passed"}}
+    text = rendered(bench_table(with_guard))
+    assert "tune's guard" in text and "0/1353 flips, mosi text mae +0.000" in text and "the reference" in text
+    assert "tune's guard" not in rendered(bench_table({**data, "accuracy": {}}))
