@@ -30,7 +30,7 @@ from cmmsf.inputs.backbone_files import tokenizer_file
 from cmmsf.inputs.familiarity import VOICE_FILE
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.hashing import sha256_file
-from cmmsf.runtime.backends import LoadRequest, registry
+from cmmsf.runtime.backends.registry import engine_candidates
 from cmmsf.runtime.backends.base import Backend
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
@@ -287,18 +287,13 @@ def _registered_backends(engines: EngineFolder, console: Console) -> dict[str, B
     """Every registered backend × precision that can run the folder here, keyed by what it runs (fp32,
     fp16, plan; `… on NAME` where two backends run the same artifact); the others are named with why."""
     candidates: dict[str, Backend] = {}
-    for spec in registry().values():
-        if spec.artifact == "checkpoint":
-            continue  # the reference parity is judged against
-        for precision in spec.precisions or (spec.runs_in(engines, "fp32"),):
-            kind = spec.artifact or precision
-            kind = f"{kind} on {spec.name}" if kind in candidates else kind
-            request = LoadRequest(precision=precision if spec.precisions else "fp32")
-            problem = spec.problem(engines, request)
-            if problem:
-                console.print(f"[yellow]{kind} ({spec.name}) not checked: {problem}[/]", highlight=False)
-                continue
-            candidates[kind] = spec.load(engines, request)
+    for spec, precision, request, problem in engine_candidates(engines):
+        kind = spec.artifact or precision
+        kind = f"{kind} on {spec.name}" if kind in candidates else kind
+        if problem:
+            console.print(f"[yellow]{kind} ({spec.name}) not checked: {problem}[/]", highlight=False)
+            continue
+        candidates[kind] = spec.load(engines, request)
     return candidates
 
 

@@ -32,7 +32,7 @@ from cmmsf.contracts import STAGE_ORDER
 from cmmsf.evaluation.evaluator import subset_table
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.sample_inputs import make_inputs
-from cmmsf.runtime.backends import LoadRequest, registry
+from cmmsf.runtime.backends.registry import engine_candidates
 from cmmsf.runtime.backends.base import Backend
 from cmmsf.runtime.bench import bench_backend
 from cmmsf.runtime.engine_folder import EngineFolder
@@ -69,16 +69,11 @@ def _label(candidate: tuple[str, str]) -> str:
 def candidates_here(engines: EngineFolder, console: Console) -> dict[tuple[str, str], Backend]:
     """Every backend × precision that can run the folder here, loaded (the reference torch excepted)."""
     found = {}
-    for spec in registry().values():
-        if spec.artifact == "checkpoint":
+    for spec, precision, request, problem in engine_candidates(engines):
+        if problem:
+            console.print(f"[dim]{spec.name} {precision}: not here ({problem})[/]", highlight=False)
             continue
-        for precision in spec.precisions or (spec.runs_in(engines, "fp32"),):
-            request = LoadRequest(precision=precision if spec.precisions else "fp32")
-            problem = spec.problem(engines, request)
-            if problem:
-                console.print(f"[dim]{spec.name} {precision}: not here ({problem})[/]", highlight=False)
-                continue
-            found[(spec.name, precision)] = spec.load(engines, request)
+        found[(spec.name, precision)] = spec.load(engines, request)
     return found
 
 

@@ -15,42 +15,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cmmsf.contracts import STAGES
 from cmmsf.export.default_engines import ensure_default_engines
-from cmmsf.runtime.backends import load_backend
-from cmmsf.runtime.backends.base import Backend, conform
+from cmmsf.runtime.backends import LoadRequest, load_backend
+from cmmsf.runtime.backends.openvino import OpenVinoBackend
 from cmmsf.runtime.bench import bench_backend
 from cmmsf.runtime.engine_folder import EngineFolder
 from cmmsf.sample_inputs import make_inputs
 
 
-class OpenVinoDefaults(Backend):
-    """OpenVINO exactly as a user calls it with no options: what we are measured against."""
-
-    name, precision = "openvino", "its defaults"
+class OpenVinoDefaults(OpenVinoBackend):
+    """OpenVINO exactly as a user calls it with no options (`compile_model(path, "CPU")`): what we are
+    measured against. Its provider string says the precision it chose."""
 
     def __init__(self, graphs: dict[str, Path]):
-        import openvino as ov
-
-        core = ov.Core()
-        self.requests, self.outputs = {}, {}
-        for stage, path in graphs.items():
-            compiled = core.compile_model(str(path), "CPU")
-            self.requests[stage] = compiled.create_infer_request()
-            wanted = set(STAGES[stage].output_names)
-            self.outputs[stage] = [next(iter(wanted & port.get_names())) for port in compiled.outputs
-                                   if wanted & port.get_names()]
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.provider = f"OpenVINO {ov.__version__.split('-')[0]} defaults (computing in {hint})"
-
-    def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        request = self.requests[stage]
-        request.infer(conform(stage, feeds))
-        return {name: np.array(request.get_tensor(name).data, copy=True) for name in self.outputs[stage]}
+        super().__init__(graphs, LoadRequest(), options={})
+        self.precision = "its defaults"
 
 
 def main() -> int:

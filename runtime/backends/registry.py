@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -94,3 +94,15 @@ def all_precisions() -> tuple[str, ...]:
 def all_devices() -> tuple[str, ...]:
     """`auto` and every device a registered backend declares: the choices of `--device`."""
     return (AUTO, *dict.fromkeys(d for spec in registry().values() for d in spec.devices))
+
+
+def engine_candidates(engines: "EngineFolder") -> Iterator[tuple[BackendSpec, str, LoadRequest, str | None]]:
+    """Every registered backend × precision that runs the folder's engines (the checkpoint's reference
+    excepted), with the request that loads it and why it cannot run here (None where it can): what
+    `cmmsf-export check` checks and `cmmsf-export tune` times."""
+    for spec in registry().values():
+        if spec.artifact == "checkpoint":
+            continue
+        for precision in spec.precisions or (spec.runs_in(engines, "fp32"),):
+            request = LoadRequest(precision=precision if spec.precisions else "fp32")
+            yield spec, precision, request, spec.problem(engines, request)

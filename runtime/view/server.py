@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import socket
 import threading
 import time
@@ -27,14 +26,17 @@ import numpy as np
 
 from cmmsf.inputs.video import FaceBox
 
+from ..records import to_json
+
 STATIC = Path(__file__).with_name("static")
 FRAME_WIDTH = 640
 """Frames wider than this are scaled down before JPEG encoding (the page shows them at about this size)."""
 
 
-def sse(kind: str, data: object) -> bytes:
-    """One Server-Sent Event: its name and one line of JSON."""
-    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def sse(kind: str, data: dict) -> bytes:
+    """One Server-Sent Event: its name and one line of strict JSON (a window's record as results.jsonl
+    holds it: runtime/records.py)."""
+    return f"event: {kind}\ndata: {to_json(data)}\n\n".encode()
 
 
 def frame_event(time_s: float, rgb: np.ndarray, box: FaceBox | None, quality: int = 70) -> bytes:
