@@ -61,6 +61,10 @@ class InferOptions:
     out: Path = Path("results.jsonl")
     batch: int = 1
     resume: bool = False
+    overwrite: bool = False
+    """Replace an `out` that already holds results (without it or `resume`, such a file is refused)."""
+    retry: bool = True
+    """On resume, run again the clips an earlier run recorded as failed."""
     wait: bool = False
     """Queue behind another run that holds `out`, instead of stopping at once."""
     plots: Path | None = None
@@ -80,12 +84,24 @@ def refuse_out_among_inputs(out: Path, clips: list[Clip]) -> None:
                                  "choose another --out")
 
 
+@dataclass
+class InferResult:
+    records: list[dict]
+    """This run's records, error records (`id, error`) among them."""
+    failed_before: int = 0
+    """Clips an earlier run recorded as failed, kept as they were (`--no-retry`)."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether some clip has no score: the caller's exit code."""
+        return self.failed_before > 0 or any("error" in r for r in self.records)
+
+
 def run_infer(opts: InferOptions, console: Console,
-              runner: Callable[[RunSettings], ClipRunner] = LocalRunner) -> list[dict]:
+              runner: Callable[[RunSettings], ClipRunner] = LocalRunner) -> InferResult:
     """Score every clip under `opts.paths`, writing each record to `opts.out` as soon as its batch is done.
 
-    Returns the records of this run; error records (`id, error`) are among them: the caller turns
-    them into the exit code. `runner` is built after the results file is held and before it is
+    `runner` is built after the results file is held and before it is
     truncated, so a bad option, engine folder or ASR model fails once, before anything is written.
     """
     skipped: list[Path] = []
@@ -96,7 +112,10 @@ def run_infer(opts: InferOptions, console: Console,
     refuse_out_among_inputs(opts.out, clips)
     # the results file first: a second run on it stops here, before it loads anything
     writer = ResultWriter(opts.out, opts.resume, opts.wait, on_wait=lambda holder: console.print(
-        f"waiting: {opts.out} is being written by {holder}", highlight=False))
+        f"waiting: {opts.out} is being written by {holder}", highlight=False), overwrite=opts.overwrite,
+        retry=opts.retry)
+    for note in writer.notes:
+        console.print(f"resume: {note}", highlight=False)
     source = None
     sinks = Sinks([writer])
     try:
@@ -111,7 +130,9 @@ def run_infer(opts: InferOptions, console: Console,
         raise
     todo = order_by_size([c for c in clips if c.id not in writer.done])
     if writer.done:
-        console.print(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already in {opts.out}")
+        console.print(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already in {opts.out}"
+                      + (f" ({len(writer.failed_kept)} of them failed and are kept: --no-retry)"
+                         if writer.failed_kept else ""), highlight=False)
     console.print(source.label, highlight=False)
     records, start = [], time.perf_counter()
     columns = (TextColumn("infer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -140,4 +161,4 @@ def run_infer(opts: InferOptions, console: Console,
     console.print(f"results: {opts.out}")
     if opts.plots:
         console.print(f"timelines: {opts.plots}/<clip>.png")
-    return records
+    return InferResult(records, len(writer.failed_kept & {c.id for c in clips}))

@@ -254,6 +254,8 @@ class StreamOptions:
     transcript: Path | None = None
     realtime: bool = False
     out: Path | None = None
+    overwrite: bool = False
+    """Replace an `out` that already holds results (refused without it)."""
     plot: Path | None = None
     view: ViewOptions | None = None
     """Serve the live page (`--view`) while the stream plays."""
@@ -315,7 +317,7 @@ def run_stream(opts: StreamOptions, console: Console) -> list[dict]:
     # the same JSON-lines writer as infer's, to standard output and (locked) to --out
     writers = [ResultWriter(STDOUT, resume=False)]
     if opts.out and not writes_to_stdout(opts.out):
-        writers.append(ResultWriter(opts.out, resume=False))
+        writers.append(ResultWriter(opts.out, resume=False, overwrite=opts.overwrite))
     sinks = Sinks(list(writers))
     pipeline = view = None
     if opts.view:

@@ -79,7 +79,8 @@ def test_ray_gives_the_single_process_records(fifty_clips, tiny_engines, tmp_pat
                  "--ray", "local", "--batch", "4", "--resume", env=env)
     assert "resuming: 20 of 50" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     again = records(distributed)
-    assert set(again) == set(want) and distributed.read_text().splitlines()[:20] == kept
+    scored = [line for line in kept if '"error"' not in line]  # a failed clip is retried: its line replaced
+    assert set(again) == set(want) and distributed.read_text().splitlines()[:len(scored)] == scored
 
 
 def test_an_unreachable_cluster_is_one_error_line(fifty_clips, tiny_engines, tmp_path, ray_tmp):

@@ -29,7 +29,10 @@ def run_infer(
     out: Path = typer.Option(Path("results.jsonl"), help="one JSON line per clip (`-` = standard output)",
                              metavar="FILE"),
     batch: int = typer.Option(1, min=1, help="clips per micro-batch", metavar="N"),
-    resume: bool = typer.Option(False, "--resume", help="skip clip ids already in --out"),
+    resume: bool = typer.Option(False, "--resume", help="score only the clips not already in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an --out that already holds results"),
+    retry: bool = typer.Option(True, "--retry/--no-retry", help="with --resume: run again the clips recorded "
+                                                                "as failed"),
     ray: Optional[str] = typer.Option(None, help="run on Ray Data: `local` starts Ray here, `auto` joins the "
                                                 "running cluster, or ray://HOST:10001", metavar="ADDRESS"),
     ray_actors: int = typer.Option(1, min=1, help="with --ray: stage actors (one backend each)", metavar="N"),
@@ -41,7 +44,10 @@ def run_infer(
                                         metavar="DIR"),
 ) -> None:
     """Batch inference over clips → results.jsonl, a per-clip table and a summary. Exit 3 when some clips
-    failed."""
+    failed.
+
+    An --out that already holds results is refused unless --resume (score the rest, retrying failed
+    clips) or --overwrite is given."""
     from cmmsf.runtime.infer import InferOptions, LocalRunner, run_infer as infer
     from cmmsf.runtime.results import writes_to_stdout
 
@@ -52,10 +58,10 @@ def run_infer(
 
         cluster = RaySettings(ray, ray_actors, num_gpus_per_actor)
         runner = functools.partial(RayRunner, cluster=cluster)
-    records = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume, wait=wait,
-                                 plots=plot),
-                    human, runner)
-    if any("error" in r for r in records):
+    result = infer(InferOptions(paths=paths, settings=settings, out=out, batch=batch, resume=resume,
+                                overwrite=overwrite, retry=retry, wait=wait, plots=plot),
+                   human, runner)
+    if result.failed:
         raise typer.Exit(ExitCode.SOME_CLIPS_FAILED)
 
 
@@ -72,6 +78,7 @@ def run_stream(
                                               metavar="FILE"),
     realtime: bool = typer.Option(False, "--realtime", help="pace a file as if it were live"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON lines to this file", metavar="FILE"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an --out that already holds results"),
     plot: Optional[Path] = typer.Option(None, help="draw the windows over time to this PNG (spans, words, gates)",
                                         metavar="PNG"),
     connect_timeout: float = typer.Option(10.0, min=0.1, help="seconds to wait for a URL or camera to open",
@@ -99,7 +106,7 @@ def run_stream(
     from cmmsf.runtime.stream import StreamOptions, ViewOptions, run_stream as stream
 
     stream(StreamOptions(source=source, settings=settings, window=window, hop=hop, transcript=transcript,
-                         realtime=realtime, out=out, plot=plot, connect_timeout=connect_timeout,
+                         realtime=realtime, out=out, overwrite=overwrite, plot=plot, connect_timeout=connect_timeout,
                          read_timeout=read_timeout,
                          view=ViewOptions(address=view_address, port=view_port, open_browser=view_open,
                                           keep=keep_view) if view else None), err_console)
