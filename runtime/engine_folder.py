@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
-from cmmsf.contracts import STAGE_ORDER
+from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.familiarity import VOICE_FILE, VoiceFamiliarity
 from cmmsf.inputs.hashing import sha256_file
@@ -69,11 +69,15 @@ class EngineFolder:
         file = path / MANIFEST
         rebuild = f"rebuild with `cmmsf-export build --out {path} --force`"
         if not file.is_file():
+            builder = build_in_progress(path)
+            if builder:
+                raise ManifestError(f"{path} is being built by {builder}; wait for it to finish (the folder "
+                                    "appears complete, or not at all)")
             raise ManifestError(f"{path} has no {MANIFEST}: build it with `cmmsf-export build --out {path}`")
         try:
             manifest = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ManifestError(f"{file} is not valid JSON ({err}); {rebuild}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # ValueError: a 5,000-digit integer too
+            raise ManifestError(f"{file} is not valid JSON ({str(err).splitlines()[0][:160]}); {rebuild}") from None
         if not isinstance(manifest, dict):
             raise ManifestError(f"{file} is not a CM-MSF manifest: it holds a {type(manifest).__name__}, not an "
                                 f"object; {rebuild}")
@@ -92,6 +96,9 @@ class EngineFolder:
             folder.config  # noqa: B018 - parse once now, so a bad config is a manifest error here
         except (TypeError, ValueError) as err:
             raise ManifestError(f"{file} holds an unusable model config ({err}); {rebuild}") from None
+        problem = contract_problem(typed, folder.config)
+        if problem:
+            raise ManifestError(f"{file} does not match the stage contracts: {problem}; {rebuild}")
         return folder
 
     # ------------------------------------------------------------------ typed access
@@ -105,10 +112,14 @@ class EngineFolder:
         """batch (min, opt, max) and max_len per modality."""
         return self.manifest.profile
 
+    def _outside(self, path: Path) -> bool:
+        """A file that is a link to somewhere outside the folder: its bytes are not the folder's to vouch for."""
+        return path.is_symlink() and not path.resolve().is_relative_to(self.path.resolve())
+
     def _sealed_file(self, name: str, sha256: str) -> Path:
         """One of the folder's sealed files (not a stage artifact), refused unless it matches its sha256."""
         path = self.path / name
-        if not path.is_file() or sha256_file(path) != sha256:
+        if self._outside(path) or not path.is_file() or sha256_file(path) != sha256:
             raise ManifestError(f"{path} is missing or does not match its sha256 in {MANIFEST}; rebuild with "
                                 f"`cmmsf-export build --out {self.path} --force`")
         return path
@@ -166,10 +177,14 @@ class EngineFolder:
                     continue
                 seen.add(kind)
                 path = self.path / record.file
-                if not path.is_file():
+                if self._outside(path):
+                    out.append(f"{stage} {kind}: {record.file} is a link to {path.resolve()}, outside the folder")
+                elif not path.is_file():
                     out.append(f"{stage} {kind}: {record.file} is missing")
                 elif path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
                     out.append(f"{stage} {kind}: {record.file} does not match its sha256 in {MANIFEST}")
+                elif kind in ONNX_PRECISIONS and (problem := graph_problem(stage, path, self.config)):
+                    out.append(f"{stage} {kind}: {record.file} {problem}")
                 else:
                     continue
                 bad.add(kind)
@@ -223,3 +238,58 @@ class EngineFolder:
         recorded = self.manifest.model.checkpoint_sha256
         return bool(recorded) and (VOICE_FILE in recorded) == (checkpoint / VOICE_FILE).is_file() and all(
             (checkpoint / name).is_file() and sha256_file(checkpoint / name) == digest for name, digest in recorded.items())
+
+
+def build_in_progress(path: Path) -> str | None:
+    """`pid N` of a live `cmmsf-export build` staging this folder (`.<name>.building-<pid>` beside it)."""
+    for staging in path.parent.glob(f".{path.name}.building-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            return f"pid {pid}"
+    return None
+
+
+def contract_problem(manifest: Manifest, config: ModelConfig) -> str | None:
+    """Each stage's recorded inputs and outputs against the contract (names, order, dtypes, axes)."""
+    for stage, spec in STAGES.items():
+        record = manifest.stages[stage]
+        for kind, tensors, recorded in (("inputs", spec.inputs, record.inputs),
+                                        ("outputs", spec.outputs, record.outputs)):
+            want = [(t.name, t.dtype, list(input_axes(t, config))) for t in tensors]
+            got = [(t.name, t.dtype, t.axes) for t in recorded]
+            if got != want:
+                return f"{stage}'s {kind} are {_io(got)}, the contract's {_io(want)}"
+    return None
+
+
+def graph_problem(stage: str, path: Path, config: ModelConfig) -> str | None:
+    """The graph's own inputs and outputs against the stage's contract (names, order, dtypes, ranks): a
+    graph of another stage (or model) is refused when the folder is opened for it, before a session
+    loads it. Read with the onnx package, which parses the graph without running it."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # noqa: BLE001 - any parse failure is "not an ONNX graph"
+        return f"is not an ONNX graph ({type(err).__name__})"
+    weights = {w.name for w in graph.initializer}
+
+    def described(values) -> list[tuple[str, str, int]]:
+        return [(v.name, tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                 len(v.type.tensor_type.shape.dim)) for v in values if v.name not in weights]
+
+    spec = STAGES[stage]
+    for kind, tensors, values in (("inputs", spec.inputs, graph.input), ("outputs", spec.outputs, graph.output)):
+        want = [(t.name, t.dtype, len(input_axes(t, config))) for t in tensors]
+        try:
+            got = described(values)
+        except (KeyError, ValueError):
+            return f"has {kind} of a type no stage uses"
+        if got != want:
+            return f"has {kind} {_io(got)}, not {stage}'s {_io(want)}: it is another stage's or model's graph"
+    return None
+
+
+def _io(tensors: list[tuple]) -> str:
+    return "(" + ", ".join(f"{t[0]}:{t[1]}" for t in tensors) + ")"

@@ -14,9 +14,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cmmsf.contracts import STAGE_ORDER, StageName
 from cmmsf.inputs.hashing import sha256_file
@@ -39,6 +39,12 @@ TOKENIZER = "tokenizer.json"
 ArtifactKind = Literal["fp32", "fp16", "plan"]
 """FP32 ONNX, FP16 ONNX, TensorRT plan (engine_folder.Artifact names them)."""
 
+# Sane bounds, so an edited number is refused at open naming its field, not met deep in a backend
+FileBytes = Annotated[int, Field(ge=0, le=1 << 40)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+Length = Annotated[int, Field(ge=1, le=1_000_000)]
+Dim = Annotated[int, Field(ge=1, le=1_000_000)]
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,12 +55,12 @@ class ArtifactRecord(_Record):
 
     file: str
     sha256: str
-    bytes: int
+    bytes: FileBytes
     build_path: Literal["strongly_typed", "weakly_typed"] | None = None
     """Plans only, with the three below: how TensorRT built it (export/tensorrt_build.py)."""
     built_from: Literal["fp16", "fp32"] | None = None
     fp16_flag: bool | None = None
-    workspace_bytes: int | None = None
+    workspace_bytes: FileBytes | None = None
 
     @field_validator("file")
     @classmethod
@@ -74,7 +80,8 @@ class StageRecord(_Record):
     artifacts: dict[ArtifactKind, ArtifactRecord]
     inputs: list[TensorRecord]
     outputs: list[TensorRecord]
-    profile_shapes: dict[str, list[list[int]]]
+    profile_shapes: dict[str, Annotated[list[Annotated[list[Dim], Field(max_length=8)]],
+                                        Field(min_length=3, max_length=3)]]
     """Input name → [min, opt, max] shapes of the build profile."""
 
     @field_validator("artifacts")
@@ -98,7 +105,7 @@ class TokenizerRecord(_Record):
 
     file: Literal["tokenizer.json"]
     sha256: str
-    bytes: int
+    bytes: FileBytes
 
 
 class VoiceRecord(_Record):
@@ -106,13 +113,20 @@ class VoiceRecord(_Record):
 
     file: Literal["voice_familiarity.safetensors"]
     sha256: str
-    bytes: int
+    bytes: FileBytes
 
 
 class ProfileRecord(_Record):
-    batch: tuple[int, int, int]
+    batch: tuple[BatchSize, BatchSize, BatchSize]
     """min, opt, max."""
-    max_len: dict[Literal["text", "audio", "video"], int]
+    max_len: dict[Literal["text", "audio", "video"], Length]
+
+    @field_validator("batch")
+    @classmethod
+    def _ordered(cls, batch: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not batch[0] <= batch[1] <= batch[2]:
+            raise ValueError(f"must be min <= opt <= max, got {list(batch)}")
+        return batch
 
 
 class TensorRTRecord(_Record):
@@ -137,7 +151,7 @@ class Manifest(_Record):
     content_sha256: str
     created: str
     model: ModelRecord
-    opset: int
+    opset: Annotated[int, Field(ge=7, le=40)]
     precision: Literal["fp16", "fp32"]
     """What the TensorRT plans (where built) run in."""
     profile: ProfileRecord

@@ -176,3 +176,74 @@ def test_an_unknown_precision_or_backend_is_one_clear_line(tiny_engines, tmp_pat
     for option, value in (("--precision", "fp8"), ("--backend", "cuda")):
         result = runner.invoke(run_app, ["eval", str(tmp_path / "x.csv"), "--engines", str(tiny_engines), option, value])
         assert result.exit_code == 2 and "Traceback" not in result.output and value in result.output
+
+
+def reseal(folder, change) -> None:
+    """Edit the manifest and seal it again, as someone who knows the format would."""
+    from cmmsf.runtime.manifest import content_sha256
+
+    def changed(manifest):
+        change(manifest)
+        manifest["content_sha256"] = content_sha256(manifest)
+
+    edit_manifest(folder, changed)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m["profile"].update(batch=[1, 2, 10**30]), "profile.batch"),
+    (lambda m: m["profile"]["max_len"].update(text=-5), "profile.max_len.text"),
+    (lambda m: m["stages"]["mgf_head"]["profile_shapes"].update(h_text=[[1, 1, 8]]), "profile_shapes"),
+    (lambda m: m["stages"]["text_encoder"]["inputs"].reverse(), "does not match the stage contracts: text_encoder"),
+    (lambda m: m["stages"]["video_encoder"]["outputs"][0].update(dtype="float16"), "video_encoder's outputs"),
+])
+def test_a_resealed_manifest_out_of_bounds_or_contract_is_one_line(copied_engines, change, message):
+    reseal(copied_engines, change)
+    with pytest.raises(ManifestError, match=message) as refused:
+        EngineFolder.open(copied_engines)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_huge_integer_in_the_manifest_is_not_a_bug(copied_engines, tmp_path):
+    text = (copied_engines / MANIFEST).read_text().replace('"opset": ', '"opset": ' + "9" * 5000 + ", \"x\": ", 1)
+    (copied_engines / MANIFEST).write_text(text)
+    (tmp_path / "clip.txt").write_text("fine")
+    result = runner.invoke(run_app, ["infer", str(tmp_path / "clip.txt"), "--engines", str(copied_engines),
+                                     "--out", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 1 and "not valid JSON" in flat(result.output) and "internal error" not in result.output
+
+
+def test_another_stages_graph_resealed_in_is_refused_before_any_session(copied_engines, tmp_path):
+    from cmmsf.inputs.hashing import sha256_file
+
+    swapped = copied_engines / "video_encoder.onnx"
+    shutil.copyfile(copied_engines / "interaction.onnx", swapped)
+    reseal(copied_engines, lambda m: m["stages"]["video_encoder"]["artifacts"]["fp32"].update(
+        sha256=sha256_file(swapped), bytes=swapped.stat().st_size))
+    engines = EngineFolder.open(copied_engines)  # the manifest itself is consistent
+    with pytest.raises(ManifestError, match="video_encoder fp32: video_encoder.onnx has inputs .*another stage's"):
+        engines.files("fp32")
+    (tmp_path / "clip.txt").write_text("fine")
+    result = runner.invoke(run_app, ["infer", str(tmp_path / "clip.txt"), "--engines", str(copied_engines),
+                                     "--backend", "onnxruntime", "--out", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 1 and "another stage's" in flat(result.output) and "Traceback" not in result.output
+
+
+def test_an_artifact_linked_to_a_file_outside_the_folder_is_refused(copied_engines, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(copied_engines / "mgf_head.onnx", outside)  # the same bytes: the hash alone would pass
+    (copied_engines / "mgf_head.onnx").unlink()
+    (copied_engines / "mgf_head.onnx").symlink_to(outside)
+    problems = EngineFolder.open(copied_engines).problems(["fp32"])
+    assert problems == [f"mgf_head fp32: mgf_head.onnx is a link to {outside.resolve()}, outside the folder"]
+
+
+def test_a_folder_being_built_says_so(tmp_path):
+    import os
+
+    staging = tmp_path / f".tiny.building-{os.getpid()}"  # a live pid: this one
+    staging.mkdir()
+    with pytest.raises(ManifestError, match=f"is being built by pid {os.getpid()}; wait for it"):
+        EngineFolder.open(tmp_path / "tiny")
+    staging.rename(tmp_path / ".tiny.building-999999999")  # its builder is gone
+    with pytest.raises(ManifestError, match="has no manifest.json: build it"):
+        EngineFolder.open(tmp_path / "tiny")
