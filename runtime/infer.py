@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cmmsf.inputs.clips import Clip, find_clips
-from cmmsf.inputs.errors import UsageError
+from cmmsf.inputs.errors import Terminated, UsageError
 
 from .pipeline import Pipeline, order_by_size
 from .report import PER_CLIP_TABLE_MAX, clips_table, infer_summary, skipped_summary
@@ -145,9 +145,10 @@ def run_infer(opts: InferOptions, console: Console,
                 records.append(record)
                 progress.update(task, advance=1, last=record["id"])
         sinks.finish({"clips": len(records)})
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if not writes_to_stdout(opts.out):
-            console.print(f"interrupted: {len(clips) - len(todo) + len(records)} of {len(clips)} clips are in "
+            how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            console.print(f"{how}: {len(clips) - len(todo) + len(records)} of {len(clips)} clips are in "
                           f"{opts.out}; the same command with --resume scores the rest", highlight=False)
         raise
     finally:

@@ -309,3 +309,43 @@ def test_audio_of_nothing_but_nan_is_said_so_not_called_silent(tiny_engines, tmp
         pipeline.close()
     assert record["absent"]["audio"] == "every sample was NaN or infinite", record
     assert record["audio_nonfinite_samples"] > 0
+
+
+def test_sigterm_prints_the_same_summary_and_exits_143(tiny_engines, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from cmmsf.runtime import infer
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(f"words of {name}")
+    real = infer.LocalRunner.records
+
+    def terminated(self, clips, batch):
+        records = iter(real(self, clips, batch))
+        yield next(records)
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal: `kill`, `docker stop`
+        yield from records
+
+    monkeypatch.setattr(infer.LocalRunner, "records", terminated)
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(run_app, ["infer", str(tmp_path), "--engines", str(tiny_engines), "--out", str(out)],
+                                terminal_width=200)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 143 and f"terminated: 1 of 3 clips are in {out}" in said and "--resume" in said, said
+    assert signal.getsignal(signal.SIGTERM) is not None and len(out.read_text().splitlines()) == 1
+
+
+def test_a_file_name_that_is_not_utf8_gives_an_id_strict_json_accepts(tiny_engines, tmp_path):
+    import os
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "w") as handle:  # Latin-1 bytes in the name
+        handle.write("a lovely little place")
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(run_app, ["infer", str(folder), "--engines", str(tiny_engines), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    raw = out.read_bytes()
+    assert b"\\ud" not in raw  # no lone surrogate escape, which strict parsers reject
+    assert json.loads(raw.decode("utf-8"))["id"] == "caf\\xe9"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from enum import IntEnum
 from pathlib import Path
 from typing import Callable
@@ -20,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cmmsf.inputs.errors import CmmsfError, UsageError
+from cmmsf.inputs.errors import CmmsfError, Terminated, UsageError
 
 # Tables stay readable when output is piped or logged (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -34,10 +36,11 @@ class ExitCode(IntEnum):
     """Click exits 2 on a mistyped option; an unusable value (`UsageError`) gets the same code."""
     SOME_CLIPS_FAILED = 3
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 EXIT_CODES_HELP = ("Exit codes: 0 done, 1 failed (the red line says why), 2 called wrongly (an option), "
-                   "3 some clips failed (their errors are in the results), 130 interrupted.")
+                   "3 some clips failed (their errors are in the results), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
 
 EXTRA_OF = {"torch": "export", "transformers": "export", "safetensors": "export", "onnxconverter_common": "export",
             "pytriton": "serve", "tritonclient": "serve", "ray": "ray", "pyarrow": "ray"}
@@ -54,18 +57,22 @@ def friendly(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops a command as Ctrl-C does
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
+        except KeyboardInterrupt as err:
+            code = ExitCode.TERMINATED if isinstance(err, Terminated) else ExitCode.INTERRUPTED
+            err_console.print("[yellow]terminated[/]" if code == ExitCode.TERMINATED else "[yellow]interrupted[/]")
             live = sys.modules.get("cmmsf.inputs.live")
             if live is not None and live.readers_still_running():
                 # a reader blocked inside FFmpeg would crash the interpreter's shutdown; every finally
                 # (results, sessions) has run by now, so flush and leave at once
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(ExitCode.INTERRUPTED)
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
+                os._exit(code)
+            raise typer.Exit(code) from None
         except ModuleNotFoundError as err:
             extra = EXTRA_OF.get((err.name or "").split(".")[0])
             if extra is None:
@@ -93,8 +100,15 @@ def friendly(command: Callable) -> Callable:
                               f"{escape(type(err).__name__)}: {escape(str(err)[:300])}. The traceback is in "
                               f"{escape(str(report))}; please report it with that file", highlight=False)
             raise typer.Exit(ExitCode.FAILED) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def write_bug_report(err: BaseException) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, InMemoryMedia
 from .errors import DataError
+from .files import readable
 
 TRANSCRIPT_SUFFIXES = (".txt", ".srt", ".vtt")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
@@ -105,10 +106,10 @@ def find_clips(paths: list[Path], skipped: list[Path] | None = None) -> list[Cli
     clips: list[tuple[Path, Clip]] = []
     for group in _groups(paths, [] if skipped is None else skipped):
         if not group.media:
-            clips.append((group.root, Clip(group.base, None, group.transcript)))
+            clips.append((group.root, Clip(readable(group.base), None, group.transcript)))
         for media in group.media:
             ident = group.base if len(group.media) == 1 else f"{group.base}{media.suffix.lower()}"
-            clips.append((group.root, Clip(ident, media, group.transcript)))
+            clips.append((group.root, Clip(readable(ident), media, group.transcript)))
     counts: dict[str, int] = {}
     for _, clip in clips:
         counts[clip.id] = counts.get(clip.id, 0) + 1

@@ -17,3 +17,8 @@ class DataError(CmmsfError, ValueError):
 
 class InstallError(CmmsfError, RuntimeError):
     """A package is missing or broken on this machine; the message says what to install."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a scheduler's time limit), raised in the main thread as Ctrl-C is,
+    so every `finally` runs and the same summary is printed; the CLI exits 143 (128 + SIGTERM)."""

@@ -17,6 +17,21 @@ TRANSCRIPT_MAX_BYTES = 4 * 1024 * 1024
 """A transcript of a day of speech is a few MB of subtitles; more is not a transcript."""
 
 
+def readable(text: str) -> str:
+    """`text` as valid Unicode: a file name's bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) become `\\xe9`-style escapes, so an id or a message never carries a surrogate that
+    strict JSON parsers and terminals reject. Valid text comes back unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name's byte made
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class InputFileError(CmmsfError, OSError):
     """A file given as input that cannot be read as one: not a regular file, too large, unreadable."""
 
