@@ -347,3 +347,42 @@ def test_ctrl_c_ends_a_stream_waiting_on_the_network_at_once(tiny_engines):
         output, _ = child.communicate(timeout=30)
     assert child.returncode == 130 and time.time() - sent < 3, output
     assert "interrupted" in output and "Traceback" not in output
+
+
+def faststart_copy(source: Path, target: Path) -> Path:
+    """`source` remuxed with its index (moov) in front, as web video is: a cut copy still opens."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    return target
+
+
+def test_a_cut_short_mp4_with_its_index_in_front_is_scored_with_a_warning(tiny_engines, tmp_path):
+    """The first part of a downloaded file: decoding fails mid-way; what decoded is scored (issue 40 item 10)."""
+    from cmmsf.inputs.media import MediaError, decode_audio
+
+    whole = faststart_copy(write_video(tmp_path / "plain.mp4", seconds=10.0), tmp_path / "whole.mp4")
+    data = whole.read_bytes()
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    cut = folder / "cut.mp4"
+    for size in range(len(data) // 10, len(data) * 3 // 4, 997):  # a cut where FFmpeg errors, not just ends
+        cut.write_bytes(data[:size])
+        try:
+            decode_audio(cut, 16000)
+        except MediaError:
+            break
+    else:
+        pytest.fail("no cut made FFmpeg fail: the test needs another way to cut the file")
+    out = tmp_path / "r.jsonl"
+    result = infer(str(cut), "--engines", str(tiny_engines), "--out", str(out), "--asr", "off")
+    assert result.exit_code == 0, result.output
+    record = lines(out)["cut"]
+    assert -3 <= record["score"] <= 3 and 0 < record["decoded_s"] < 9.0
+    said = " ".join(record["warnings"])
+    assert "audio decoding failed in cut.mp4" in said and "scored on what was decoded before it" in said, said

@@ -158,8 +158,11 @@ class Preprocessor:
         front_ms: dict[str, float] = {}
         wave, frames, duration = None, None, None
         if clip.media is not None:
-            wave = decode_audio(clip.media, spec.sample_rate, max_samples=self.audio_samples_needed())
-            decoded = decode_video(clip.media, spec.fps, max_frames=spec.video_max_len + 1)
+            stopped: list[str] = []  # a file cut short: scored on what decoded, with a warning
+            wave = decode_audio(clip.media, spec.sample_rate, max_samples=self.audio_samples_needed(), stopped=stopped)
+            decoded = decode_video(clip.media, spec.fps, max_frames=spec.video_max_len + 1, stopped=stopped)
+            for reason in stopped:
+                warn(notes, f"{reason}: scored on what was decoded before it")
             if decoded is not None:
                 frames, duration = decoded
             if wave is not None:

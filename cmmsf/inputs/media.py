@@ -99,21 +99,29 @@ def rgb_frame(frame: av.VideoFrame, name: str) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
-def decode_audio(source: MediaSource, sample_rate: int = 16000, max_samples: int | None = None) -> np.ndarray | None:
+def decode_audio(source: MediaSource, sample_rate: int = 16000, max_samples: int | None = None,
+                 stopped: list[str] | None = None) -> np.ndarray | None:
     """Mono float32 samples at `sample_rate`; None when the file has no audio track.
 
     With `max_samples`, decoding stops as soon as more than that many samples are held (memory stays
     bounded whatever the clip's length; a result longer than max_samples tells the caller it was cut).
+    With `stopped`, an error after some audio was decoded (a file cut short) ends decoding there: what
+    was decoded is returned and the reason appended to `stopped`.
     """
     with _open(source) as container:
         if not container.streams.audio:
             return None
         chunks, total = [], 0
-        for chunk in iter_audio(container, sample_rate):
-            chunks.append(chunk)
-            total += len(chunk)
-            if max_samples is not None and total > max_samples:
-                break
+        try:
+            for chunk in iter_audio(container, sample_rate):
+                chunks.append(chunk)
+                total += len(chunk)
+                if max_samples is not None and total > max_samples:
+                    break
+        except MediaError as err:
+            if stopped is None or not total:
+                raise
+            stopped.append(f"{err} after {total / sample_rate:.1f} s")
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
@@ -157,21 +165,28 @@ def iter_audio(container, sample_rate: int = 16000) -> Iterator[np.ndarray]:
         raise MediaError(f"audio decoding failed in {Path(container.name).name}: {ffmpeg_reason(err)}") from None
 
 
-def decode_video(source: MediaSource, fps: float, max_frames: int | None = None) -> tuple[np.ndarray, float] | None:
+def decode_video(source: MediaSource, fps: float, max_frames: int | None = None,
+                 stopped: list[str] | None = None) -> tuple[np.ndarray, float] | None:
     """RGB uint8 frames [T, H, W, 3] sampled at `fps`, and the time after the last frame kept.
 
     None when the file has no video stream. Frames are chosen by FrameSampler; with `max_frames`,
-    decoding stops once that many are kept (memory bounded whatever the clip's length).
+    decoding stops once that many are kept (memory bounded whatever the clip's length). `stopped` as
+    in `decode_audio`.
     """
     with _open(source) as container:
         if not container.streams.video:
             return None
         frames, last_time = [], 0.0
-        for time_s, frame in iter_video(container, fps):
-            frames.append(frame)
-            last_time = time_s
-            if max_frames and len(frames) >= max_frames:
-                break
+        try:
+            for time_s, frame in iter_video(container, fps):
+                frames.append(frame)
+                last_time = time_s
+                if max_frames and len(frames) >= max_frames:
+                    break
+        except MediaError as err:
+            if stopped is None or not frames:
+                raise
+            stopped.append(f"{err} after {last_time + 1.0 / fps:.1f} s")
         if not frames:
             raise MediaError(f"{media_name(source)} has a video stream but no decodable frame")
         return np.stack(frames), last_time + 1.0 / fps
