@@ -228,3 +228,25 @@ def test_untrained_modalities_are_masked_but_reported_present(tiny_config):
     assert item.masked == ["audio"] and item.arrays["audio"] is None
     assert item.present == {"text": True, "audio": True, "video": False}
     assert item.truncated == ["text"] and len(item.arrays["text"]) == tiny_config.text.max_len
+
+
+def test_the_video_encoder_runs_a_big_batch_in_bounded_slices(tiny_engines, monkeypatch):
+    """Memory per batch is bounded (issue 40 item 7): a batch's frames beyond FRAMES_PER_CALL go through
+    the video encoder in row slices, and the outputs are those of one call."""
+    import cmmsf.runtime.backends.base as base
+    from cmmsf.sample_inputs import make_inputs
+
+    pipeline = Pipeline.load(tiny_engines)
+    inputs = make_inputs(pipeline.config, batch=4, video_len=20)
+    whole = pipeline.backend.run(inputs)
+    calls = []
+    real = type(pipeline.backend).run_stage
+    monkeypatch.setattr(type(pipeline.backend), "run_stage",
+                        lambda self, stage, feeds: calls.append((stage, len(next(iter(feeds.values())))))
+                        or real(self, stage, feeds))
+    monkeypatch.setattr(base, "FRAMES_PER_CALL", 45)  # two rows of 20 frames per call
+    sliced = pipeline.backend.run(inputs)
+    assert [rows for stage, rows in calls if stage == "video_encoder"] == [2, 2]
+    assert [rows for stage, rows in calls if stage != "video_encoder"] == [4, 4, 4, 4]
+    for name in ("u_video", "score"):
+        np.testing.assert_allclose(sliced[name], whole[name], atol=2e-5, rtol=1e-5)
