@@ -114,3 +114,96 @@ def test_sigterm_under_load_answers_or_cleanly_refuses_every_request(tiny_engine
     assert any("the server is stopping" in o for o in ends), ends  # the drain refused the late ones
     assert not [p for p in children if Path(f"/proc/{p}").exists()], "a child outlived serve"
     assert leftovers(*before) == {"shm": [], "model folders": []}
+
+
+def run_folder(pid: int) -> Path | None:
+    import tempfile
+
+    return next(Path(tempfile.gettempdir()).glob(f"cmmsf-serve-{pid}-*"), None)
+
+
+def gone(pids: list[int], timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not [p for p in pids if Path(f"/proc/{p}").exists()]:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_readiness_turns_true_once_when_every_model_is_loaded(tiny_engines):
+    """Probed every 20 ms from the start: no answer, then 200, never 400 in between (issue 40 item 5)."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from cmmsf.runtime.serving.local_server import free_port
+
+    ports = [free_port() for _ in range(3)]
+    process = subprocess.Popen([sys.executable, "-m", "cmmsf.cli", "serve", "--engines", str(tiny_engines),
+                                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                                "--metrics-port", str(ports[2])], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    codes: list[int] = []
+    try:
+        deadline, first_ready = time.monotonic() + 180, None
+        while time.monotonic() < deadline and (first_ready is None or time.monotonic() - first_ready < 3):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2) as answer:
+                    code = answer.status
+            except urllib.error.HTTPError as err:
+                code = err.code
+            except OSError:
+                code = 0  # not listening yet
+            if not codes or codes[-1] != code:
+                codes.append(code)
+            if code == 200 and first_ready is None:
+                first_ready = time.monotonic()
+            assert process.poll() is None
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert codes[-1] == 200 and codes.count(200) == 1 and set(codes) <= {0, 200}, codes
+
+
+def test_kill_9_of_serve_leaves_no_process_no_shared_memory_and_no_folder(tiny_engines, before):
+    """The OOM killer or `docker kill` on serve itself (issue 40 item 6): its reaper stops the children
+    and removes the run's segments and folder."""
+    with LocalServer(tiny_engines) as server:
+        started(server)
+        pid = server.process.pid
+        children = descendants(pid)
+        folder = run_folder(pid)
+        assert folder is not None and any(name.startswith(f"pytrtion{pid}-") for name in os.listdir("/dev/shm"))
+        os.kill(pid, signal.SIGKILL)
+        server.process.wait(timeout=30)
+        assert gone(children), [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in children
+                                if Path(f"/proc/{p}").exists()]
+        deadline = time.monotonic() + 10
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert not folder.exists()
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"pytrtion{pid}-")]
+    assert leftovers(*before) == {"shm": [], "model folders": []}
+
+
+def test_the_next_serve_cleans_up_after_one_killed_with_its_reaper(tiny_engines, before):
+    with LocalServer(tiny_engines) as server:
+        started(server)
+        pid = server.process.pid
+        children = descendants(pid)
+        folder = run_folder(pid)
+        for child in children + [pid]:  # everything at once, as `kill -9 -- -<group>` plus the reaper
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.process.wait(timeout=30)
+        assert gone(children)
+    assert folder.exists()  # nobody was left to remove it
+    with LocalServer(tiny_engines) as successor:
+        started(successor)
+        assert "earlier server(s) that were killed" in " ".join(successor.output().split())  # this one, at least
+    assert not folder.exists() and successor.returncode == 0
+    assert leftovers(*before) == {"shm": [], "model folders": []}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -189,3 +190,102 @@ def test_a_taken_port_is_one_error_line(server, tiny_engines):
                                           str(server.ports["http"]), "--grpc-port", "1", "--metrics-port", "2"])
     assert result.exit_code == 1 and f"{server.ports['http']} is not free" in result.output
     assert ServerClient(server.http).ready()  # the running server never noticed
+
+
+def malformed(config) -> dict[str, dict[str, np.ndarray]]:
+    """Requests no input can be (issue 40 item 4), each with the shapes of `well_formed`'s so that Triton
+    batches them together with good ones."""
+    cases = {}
+    for name, change in {
+        "nan audio": lambda b: b["audio"].__setitem__((0, 0, 0), np.nan),
+        "inf video": lambda b: b["video"].__setitem__((0, 0), np.inf),
+        "negative token id": lambda b: b["input_ids"].__setitem__((0, 1), -7),
+        "token id 2**31-1": lambda b: b["input_ids"].__setitem__((0, 1), 2**31 - 1),
+        "every mask false": lambda b: [b[m].__setitem__(..., False) for m in ("text_mask", "audio_mask", "video_mask")],
+    }.items():
+        batch = well_formed(config)
+        change(batch)
+        cases[name] = batch
+    cases["zero-length text"] = {**well_formed(config), "input_ids": np.zeros((1, 0), np.int32),
+                                 "text_mask": np.zeros((1, 0), bool)}
+    cases["zero-length audio"] = {**well_formed(config), "audio": np.zeros((1, 0, config.audio.feature_dim), np.float32),
+                                  "audio_mask": np.zeros((1, 0), bool)}
+    return cases
+
+
+def well_formed(config, seed: int = 5) -> dict[str, np.ndarray]:
+    return make_inputs(config, batch=1, text_len=6, audio_len=10, video_len=4, seed=seed)
+
+
+def answer(url: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | ServerRefused:
+    client = ServerClient(url)
+    try:
+        return client.tensors(batch)
+    except ServerRefused as err:
+        return err
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_malformed_tensors_are_a_one_line_400_and_their_batch_mates_are_scored(server, pipeline, protocol):
+    config = pipeline.config
+    bad = malformed(config)
+    good = {f"good {n}": well_formed(config, seed=n) for n in range(len(bad))}
+    sent = {**bad, **good}
+    answers: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda k=k: answers.__setitem__(k, answer(getattr(server, protocol), sent[k])))
+               for k in sent]  # concurrent: the dynamic batcher puts good and bad requests in one batch
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for name in bad:
+        refused = answers[name]
+        assert isinstance(refused, ServerRefused) and refused.client_error, (name, refused)
+        said = str(refused)
+        assert "\n" not in said and "Traceback" not in said and ".py" not in said, (name, said)
+    assert "token ids outside the vocabulary" in str(answers["token id 2**31-1"])
+    assert "input_ids is empty" in str(answers["zero-length text"])
+    for name, batch in good.items():
+        np.testing.assert_allclose(answers[name]["score"], pipeline.run_batch(batch).outputs["score"], atol=1e-5)
+    assert ServerClient(server.http).ready()
+
+
+def test_a_thousand_malformed_among_a_thousand_good_keep_the_server_ready(server, pipeline):
+    """Every bad request a one-line 400, every good one scored, readiness 200 throughout. CI sends 60 of
+    each; CMMSF_SERVE_MIX=1000 gives the issue's figure."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    config, count = pipeline.config, int(os.environ.get("CMMSF_SERVE_MIX", "60"))
+    bad = list(malformed(config).values())
+    expected = float(pipeline.run_batch(well_formed(config)).outputs["score"][0])
+    ready: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"{server.http}/v2/health/ready", timeout=5) as response:
+                    ready.append(response.status)
+            except Exception:  # noqa: BLE001 - any failure is a failed probe
+                ready.append(0)
+            time.sleep(0.05)
+
+    def one(n: int) -> str:
+        url = server.grpc if n % 2 else server.http
+        got = answer(url, bad[n // 2 % len(bad)] if n % 4 < 2 else well_formed(config))
+        if n % 4 < 2:
+            return "400" if isinstance(got, ServerRefused) and got.client_error and "\n" not in str(got) else repr(got)
+        return "scored" if not isinstance(got, ServerRefused) and abs(got["score"][0] - expected) < 1e-5 else repr(got)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(2 * count)))
+    done.set()
+    watcher.join(timeout=10)
+    assert outcomes.count("400") == count and outcomes.count("scored") == count, \
+        [o for o in outcomes if o not in ("400", "scored")][:5]
+    assert ready and set(ready) == {200}, sorted(set(ready))

@@ -29,7 +29,16 @@ class ClientError(CmmsfError, ValueError):
 
 
 class ServerRefused(CmmsfError, RuntimeError):
-    """The server answered a request with an error; the message is its reason."""
+    """The server answered a request with an error; the message is its reason, `status` the protocol's
+    code (`400`, `StatusCode.INVALID_ARGUMENT`, ...), `client_error` whether it was the request's fault."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def client_error(self) -> bool:
+        return self.status in ("400", "StatusCode.INVALID_ARGUMENT")
 
 
 _REASON = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", re.MULTILINE)
@@ -96,7 +105,7 @@ class ServerClient:
                 return self.client.infer(model, inputs, outputs=wanted, client_timeout=self.timeout_s)
             return self.client.infer(model, inputs, outputs=wanted)
         except InferenceServerException as err:
-            raise ServerRefused(f"{model}: {server_reason(err.message() or str(err))}") from None
+            raise ServerRefused(f"{model}: {server_reason(err.message() or str(err))}", err.status()) from None
 
     def tensors(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The five stages on the server; `score` comes back as [B], as `Pipeline.run_batch` gives it."""

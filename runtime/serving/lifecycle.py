@@ -4,11 +4,12 @@ PyTriton starts `tritonserver`, which starts one Python-backend stub per model; 
 `/dev/shm` segments, and Triton writes each model's config into a `/tmp/folderXXXXXX`. A server that
 is killed, or stopped under load, used to leave all of that behind. Here:
 
-- `Housekeeping` keeps Triton's default log in a folder of its own, makes this process the subreaper
-  of its descendants (so an orphaned stub is still ours), and on exit stops every descendant still
-  alive and removes what the run created and nothing else uses: its `/dev/shm` segments and the
-  model folders Triton writes into `/tmp` (a path Triton hard-codes, whatever `$TMPDIR` says) and
-  leaves there when it is killed.
+- `Housekeeping` gives the run a folder of its own (Triton's default log, PyTriton's workspace and model
+  store), marks the environment every child inherits, makes this process the subreaper of its
+  descendants (so an orphaned stub is still ours), and on exit stops every descendant still alive and
+  removes what the run created and nothing else uses: its `/dev/shm` segments and its folder. A reaper
+  process beside the server (serving/reaper.py) does the same when the server itself is killed, and a
+  start first cleans up after predecessors whose reaper was killed too.
 - `InFlight` counts the requests inside the inference callables; on Ctrl-C or SIGTERM `drain` stops
   admitting new ones (they get a clean "the server is stopping" error) and waits, up to a grace
   period, for the running ones to be answered before Triton is stopped.
@@ -23,9 +24,12 @@ import ctypes.util
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -33,9 +37,9 @@ from typing import Any
 
 from cmmsf.inputs.errors import CmmsfError
 
+from .reaper import FOLDER_PREFIX, MARK_VARIABLE, clean_predecessors
+
 SHM = Path("/dev/shm")
-TRITON_TMP = Path("/tmp")
-"""Where tritonserver writes each loaded model's files (`folderXXXXXX`)."""
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -149,21 +153,6 @@ def mapped_shm() -> set[str]:
     return names
 
 
-def live_command_lines() -> str:
-    """Every live process's command line, joined: a model folder named in one is still in use."""
-    lines = (_command_line(entry.name) for entry in Path("/proc").glob("[0-9]*"))
-    return "\n".join(line.replace(b"\0", b" ").decode(errors="replace") for line in lines if line)
-
-
-def model_folder_of(path: Path, models: tuple[str, ...]) -> bool:
-    """True for a Triton model folder (`config.pbtxt` first) of one of `models`."""
-    try:
-        first = (path / "config.pbtxt").read_text(errors="replace").split("\n", 1)[0]
-    except OSError:
-        return False
-    return any(first.strip() == f'name: "{model}"' for model in models)
-
-
 class Housekeeping:
     """`with Housekeeping(models) as house:` around everything the server starts; see the module docstring.
 
@@ -172,31 +161,36 @@ class Housekeeping:
 
     def __init__(self, models: tuple[str, ...]) -> None:
         self.models = models
-        self.folder = Path(tempfile.mkdtemp(prefix="cmmsf-serve-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         self.log = self.folder / "triton.log"
+        self.workspace = self.folder / "pytriton"
+        """PyTriton's workspace (sockets, model store): inside the run's folder, never in ~/.cache."""
         self.failed = False
         self.kept_log = Path(tempfile.gettempdir()) / f"cmmsf-triton-{os.getpid()}.log"
         """Where the default log goes when the server failed (named in the error before it is moved)."""
+        self.cleaned: list[Path] = []
+        """Folders of killed predecessors cleaned up at the start."""
 
     def __enter__(self) -> "Housekeeping":
+        self.cleaned = clean_predecessors(_alive)
         self._shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
-        self._folders_before = set(TRITON_TMP.glob("folder*"))
+        mark = uuid.uuid4().hex
+        (self.folder / "mark").write_text(mark)
+        os.environ[MARK_VARIABLE] = mark  # before any child: they all inherit it
         become_subreaper()
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "cmmsf.runtime.serving.reaper", str(os.getpid()), str(self.folder),
+             repr(time.time())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        stop_processes(descendants(os.getpid()))
+        stop_processes(descendants(os.getpid()))  # the reaper among them: a clean stop needs none
+        os.environ.pop(MARK_VARIABLE, None)
         if SHM.is_dir():
             in_use = mapped_shm()
             for name in set(os.listdir(SHM)) - self._shm_before - in_use:
                 if name.startswith(("psm_", f"pytrtion{os.getpid()}-")):
                     (SHM / name).unlink(missing_ok=True)
-        new_folders = set(TRITON_TMP.glob("folder*")) - self._folders_before
-        if new_folders:
-            running = live_command_lines()
-            for folder in new_folders:
-                if model_folder_of(folder, self.models) and str(folder) not in running:
-                    shutil.rmtree(folder, ignore_errors=True)
         if self.failed and self.log.is_file():
             shutil.move(self.log, self.kept_log)
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -72,31 +72,48 @@ def _tensor(spec, config) -> "Tensor":  # noqa: F821 - pytriton is imported lazi
     return Tensor(name=spec.name, dtype=NUMPY_DTYPES[spec.dtype], shape=tuple(sample_dims(spec, config)) or (1,))
 
 
+ERROR_OUTPUT = "error"
+"""The output that carries a request's refusal to the stub (serving/stub_model.py), which answers it as
+the client's error (HTTP 400, gRPC INVALID_ARGUMENT); a scored request never has it."""
+
+
+def refusal(message: str, rows: int) -> dict[str, np.ndarray]:
+    """A request's answer that the stub turns into INVALID_ARG with `message`."""
+    return {ERROR_OUTPUT: np.array([[message.encode()]] * max(1, rows), dtype=object)}
+
+
 class TensorsModel:
     """`cmmsf_tensors`: one dynamic batch of contract tensors through the five stages.
 
     Each request is checked against the engines' build profile and for values no input can have before
     any work (`Pipeline.check_batch`, `check_evidence`): one too long, of the wrong width or rank, empty,
-    holding NaN, token ids outside the vocabulary or no real step in any modality gets an error response
-    naming what is wrong, and costs no more than its own bytes. Triton only batches requests whose shapes
-    agree, so such a request fails alone."""
+    holding NaN, token ids outside the vocabulary or no real step in any modality is refused on its own
+    (HTTP 400 with the one line that says what is wrong), costs no more than its own bytes, and the other
+    requests of its dynamic batch are scored as if it had not come."""
 
     def __init__(self, pipeline: Pipeline, max_batch: int | None = None):
         self.pipeline, self.max_batch = pipeline, max_batch
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
-        for request in requests:
+        answers: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+        good = []
+        for index, request in enumerate(requests):
             batch = {name: request[name] for name in request}
-            self.pipeline.check_batch(batch, self.max_batch)
-            self.pipeline.check_evidence(batch)
-        inputs = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
-        outputs = self.pipeline.run_batch(inputs).outputs
-        outputs = {**outputs, "score": outputs["score"].reshape(-1, 1)}  # Triton wants [B, 1] for a [B] tensor
-        answers, start = [], 0
-        for request in requests:
-            rows = len(next(iter(request.values())))
-            answers.append({k: v[start:start + rows] for k, v in outputs.items()})
-            start += rows
+            try:
+                self.pipeline.check_batch(batch, self.max_batch)
+                self.pipeline.check_evidence(batch)
+                good.append(index)
+            except CmmsfError as err:
+                answers[index] = refusal(str(err), len(next(iter(batch.values()), [])))
+        if good:
+            inputs = {name: np.concatenate([requests[i][name] for i in good]) for name in requests[good[0]]}
+            outputs = self.pipeline.run_batch(inputs).outputs
+            outputs = {**outputs, "score": outputs["score"].reshape(-1, 1)}  # Triton wants [B, 1] for a [B] tensor
+            start = 0
+            for index in good:
+                rows = len(next(iter(requests[index].values())))
+                answers[index] = {k: v[start:start + rows] for k, v in outputs.items()}
+                start += rows
         return answers
 
 
@@ -171,7 +188,8 @@ def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: floa
                            batcher=DynamicBatcher(max_queue_delay_microseconds=round(queue_delay_ms * 1000)))
     triton.bind(model_name=TENSORS_MODEL, infer_func=counted(TensorsModel(pipeline, max_batch)),
                 inputs=[_tensor(s, config) for s in PIPELINE_INPUTS],
-                outputs=[_tensor(s, config) for s in STAGES["mgf_head"].outputs],
+                outputs=[*(_tensor(s, config) for s in STAGES["mgf_head"].outputs),
+                         Tensor(name=ERROR_OUTPUT, dtype=bytes, shape=(1,))],
                 config=batching, strict=True)
     triton.bind(model_name=CLIP_MODEL, infer_func=counted(ClipModel(pipeline)),
                 inputs=[Tensor(name="clip", dtype=bytes, shape=(1,)),
@@ -179,6 +197,19 @@ def bind_models(triton, pipeline: Pipeline, max_batch: int, queue_delay_ms: floa
                         Tensor(name="id", dtype=bytes, shape=(1,), optional=True)],
                 outputs=[Tensor(name="record", dtype=bytes, shape=(1,))],
                 config=batching, strict=True)
+
+
+def extend_proxy_models(model_store: Path) -> list[str]:
+    """Put serving/stub_model.py in front of PyTriton's proxy model in each model of the store PyTriton
+    wrote (`bind` writes it; Triton loads it at start): PyTriton's `model.py` becomes `pytriton_model.py`,
+    ours is `model.py` and subclasses it. Returns the models extended."""
+    ours = (Path(__file__).with_name("stub_model.py")).read_bytes()
+    extended = []
+    for proxy in sorted(model_store.glob("*/*/model.py")):
+        proxy.rename(proxy.with_name("pytriton_model.py"))
+        proxy.write_bytes(ours)
+        extended.append(proxy.parent.parent.name)
+    return extended
 
 
 def triton_config(opts: ServeOptions, log_file: Path):
@@ -218,11 +249,12 @@ def serve(opts: ServeOptions, console: Console) -> None:
 
     The stop: new requests are refused (`the server is stopping`), the running ones are answered
     (up to `opts.grace_s`), Triton stops, then every child process still alive is stopped and the
-    shared memory and temporary files of the run are removed (`serve_lifecycle.Housekeeping`). If
-    `tritonserver` dies on its own, the same clean-up runs and the error is one line (exit 1)."""
+    shared memory and temporary files of the run are removed (`lifecycle.Housekeeping`). If
+    `tritonserver` dies on its own, the same clean-up runs and the error is one line (exit 1); if this
+    process is killed, its reaper does it (serving/reaper.py)."""
     try:
         from pytriton.exceptions import PyTritonError
-        from pytriton.triton import Triton
+        from pytriton.triton import Triton, TritonLifecyclePolicy
     except ImportError:
         raise ServeError("serving needs PyTriton: pip install -e '.[serve]' (nvidia-pytriton bundles "
                          "tritonserver)") from None
@@ -245,10 +277,20 @@ def serve(opts: ServeOptions, console: Console) -> None:
     log = opts.log_file or house.log
     try:
         with house:
-            triton = Triton(config=triton_config(opts, log), security_config=security_config())
+            if house.cleaned:
+                console.print(f"cleaned up after {len(house.cleaned)} earlier server(s) that were killed",
+                              highlight=False)
+            # a local model store: Triton loads every model as it starts, before it opens its ports, so
+            # readiness turns true once, when all are loaded (loaded one by one through its API, it
+            # flipped 200/400 while loading, and said 200 before any model was there)
+            triton = Triton(config=triton_config(opts, log), security_config=security_config(),
+                            workspace=house.workspace,
+                            triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=True,
+                                                                          local_model_store=True))
             watchdog = TritonWatchdog(lambda: die(triton, house, opts.log_file))
             watchdog.start()
             bind_models(triton, pipeline, opts.max_batch, opts.max_queue_delay_ms, in_flight)
+            extend_proxy_models(house.workspace / "model-store")
             try:
                 triton.run()
             except PyTritonError as err:  # a model that will not load, a server that will not start
