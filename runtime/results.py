@@ -272,7 +272,10 @@ class ResultWriter:
 
     def _rewrite(self, fd: int, found: Scan, retried: set[str], aside: bool) -> int:
         """Write the kept lines to a new locked file and rename it over the old one. With `aside`, the old
-        file is kept whole beside it (`<out>.torn`), tail and all."""
+        file is kept whole beside it (`<out>.torn`), tail and all. A run killed while rewriting leaves
+        the old file whole and its temporary, removed here by the next resume (we hold the lock)."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.resume"):
+            stale.unlink(missing_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.resume")
         new = os.open(temporary, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
