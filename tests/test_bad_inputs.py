@@ -104,7 +104,9 @@ def test_out_through_a_symlink_writes_the_target(tiny_engines, one_clip, tmp_pat
     target.write_text("old\n")
     link = tmp_path / "link.jsonl"
     link.symlink_to(target)
-    assert infer(str(one_clip), "--engines", str(tiny_engines), "--out", str(link)).exit_code == 0
+    refused = infer(str(one_clip), "--engines", str(tiny_engines), "--out", str(link))
+    assert refused.exit_code == 2 and "already holds results" in flat(refused.output)  # the target's lines count
+    assert infer(str(one_clip), "--engines", str(tiny_engines), "--out", str(link), "--overwrite").exit_code == 0
     assert link.is_symlink() and set(lines(target)) == {"a"}
 
 

@@ -311,29 +311,38 @@ def test_audio_of_nothing_but_nan_is_said_so_not_called_silent(tiny_engines, tmp
     assert record["audio_nonfinite_samples"] > 0
 
 
-def test_sigterm_prints_the_same_summary_and_exits_143(tiny_engines, tmp_path, monkeypatch):
+def test_sigterm_prints_the_same_summary_and_exits_143(tiny_engines, tmp_path):
+    """A real `kill` of a real run (never of the test process): the summary Ctrl-C prints, exit 143, and
+    --resume scores the rest, each clip once."""
     import os
     import signal
+    import subprocess
+    import sys
+    import time
 
-    from cmmsf.runtime import infer
-
-    for name in ("a", "b", "c"):
-        (tmp_path / f"{name}.txt").write_text(f"words of {name}")
-    real = infer.LocalRunner.records
-
-    def terminated(self, clips, batch):
-        records = iter(real(self, clips, batch))
-        yield next(records)
-        os.kill(os.getpid(), signal.SIGTERM)  # a real signal: `kill`, `docker stop`
-        yield from records
-
-    monkeypatch.setattr(infer.LocalRunner, "records", terminated)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for n in range(400):
+        (clips / f"c{n:03d}.txt").write_text(f"clip {n} was {'good' if n % 2 else 'bad'}")
     out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(run_app, ["infer", str(tmp_path), "--engines", str(tiny_engines), "--out", str(out)],
-                                terminal_width=200)
-    said = " ".join(result.output.split())
-    assert result.exit_code == 143 and f"terminated: 1 of 3 clips are in {out}" in said and "--resume" in said, said
-    assert signal.getsignal(signal.SIGTERM) is not None and len(out.read_text().splitlines()) == 1
+    command = [sys.executable, "-m", "cmmsf.cli", "infer", str(clips), "--engines", str(tiny_engines),
+               "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + 120
+    while not (out.is_file() and out.read_text().count("\n") >= 3) and run.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=60)
+    said = " ".join((stdout + stderr).split())
+    written = len(out.read_text().splitlines())
+    assert run.returncode == 143 and f"terminated: {written} of 400 clips are in {out}" in said, said[-1500:]
+    assert "--resume" in said and "Traceback" not in said
+    finished = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-1500:]
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == [f"c{n:03d}" for n in range(400)]  # each exactly once
 
 
 def test_a_file_name_that_is_not_utf8_gives_an_id_strict_json_accepts(tiny_engines, tmp_path):
