@@ -164,7 +164,7 @@ def test_nothing_usable_is_an_error_line_not_a_score(tiny_engines, text_only_eng
     assert all("score" not in r for r in records.values())
     # the same silent clip with words scores, and says why audio is absent
     (clips / "quiet.txt").write_text("a calm voice")
-    result = infer(str(clips / "quiet.wav"), "--engines", str(tiny_engines), "--out", str(out))
+    result = infer(str(clips / "quiet.wav"), "--engines", str(tiny_engines), "--out", str(out), "--overwrite")
     record = lines(out)["quiet"]
     assert result.exit_code == 0 and record["absent"] == {"audio": "silent", "video": "no video stream"}
 

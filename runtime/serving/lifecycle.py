@@ -23,7 +23,6 @@ import ctypes
 import ctypes.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,9 +36,9 @@ from typing import Any
 
 from cmmsf.inputs.errors import CmmsfError
 
+from .processes import SHM, alive, command_line, descendants, mapped_shm, stop_processes, tree_rss_mb  # noqa: F401
 from .reaper import FOLDER_PREFIX, MARK_VARIABLE, clean_predecessors
 
-SHM = Path("/dev/shm")
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -62,97 +61,6 @@ def become_subreaper() -> bool:
     return libc is not None and hasattr(libc, "prctl") and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def _command_line(pid: int | str) -> bytes | None:
-    """A process's command line as /proc holds it (arguments NUL-separated), None once it has gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid`, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (serve, tritonserver, the stubs), in MB."""
-    total = 0.0
-    for member in [pid, *descendants(pid)]:
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
-    return total
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _reap() -> None:
-    """Collect exited children (ours, and the orphans we adopted as subreaper) so none stays a zombie."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def stop_processes(pids: list[int], grace_s: float = 3.0) -> list[int]:
-    """SIGTERM, then SIGKILL after `grace_s`, for each process still alive; returns those killed hard."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        _reap()
-        time.sleep(0.05)
-    hard = [p for p in pids if _alive(p)]
-    for pid in hard:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(0.05)
-    _reap()
-    return hard
-
-
-def mapped_shm() -> set[str]:
-    """Names under /dev/shm that some live process has mapped (read from /proc/*/maps)."""
-    names: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            text = maps.read_text(errors="replace")
-        except OSError:
-            continue
-        names.update(line.rsplit("/dev/shm/", 1)[1].split(" (deleted)")[0]
-                     for line in text.splitlines() if "/dev/shm/" in line)
-    return names
-
-
 class Housekeeping:
     """`with Housekeeping(models) as house:` around everything the server starts; see the module docstring.
 
@@ -172,7 +80,7 @@ class Housekeeping:
         """Folders of killed predecessors cleaned up at the start."""
 
     def __enter__(self) -> "Housekeeping":
-        self.cleaned = clean_predecessors(_alive)
+        self.cleaned = clean_predecessors()
         self._shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
         mark = uuid.uuid4().hex
         (self.folder / "mark").write_text(mark)
@@ -218,7 +126,7 @@ def trim_malloc() -> None:
 def tritonserver_child() -> int | None:
     """The pid of the `tritonserver` among this process's descendants, if one runs."""
     for pid in descendants(os.getpid()):
-        if (_command_line(pid) or b"").split(b"\0", 1)[0].endswith(b"/tritonserver"):
+        if (command_line(pid) or b"").split(b"\0", 1)[0].endswith(b"/tritonserver"):
             return pid
     return None
 
@@ -242,7 +150,7 @@ class TritonWatchdog(threading.Thread):
                 trimmed = time.monotonic()
             if self.pid is None:
                 self.pid = tritonserver_child()
-            elif not _alive(self.pid) and not self._stopped.is_set():
+            elif not alive(self.pid) and not self._stopped.is_set():
                 self.on_death()
                 return
 

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .processes import SHM, alive, mapped_shm, stop_processes
+
 MARK_VARIABLE = "CMMSF_SERVE_RUN"
 """Set in the server's environment before any child starts: every descendant inherits it."""
 FOLDER_PREFIX = "cmmsf-serve-"
@@ -44,8 +46,6 @@ def marked_processes(mark: str) -> list[int]:
 
 def clean_after(pid: int, folder: Path, started: float) -> None:
     """Stop the run's processes and remove its shared memory and folder (run `pid` is gone)."""
-    from .lifecycle import SHM, mapped_shm, stop_processes
-
     try:
         mark = (folder / "mark").read_text().strip()
     except OSError:
@@ -76,7 +76,7 @@ def run_folder_pid(folder: Path) -> int | None:
     return int(parts[0]) if parts and parts[0].isdigit() else None
 
 
-def clean_predecessors(alive) -> list[Path]:
+def clean_predecessors() -> list[Path]:
     """Clean up after every earlier run whose server is gone and whose reaper did not (both killed at
     once: `docker kill`, a killed process group); returns their folders."""
     cleaned = []
