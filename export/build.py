@@ -7,6 +7,7 @@ when parity passed, and the next commands printed at the end (the Ultralytics ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -37,7 +38,12 @@ from cmmsf.runtime.backends.torch_ref import TorchBackend
 from cmmsf.runtime.engine_folder import ONNX_PRECISIONS, Artifact, EngineFolder, ManifestError, checkpoint_reference
 from cmmsf.runtime.gpu import device_identity, tensorrt_problem
 from cmmsf.runtime.locations import default_engines_dir
-from cmmsf.runtime.manifest import MANIFEST, TOKENIZER, Manifest, artifact_record, write_manifest
+from cmmsf.inputs.face_detector import LICENCE as DETECTOR_NOTICE
+from cmmsf.inputs.face_detector import SHIPPED as SHIPPED_DETECTOR
+from cmmsf.inputs.face_detector import SHIPPED_SHA256 as SHIPPED_DETECTOR_SHA256
+from cmmsf.inputs.face_detector import dynamic_graph
+from cmmsf.runtime.manifest import (DETECTOR, DETECTOR_LICENCE, MANIFEST, TOKENIZER, Manifest, artifact_record,
+                                    write_manifest)
 
 from . import tensorrt_build
 from .fp16 import convert_to_fp16
@@ -226,6 +232,7 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
 
     tokenizer = out / TOKENIZER
     shutil.copyfile(tokenizer_file(config.text.backbone), tokenizer)  # the device needs no backbone package
+    detector = write_face_detector(out)
     voice = None
     if (ck_folder / VOICE_FILE).is_file():  # the runtime leaves out voices unlike those the model learned
         voice = shutil.copyfile(ck_folder / VOICE_FILE, out / VOICE_FILE)
@@ -242,6 +249,7 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
         "tensorrt": tensorrt_info,
         "asr": asr_record(),
         "tokenizer": artifact_record(tokenizer),
+        "detector": {**artifact_record(detector), "licence": artifact_record(detector.with_name(DETECTOR_LICENCE))},
         "voice": artifact_record(voice) if voice else None,
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
@@ -250,6 +258,18 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
     with log.step("manifest") as step:
         write_manifest(out, manifest)
         step.detail = str(final / MANIFEST)
+
+
+def write_face_detector(out: Path) -> Path:
+    """YuNet's graph, with a free input size, and its licence notice into the folder (the shipped bytes
+    checked against their upstream sha256 first)."""
+    raw = SHIPPED_DETECTOR.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != SHIPPED_DETECTOR_SHA256:
+        raise BuildError(f"{SHIPPED_DETECTOR} does not match YuNet's upstream sha256; reinstall cmmsf")
+    path = out / DETECTOR
+    path.write_bytes(dynamic_graph(raw))
+    shutil.copyfile(DETECTOR_NOTICE, out / DETECTOR_LICENCE)
+    return path
 
 
 def asr_record() -> dict | None:

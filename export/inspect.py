@@ -52,8 +52,8 @@ def artifact_status(folder: Path, record) -> str:
 
 
 def inspect_folder(engines: EngineFolder) -> dict:
-    """Every stage's I/O, profile and artifacts, and the folder's other sealed files (tokenizer, voice
-    statistics), as plain data (what `--json` prints)."""
+    """Every stage's I/O, profile and artifacts, and the folder's other sealed files (the face detector
+    and its licence, tokenizer, voice statistics), as plain data (what `--json` prints)."""
     stages = {}
     for stage in STAGE_ORDER:
         record = engines.manifest.stages[stage]
@@ -77,7 +77,9 @@ def inspect_folder(engines: EngineFolder) -> dict:
                          "io_read_from": read,
                          "fp16_io_differs": differs}
     profile = engines.manifest.profile
-    sealed = {"tokenizer": engines.manifest.tokenizer, "voice": engines.manifest.voice}
+    detector = engines.manifest.detector
+    sealed = {"face_detector": detector, "face_detector licence": detector.licence,
+              "tokenizer": engines.manifest.tokenizer, "voice": engines.manifest.voice}
     files = {name: {"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "status": artifact_status(engines.path, r)}
              for name, r in sealed.items() if r is not None}
     return {"folder": str(engines.path), "preset": engines.manifest.model.config["name"],

@@ -168,6 +168,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict:
                       f"threads): float32 {peak.fp32_gflops} GFLOP/s, int8 {peak.int8_gops} GOP/s", highlight=False)
     if opts.front_ends:
         results.update(bench_front_ends(config, lengths["audio"] / config.audio.frame_rate_hz, opts, console))
+        results.update(bench_face_detector(engines, opts, console))
     tuning, _ = read_tuning(engines.path)
     report = {"engines": str(opts.engines), "preset": config.name, "lengths": lengths, "runs": opts.runs,
               "accuracy": tuning.guard if tuning else {},
@@ -267,6 +268,17 @@ def bench_front_ends(config, seconds: float, opts: BenchOptions, console: Consol
             rows["whisper features"] = {"1": {**_timed(encode, opts.runs, opts.warmup), "provider": provider,
                                               "audio": label}}
     return rows
+
+
+def bench_face_detector(engines, opts: BenchOptions, console: Console) -> dict[str, dict]:
+    """The `face_detector` row: one detection (YuNet, the folder's sealed graph, and its decoding) on a
+    640×480 frame, what the tracker spends every 5th frame."""
+    detector = engines.face_detector()
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    console.print(f"face_detector on a 640×480 frame: {opts.warmup} warm-up + {opts.runs} timed runs…",
+                  highlight=False)
+    return {"face_detector": {"1": {**_timed(lambda: detector.faces(frame), opts.runs, opts.warmup),
+                                    "provider": "onnxruntime CPUExecutionProvider, 1 thread", "frame": "640x480"}}}
 
 
 def busy_note(machine: dict) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from cmmsf.config import DEFAULT_CHECKPOINT, ModelConfig
 from cmmsf.contracts import STAGE_ORDER, STAGES, input_axes
 from cmmsf.inputs.errors import CmmsfError
+from cmmsf.inputs.face_detector import YuNet, onnx_runner
 from cmmsf.inputs.familiarity import VOICE_FILE, VoiceFamiliarity
 from cmmsf.inputs.hashing import sha256_file
 from cmmsf.inputs.spec import InputSpec
@@ -128,6 +129,17 @@ class EngineFolder:
     def tokenizer_file(self) -> Path:
         """The folder's own `tokenizer.json`, checked against its sha256 once."""
         return self._sealed_file(TOKENIZER, self.manifest.tokenizer.sha256)
+
+    @cached_property
+    def detector_file(self) -> Path:
+        """The folder's face detector graph, checked against its sha256 once (its licence notice too)."""
+        record = self.manifest.detector
+        self._sealed_file(record.licence.file, record.licence.sha256)
+        return self._sealed_file(record.file, record.sha256)
+
+    def face_detector(self) -> YuNet:
+        """YuNet on the folder's own detector graph (ONNX Runtime's CPU kernels)."""
+        return YuNet(onnx_runner(self.detector_file.read_bytes()))
 
     def voice_familiarity(self) -> VoiceFamiliarity | None:
         """The folder's voice statistics, checked against their sha256; None when it carries none."""

@@ -23,18 +23,21 @@ from cmmsf.inputs.hashing import sha256_file
 from cmmsf.validation import FileFieldError, describe
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """2: checkpoint recorded relative to the folder (or `default`), content sealed by content_sha256;
 3: the speech recognition model's hash (`asr`) is sealed too; 4: the text tokenizer ships in the
 folder (`tokenizer.json`, sealed), so a device needs no backbone package (which pulls torch); 5: the
-checkpoint's voice familiarity statistics ship in the folder too (`voice`, sealed; None without them)."""
+checkpoint's voice familiarity statistics ship in the folder too (`voice`, sealed; None without them);
+6: the face detector ships in the folder (`detector`: YuNet's graph and its licence notice, sealed)."""
 
-SEALED_FIELDS = ("asr", "format", "model", "opset", "precision", "profile", "stages", "tensorrt", "tokenizer",
-                 "voice")
+SEALED_FIELDS = ("asr", "detector", "format", "model", "opset", "precision", "profile", "stages", "tensorrt",
+                 "tokenizer", "voice")
 """The manifest fields that change what the engines compute or which files they are (`asr`, the speech
 recognition model's hash, is optional: builds without ASR installed have none)."""
 
 TOKENIZER = "tokenizer.json"
+DETECTOR = "face_detector.onnx"
+DETECTOR_LICENCE = "face_detector.LICENSE"
 
 ArtifactKind = Literal["fp32", "fp16", "plan"]
 """FP32 ONNX, FP16 ONNX, TensorRT plan (engine_folder.Artifact names them)."""
@@ -108,6 +111,21 @@ class TokenizerRecord(_Record):
     bytes: FileBytes
 
 
+class LicenceRecord(_Record):
+    file: Literal["face_detector.LICENSE"]
+    sha256: str
+    bytes: FileBytes
+
+
+class DetectorRecord(_Record):
+    """The folder's face detector (YuNet, cmmsf/inputs/face_detector.py) and its licence notice."""
+
+    file: Literal["face_detector.onnx"]
+    sha256: str
+    bytes: FileBytes
+    licence: LicenceRecord
+
+
 class VoiceRecord(_Record):
     """The folder's voice familiarity statistics (cmmsf/inputs/familiarity.py)."""
 
@@ -147,7 +165,7 @@ class AsrRecord(_Record):
 
 
 class Manifest(_Record):
-    format: Literal[5]
+    format: Literal[6]
     content_sha256: str
     created: str
     model: ModelRecord
@@ -160,6 +178,8 @@ class Manifest(_Record):
     asr: AsrRecord | None
     """The speech recognition model the engines were built beside (None: none was installed)."""
     tokenizer: TokenizerRecord
+    detector: DetectorRecord
+    """YuNet, the stage before the video encoder: it finds the face each frame is cropped to."""
     voice: VoiceRecord | None = None
     """Absent for a checkpoint without voice statistics: every voice is heard."""
     stages: dict[StageName, StageRecord]

@@ -205,7 +205,8 @@ def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocess
                   if settings.asr != "off" else None)
     preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr,
                                 recognizer=recognizer,
-                                voice=engines.voice_familiarity() if settings.voice_check else None)
+                                voice=engines.voice_familiarity() if settings.voice_check else None,
+                                detector=engines.face_detector() if settings.face_crop else None)
     if settings.asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, recognizer.spec.name if recognizer else None, preprocessor.speech is not None)
     return preprocessor

@@ -175,7 +175,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
     state = StreamState(
         StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
         else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz),
-        1.0 / config.video.fps, FaceTracker() if pre.face_crop else None)
+        1.0 / config.video.fps, FaceTracker(detector=pre.detector) if pre.face_crop else None)
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:

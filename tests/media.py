@@ -11,15 +11,26 @@ import numpy as np
 
 
 def draw_face(size: int, t: float) -> np.ndarray:
-    """A cartoon face (skin disc, eyes, a mouth that opens and closes) on a grey background."""
+    """A drawn face a CNN detector finds (YuNet scores it about 0.9 from 48 to 200 pixels): hair, an oval
+    face, brows, eyes with irises, a nose and a mouth that opens and closes, softened like a photo, on a
+    grey background; it sways a little over time `t`."""
+    unit = size / 96.0
+    px = lambda v: int(round(v * unit))  # noqa: E731
     frame = np.full((size, size, 3), 90, dtype=np.uint8)
-    c = size // 2 + int(4 * np.sin(2 * np.pi * t))
-    cv2.circle(frame, (c, size // 2), size // 3, (205, 170, 140), -1)
-    for dx in (-size // 8, size // 8):
-        cv2.circle(frame, (c + dx, size // 2 - size // 10), size // 24, (30, 30, 30), -1)
-    mouth = max(1, int(size // 16 * (1 + np.sin(6 * t))))
-    cv2.ellipse(frame, (c, size // 2 + size // 7), (size // 8, mouth), 0, 0, 360, (120, 40, 40), -1)
-    return frame
+    c, cy = size // 2 + int(4 * unit * np.sin(2 * np.pi * t)), size // 2
+    cv2.ellipse(frame, (c, cy - px(6)), (px(30), px(36)), 0, 0, 360, (40, 30, 25), -1)  # hair
+    cv2.rectangle(frame, (c - px(10), cy + px(20)), (c + px(10), size), (190, 150, 120), -1)  # neck
+    cv2.ellipse(frame, (c, cy + px(2)), (px(24), px(31)), 0, 0, 360, (215, 175, 145), -1)  # face
+    for side in (-1, 1):
+        cv2.line(frame, (c + side * px(5), cy - px(10)), (c + side * px(16), cy - px(11)), (50, 35, 30),
+                 max(1, px(2.5)))  # brow
+        cv2.ellipse(frame, (c + side * px(10), cy - px(4)), (px(6), px(3)), 0, 0, 360, (240, 240, 240), -1)
+        cv2.circle(frame, (c + side * px(10), cy - px(4)), max(1, px(2.6)), (40, 30, 25), -1)  # iris
+    nose = np.array([[c, cy - px(3)], [c - px(4), cy + px(9)], [c + px(4), cy + px(9)]], np.int32)
+    cv2.fillPoly(frame, [nose], (190, 145, 115))
+    mouth = max(1, int(px(3) * (1 + np.sin(6 * t))))
+    cv2.ellipse(frame, (c, cy + px(17)), (px(9), mouth), 0, 0, 360, (150, 60, 60), -1)
+    return cv2.GaussianBlur(frame, (0, 0), max(0.6, 0.8 * unit))
 
 
 def write_video(path: Path, seconds: float = 2.0, fps: int = 30, size: int = 96, audio: bool = True,

@@ -110,8 +110,8 @@ def test_an_edited_manifest_is_refused_by_every_reader(copied_engines, change, m
 
 
 @pytest.mark.parametrize("content,message", [
-    ("[1, 2, 3]", "it holds a list, not an object"), ('{"format": 5}', "it lacks"), ("{nope", "not valid JSON"),
-    ('{"format": 2}', "has format 2, this runtime reads 5"),
+    ("[1, 2, 3]", "it holds a list, not an object"), ('{"format": 6}', "it lacks"), ("{nope", "not valid JSON"),
+    ('{"format": 2}', "has format 2, this runtime reads 6"),
 ])
 def test_a_malformed_manifest_is_one_clear_line(copied_engines, tmp_path, content, message):
     (copied_engines / MANIFEST).write_text(content)

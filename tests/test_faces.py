@@ -37,11 +37,11 @@ def test_a_face_moved_around_a_big_frame_gives_the_crop_of_the_tight_photo():
         frame = paste(photo, top, left)
         box = detect_face(frame)
         assert box is not None
-        # where the face really is, and as big (detection runs at 0.42 scale: one step is 2.4 px here)
+        # where the face really is, and as big (detection runs at half scale here)
         assert abs(box.cx - (left + tight_box.cx)) < 8 and abs(box.cy - (top + tight_box.cy)) < 8
         assert abs(box.side / tight_box.side - 1) < 0.1
         crop = crop_face(frame, box, 64).astype(np.float32)
-        assert np.abs(crop - tight).mean() < 14.0, (top, left)  # grey levels of 255: the same content
+        assert np.abs(crop - tight).mean() < 18.0, (top, left)  # grey levels of 255: the same content
         centre = cv2.resize(centre_square(frame), (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
         assert np.abs(centre - tight).mean() > 40.0  # what reading the frame without detection gives
 
@@ -76,18 +76,22 @@ def test_the_tracker_detects_every_kth_frame_smooths_holds_and_lets_go():
     assert far == FaceBox(400, 300, 50)  # another face, not a slow slide across the frame
 
 
-def test_a_followed_face_is_searched_among_its_own_sizes_and_found_when_it_shrinks():
-    """While it follows a face the tracker skips the cascade's finest scales (faces under 0.6 of the
-    followed one): the same box as the full search, and a face that halves still found (the fallback)."""
-    big, small = draw_face(320, 0.0), draw_face(160, 0.0)
-    frame = paste(big, 60, 100)
-    full = detect_face(frame)
-    assert detect_face(frame, min_side=0.6 * full.side) == full
-    assert detect_face(paste(small, 60, 100), min_side=0.6 * full.side) is None  # too small for the narrow search
+def test_the_tracker_keeps_its_face_and_takes_the_largest_when_it_is_gone():
+    """Of several faces the largest is taken; once followed, a face keeps its place while it is there
+    (another face entering does not take over); when it is gone, the largest of the others."""
+    big, small = draw_face(200, 0.0), draw_face(120, 0.0)
+    both = paste(big, 60, 40)
+    both[200:320, 420:540] = small
+    first = detect_face(both)
+    assert first is not None and first.cx < 300  # the largest: the big face on the left
+    assert detect_face(both, min_side=1.5 * first.side) is None  # nothing that large
     tracker = FaceTracker(detect_every=1, keep=0.0)
-    followed = tracker.update(frame)
-    shrunk = tracker.update(paste(small, 60, 100))
-    assert followed == full and shrunk == detect_face(paste(small, 60, 100))  # keep=0: the new box as found
+    followed = tracker.update(paste(small, 200, 420))  # first only the small face (right)
+    assert followed.cx > 300
+    assert tracker.update(both).cx > 300  # the big one came in: the followed face stays
+    alone = paste(big, 60, 40)
+    taken = tracker.update(alone)  # the followed face left: the largest of what is there
+    assert taken.cx < 300
 
 
 def test_framing_places_a_photo_of_the_documented_size_somewhere_in_a_webcam_frame():
@@ -120,7 +124,7 @@ def test_training_photos_are_cropped_by_the_detector_and_faceless_ones_are_skipp
         assert all("no face found" in r for r in why.reasons)
     assert skipped == 10 and len({it.maker.id for it in items}) == 20
     crop = items[0].maker.image
-    assert crop.shape[0] == crop.shape[1] and 70 <= crop.shape[0] <= 96  # the detector's square, not the file
+    assert crop.shape[0] == crop.shape[1] and 40 <= crop.shape[0] < 96  # the detector's square, not the file
 
 
 @pytest.mark.parametrize("name,codecs", [

@@ -38,6 +38,7 @@ from .media import decode_audio, decode_video, media_duration
 from .speech_features import whisper_features
 from .spec import DATA_KEY, MODALITIES, InputSpec
 from .text import Transcript, has_words, parse_transcript, read_transcript, tokenize, truncate_ids
+from .face_detector import YuNet
 from .video import NO_FACE, frames_to_input
 
 
@@ -84,11 +85,14 @@ class Preprocessor:
     """Turns clips into ClipInputs for one model's InputSpec."""
 
     def __init__(self, spec: InputSpec, face_crop: bool = True, asr: str = "off",
-                 recognizer: SpeechRecognizer | None = None, voice: VoiceFamiliarity | None = None):
+                 recognizer: SpeechRecognizer | None = None, voice: VoiceFamiliarity | None = None,
+                 detector: YuNet | None = None):
         if asr not in ASR_MODES:
             raise UsageError(f"--asr must be one of {', '.join(ASR_MODES)}, got {asr!r}")
         self.spec = spec
         self.face_crop = face_crop
+        self.detector = detector
+        """The face detector (an engine folder's sealed YuNet; None: the shipped one)."""
         self.asr = asr
         self.voice = voice
         """The familiarity check of voices (None: every voice is heard, as in training)."""
@@ -140,7 +144,7 @@ class Preprocessor:
     def video(self, frames: np.ndarray | None) -> np.ndarray | None:
         if frames is None or len(frames) == 0:
             return None
-        return frames_to_input(frames, self.spec.image_size, self.face_crop)
+        return frames_to_input(frames, self.spec.image_size, self.face_crop, self.detector)
 
     def audio_samples_needed(self) -> int:
         """Samples that give the model's max_len steps and one more (so a longer clip shows as cut)."""

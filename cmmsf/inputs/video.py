@@ -1,19 +1,17 @@
-"""RGB frames → the video encoder's input: the face found and cropped, resized, normalised.
+"""RGB frames → the video encoder's input: the face found, aligned by the eyes, cropped, resized, normalised.
 
 The crop is part of the model (shared/DESIGN.md, "Lessons about real inputs"): a backbone trained on
 tight face photos reads a whole webcam frame as something else. So every path that reads video (clips,
 streams, served requests, Ray, evaluation and the trainer's photos) crops the same way:
-1. the frame is shrunk so its shorter side is at most DETECT_SIDE pixels and padded by DETECT_PAD of that
-   side with its own edge pixels repeated, so a tight photo (the training data) gets the context a face in
-   a frame has, and a face at the frame's edge can still be found;
-2. OpenCV's shipped Haar cascade (no download; the floor the issue names: no CNN detector's weights ship
-   in a wheel that installs here offline) finds frontal faces, and the one confirmed by the most
-   neighbouring windows is kept (the largest would be a textured background's false positive as often
-   as the face);
-3. the crop is the square of FACE_MARGIN × the box's larger side around its centre, the parts outside the
-   frame filled with repeated edge pixels, resized to the model's size with INTER_AREA.
-On a tight 96×96 photo the box covers about 0.97 of it, so the crop is nearly the photo itself, and the
-same face placed small in a 640×480 frame gives nearly the same crop.
+1. YuNet (cmmsf/inputs/face_detector.py, a CNN detector: box, five landmarks, score) looks for faces in
+   the frame resized to detection scale; of the faces found, the largest is kept (the person in front
+   of the camera, not a face in a poster behind them);
+2. the crop is the square of FACE_MARGIN × the box's larger side around the box's centre (that square
+   matches, within 1-2% of its side, the one OpenCV's Haar cascade gave, which the shipped checkpoint was
+   trained on), turned so the eyes are level, the parts outside the frame filled with repeated edge
+   pixels, resized to the model's size.
+On a tight 96×96 photo the box covers about the whole photo, so the crop is nearly the photo itself, and
+the same face placed small in a 640×480 frame, or tilted, gives nearly the same crop.
 
 Over time a FaceTracker detects every `detect_every` frames, smooths the box, holds it through a few
 missed detections, and drops frames it has no face for: a clip in which no face is found has no video
@@ -23,39 +21,58 @@ input that is already cropped: the centre square of each frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from .errors import InstallError
+from .face_detector import Face, YuNet, shipped_detector
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-DETECT_SIDE = 200
-"""Detection runs on the frame shrunk to this shorter side: a 130 px face of a 640×480 frame is 54 px
-there (MIN_FACE is 32), and one detection of a 480×360 frame costs 16 ms on one CPU core (34 ms at 240
-with finer scale steps, for 96% → 96% of faces/ and 81% → 78% of FER2013 found)."""
-MIN_FACE = 32
-SCALE_STEP = 1.15
-DETECT_PAD = 0.25
-"""Padding (share of the shorter side, edge pixels repeated) before detection: the cascade misses a face
-that fills the whole image (FER2013: 63% found unpadded, 82% padded; faces/: 91% → 98%)."""
 FACE_MARGIN = 1.0
-"""Crop side as a multiple of the detected box's side (the box already spans brow to chin)."""
+"""Crop side as a multiple of the face's size below (the square the shipped checkpoint was trained on)."""
+BOX_SIDE, EYES_TO_MOUTH, EYE_SPAN = 1.0, 2.64, 2.68
+"""Each measure of a face's size (YuNet's box's larger side, eyes-to-mouth and eye-to-eye distances)
+scaled to the side of the square OpenCV's Haar cascade gave, which the shipped checkpoint was trained
+on: medians of 1,362 photos of faces/ and FER2013 (0.99, 2.637, 2.680)."""
+CENTRE_UP = 0.05
+"""The crop's centre above the mean of box centre and landmarks, as a share of its side (the Haar
+square's centre was 0.018 of the side above the box's centre and 0.080 above the eyes-mouth midpoint)."""
 NO_FACE = "no face"
 """Why video is absent when frames arrived but no face was found in any of them."""
 
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A square face region in frame pixels: centre and side."""
+    """A square face region in frame pixels: centre, side, and the eyes' tilt in degrees (positive: the
+    face's left eye, on the image's right, lower than its right eye)."""
 
     cx: float
     cy: float
     side: float
+    angle: float = 0.0
+
+    @classmethod
+    def of(cls, face: Face) -> "FaceBox":
+        """The crop square of a YuNet face. Box and landmarks each wobble when the same face is seen at
+        another size or with other surroundings; their mean wobbles least (the same face, tight and
+        placed small in a 640×480 frame: centre 1.7% of the side apart and side spread 5.5% on faces/,
+        against 3.1% and 8.1% from the box alone), so the centre is the mean of the box's centre and
+        the landmarks' and the side the mean of three measures of the face's size, each scaled to the
+        square the shipped checkpoint was trained on (BOX_SIDE, EYES_TO_MOUTH, EYE_SPAN, CENTRE_UP)."""
+        x, y, w, h = (float(v) for v in face.box)
+        marks = face.landmarks.astype(np.float64)
+        (rx, ry), (lx, ly) = marks[0], marks[1]
+        eyes, mouth = (marks[0] + marks[1]) / 2, (marks[3] + marks[4]) / 2
+        side = FACE_MARGIN * (BOX_SIDE * max(w, h) + EYES_TO_MOUTH * float(np.hypot(*(mouth - eyes)))
+                              + EYE_SPAN * float(np.hypot(lx - rx, ly - ry))) / 3
+        angle = math.degrees(math.atan2(ly - ry, lx - rx))
+        cx, cy = (x + w / 2 + marks[:, 0].mean()) / 2, (y + h / 2 + marks[:, 1].mean()) / 2
+        up = CENTRE_UP * side  # towards the brow, along the face's own vertical
+        return cls(cx + up * math.sin(math.radians(angle)), cy - up * math.cos(math.radians(angle)), side, angle)
 
     def blend(self, new: "FaceBox", keep: float) -> "FaceBox":
         """Moving average towards `new` (keep = weight of the old box), or `new` when it jumped away
@@ -63,48 +80,34 @@ class FaceBox:
         if np.hypot(new.cx - self.cx, new.cy - self.cy) > self.side:
             return new
         mix = lambda a, b: keep * a + (1 - keep) * b  # noqa: E731
-        return FaceBox(mix(self.cx, new.cx), mix(self.cy, new.cy), mix(self.side, new.side))
+        return FaceBox(mix(self.cx, new.cx), mix(self.cy, new.cy), mix(self.side, new.side),
+                       mix(self.angle, new.angle))
 
 
-@lru_cache(maxsize=1)
-def _cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():
-        raise InstallError("OpenCV's Haar face cascade did not load: reinstall opencv-python-headless (<5)")
-    return cascade
+def detect_face(frame: np.ndarray, min_side: float | None = None, detector: YuNet | None = None) -> FaceBox | None:
+    """The largest face of an RGB (or grey) uint8 frame, in its own pixels; None if there is none.
 
-
-def detect_face(frame: np.ndarray, min_side: float | None = None) -> FaceBox | None:
-    """The best-confirmed frontal face of an RGB (or grey) uint8 frame, in its own pixels; None if there is none.
-
-    `min_side` (frame pixels) skips faces smaller than that: the cascade's finest scales, where most of
-    its time goes. The tracker passes a share of the face it follows."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
-    scale = min(1.0, DETECT_SIDE / min(grey.shape[:2]))
-    if scale < 1.0:
-        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    pad = int(DETECT_PAD * min(grey.shape[:2]))
-    padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    smallest = max(MIN_FACE, int(min_side * scale)) if min_side else MIN_FACE
-    faces, hits = _cascade().detectMultiScale2(padded, scaleFactor=SCALE_STEP, minNeighbors=4,
-                                               minSize=(smallest, smallest))
-    if len(faces) == 0:
-        return None
-    best = max(range(len(faces)), key=lambda i: (int(hits[i]), int(faces[i][2] * faces[i][3])))
-    x, y, w, h = (float(v) for v in faces[best])
-    return FaceBox((x + w / 2 - pad) / scale, (y + h / 2 - pad) / scale, max(w, h) * FACE_MARGIN / scale)
+    `min_side` (frame pixels) ignores faces smaller than that (the tracker passes a share of the face it
+    follows, so a small face in the background does not take over). `detector` defaults to the shipped
+    YuNet; the runtime passes its engine folder's."""
+    faces = (detector or shipped_detector()).faces(frame)
+    boxes = [FaceBox.of(face) for face in faces]
+    boxes = [box for box in boxes if min_side is None or box.side >= min_side]
+    return max(boxes, key=lambda box: box.side) if boxes else None
 
 
 def crop_face(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
-    """The box's square (outside the frame: edge pixels repeated) resized to size × size."""
-    side = max(2, int(round(box.side)))
-    left, top = int(round(box.cx - side / 2)), int(round(box.cy - side / 2))
-    height, width = frame.shape[:2]
-    pads = (max(0, -top), max(0, top + side - height), max(0, -left), max(0, left + side - width))
-    if any(pads):
-        frame = cv2.copyMakeBorder(frame, *pads, cv2.BORDER_REPLICATE)
-        top, left = top + pads[0], left + pads[2]
-    return cv2.resize(frame[top: top + side, left: left + side], (size, size), interpolation=cv2.INTER_AREA)
+    """The box's square, turned by its angle so the eyes are level (outside the frame: edge pixels
+    repeated), resized to size × size. One resampling for every angle, 0 included, so a face whose
+    measured tilt wavers by a degree or two is not cropped two ways."""
+    scale = size / max(2.0, box.side)
+    if scale < 0.5:  # shrink by area first so the turn does not alias, then turn at half scale
+        step = 2 * scale
+        small = cv2.resize(frame, None, fx=step, fy=step, interpolation=cv2.INTER_AREA)
+        return crop_face(small, FaceBox(box.cx * step, box.cy * step, box.side * step, box.angle), size)
+    turn = cv2.getRotationMatrix2D((box.cx, box.cy), box.angle, scale)
+    turn[:, 2] += (size / 2 - box.cx, size / 2 - box.cy)
+    return cv2.warpAffine(frame, turn, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def centre_square(frame: np.ndarray) -> np.ndarray:
@@ -117,7 +120,7 @@ def centre_square(frame: np.ndarray) -> np.ndarray:
 
 TRACK_MIN_SHARE = 0.6
 """A followed face is looked for among faces at least this share of its size (it cannot shrink more
-between two detections a third of a second apart, or the full search finds it)."""
+between two detections a third of a second apart)."""
 
 
 class FaceTracker:
@@ -125,8 +128,9 @@ class FaceTracker:
     frames): detect every `detect_every` frames, blend each detection into the box (`keep` of the old
     one), hold the box through `hold` missed detections, then let it go."""
 
-    def __init__(self, detect_every: int = 5, keep: float = 0.5, hold: int = 2):
+    def __init__(self, detect_every: int = 5, keep: float = 0.5, hold: int = 2, detector: YuNet | None = None):
         self.detect_every, self.keep, self.hold = detect_every, keep, hold
+        self.detector = detector
         self.box: FaceBox | None = None
         self.frames = 0
         self.misses = 0
@@ -135,11 +139,12 @@ class FaceTracker:
 
     def update(self, frame: np.ndarray) -> FaceBox | None:
         if self.frames % self.detect_every == 0:
-            # while a face is followed, look only for faces at least TRACK_MIN_SHARE of its size (about
-            # half the detector's time); a miss there falls back to the whole range of sizes
-            found = detect_face(frame, TRACK_MIN_SHARE * self.box.side / FACE_MARGIN) if self.box else None
-            if found is None:
-                found = detect_face(frame)
+            # the face followed is the one of its size nearest to it (a larger face walking past does not
+            # take over); with none of its size, or none followed, the largest face
+            faces = [FaceBox.of(face) for face in (self.detector or shipped_detector()).faces(frame)]
+            near = [b for b in faces if self.box is not None and b.side >= TRACK_MIN_SHARE * self.box.side]
+            found = (min(near, key=lambda b: np.hypot(b.cx - self.box.cx, b.cy - self.box.cy)) if near
+                     else max(faces, key=lambda b: b.side) if faces else None)
             self.detections += 1
             if found is not None:
                 self.box = found if self.box is None else self.box.blend(found, self.keep)
@@ -165,9 +170,10 @@ def frame_to_input(frame: np.ndarray, size: int, tracker: FaceTracker | None) ->
     return None if box is None else normalise(crop_face(frame, box, size))
 
 
-def frames_to_input(frames: np.ndarray, size: int, face_crop: bool = True) -> np.ndarray | None:
+def frames_to_input(frames: np.ndarray, size: int, face_crop: bool = True,
+                    detector: YuNet | None = None) -> np.ndarray | None:
     """uint8 [T, H, W, 3] → float32 [T', 3, size, size], the frames with a face (all of them without
-    face_crop); None when no frame has one."""
-    tracker = FaceTracker() if face_crop else None
+    face_crop); None when no frame has one. `detector`: the shipped YuNet unless given."""
+    tracker = FaceTracker(detector=detector) if face_crop else None
     kept = [x for x in (frame_to_input(f, size, tracker) for f in frames) if x is not None]
     return np.stack(kept) if kept else None
