@@ -129,7 +129,10 @@ def test_the_live_page_shows_each_windows_score_gates_and_words_in_a_real_browse
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                   # Ctrl-C must reach it even when the tests run as a background job (whose
+                                   # children inherit SIGINT ignored, and Python keeps it so)
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline, url = time.monotonic() + 120, None
         while url is None:
