@@ -18,6 +18,7 @@ from cmmsf.contracts import (LENGTH_AXES, MODALITIES, OUTPUTS, PIPELINE_INPUTS, 
 from cmmsf.inputs.clips import Clip, find_clips
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.asr import SpeechRecognizer
+from cmmsf.inputs.face_detector import YuNet
 from cmmsf.inputs.features import ClipInputs, Preprocessor, collate, truncate_to_limits
 
 from .backends import check_choice, load_backend
@@ -63,10 +64,12 @@ class Pipeline:
         check_choice(settings.backend, settings.precision)
         folder = EngineFolder.open(settings.engines)
         # before any session loads: a bad --asr or a missing or different ASR model is one clear error
-        preprocessor = preprocessor_for(folder, settings)
+        preprocessor = preprocessor_for(folder, settings, detector=False)
         backend = load_backend(settings.backend, folder, precision=settings.precision, threads=settings.threads,
                                memory_arena=settings.memory_arena, providers=settings.providers,
                                device=settings.device)
+        if preprocessor.face_crop:  # the face detector runs where the stages run
+            preprocessor.detector = YuNet(backend.graph_runner(folder.detector_file))
         return cls(backend, folder, backend.note, preprocessor)
 
     @property
@@ -198,15 +201,16 @@ class Pipeline:
         self.backend.close()
 
 
-def preprocessor_for(engines: EngineFolder, settings: RunSettings) -> Preprocessor:
+def preprocessor_for(engines: EngineFolder, settings: RunSettings, detector: bool = True) -> Preprocessor:
     """The input handling these engines need, its ASR model checked against theirs: what `Pipeline.load`
-    uses, and what a worker that only decodes (Ray tasks) builds on its own."""
+    uses, and what a worker that only decodes (Ray tasks) builds on its own. `detector`: give it the
+    folder's face detector on ONNX Runtime (Pipeline.load gives it its backend's instead)."""
     recognizer = (SpeechRecognizer(beam_size=settings.asr_beam_size, vad=settings.asr_vad, model=settings.asr_model)
                   if settings.asr != "off" else None)
     preprocessor = Preprocessor(engines.input_spec(), face_crop=settings.face_crop, asr=settings.asr,
                                 recognizer=recognizer,
                                 voice=engines.voice_familiarity() if settings.voice_check else None,
-                                detector=engines.face_detector() if settings.face_crop else None)
+                                detector=engines.face_detector() if settings.face_crop and detector else None)
     if settings.asr != "off" or preprocessor.speech is not None:
         check_asr_model(engines, recognizer.spec.name if recognizer else None, preprocessor.speech is not None)
     return preprocessor

@@ -91,6 +91,10 @@ class StagewiseBackend(Backend):
     def stage_labels(self) -> dict[str, str] | None:
         return {stage: backend.label for stage, backend in self.stage_backends.items()}
 
+    def graph_runner(self, graph: Path):
+        """Where the video encoder runs, the face detector runs too."""
+        return self.stage_backends["video_encoder"].graph_runner(graph)
+
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
         """Each stage from the profiler of the backend that runs it."""
         measured = {id(b): b.operator_times(inputs, runs) for b in self.backends}

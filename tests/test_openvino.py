@@ -76,3 +76,23 @@ def test_infer_and_check_run_openvino(tiny_engines, tmp_path, cache):
     said = " ".join(checked.output.split())
     assert checked.exit_code == 0, checked.output
     assert "fp32 on openvino on OpenVINO" in said and "fp16 on openvino" in said
+
+
+def test_the_face_detector_runs_where_the_stages_run(tiny_engines):
+    """`--backend openvino`: YuNet compiled by OpenVINO finds the same face as on ONNX Runtime."""
+    import numpy as np
+
+    from cmmsf.inputs.face_detector import YuNet
+    from cmmsf.runtime.pipeline import Pipeline
+    from cmmsf.runtime.settings import RunSettings
+
+    from .media import draw_face
+
+    frame = np.full((240, 320, 3), 120, np.uint8)
+    frame[60:180, 100:220] = draw_face(120, 0.0)
+    pipeline = Pipeline.load(RunSettings(engines=tiny_engines, backend="openvino"))
+    reference = YuNet(Pipeline.load(RunSettings(engines=tiny_engines, backend="onnxruntime")).backend
+                      .graph_runner(pipeline.engines.detector_file))
+    [ours], [theirs] = pipeline.preprocessor.detector.faces(frame), reference.faces(frame)
+    np.testing.assert_allclose(ours.box, theirs.box, atol=1.0)  # OpenVINO may compute in bf16 here
+    assert abs(ours.score - theirs.score) < 0.05

@@ -161,15 +161,15 @@ def dynamic_graph(raw: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def onnx_runner(graph: bytes) -> GraphRunner:
-    """A GraphRunner on ONNX Runtime's CPU kernels, one thread (a detection is a few milliseconds: more
-    threads cost more than they give, and the other stages have the cores)."""
+def onnx_runner(graph: bytes, providers: list[str] | None = None) -> GraphRunner:
+    """A GraphRunner on ONNX Runtime (its CPU kernels unless `providers` say otherwise), one thread (a
+    detection is a few milliseconds: more threads cost more than they give, and the stages have the cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, options, providers=providers or ["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     feed = session.get_inputs()[0].name
     return lambda blob: dict(zip(names, session.run(names, {feed: blob})))

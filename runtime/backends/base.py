@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 
 from cmmsf.contracts import STAGES, run_chain
+from cmmsf.inputs.face_detector import GraphRunner, onnx_runner
 
 NUMPY_DTYPES = {"int32": np.int32, "bool": np.bool_, "float32": np.float32}
 
@@ -60,6 +62,11 @@ class Backend(ABC):
         parts = [self.run_stage(stage, {k: v[start: start + rows] for k, v in feeds.items()})
                  for start in range(0, len(video), rows)]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def graph_runner(self, graph: Path) -> GraphRunner:
+        """A runner, on this backend's device, for a graph beside the five stages (the face detector):
+        ONNX Runtime's CPU kernels unless the backend runs it itself."""
+        return onnx_runner(graph.read_bytes())
 
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]] | None:
         """Stage → operator type → milliseconds per run, from the backend's own profiler (`bench

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from cmmsf.inputs.face_detector import GraphRunner, onnx_runner
+
 from ..engine_folder import EngineFolder
 from .base import Backend, conform
 from .registry import BackendSpec, LoadRequest
@@ -114,6 +116,12 @@ class OnnxRuntimeBackend(Backend):
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))
+
+    def graph_runner(self, graph: Path) -> GraphRunner:
+        """The graph on this backend's providers (CUDA where the stages run on it); TensorRT's provider left
+        out: it would build an engine for every frame size."""
+        providers = [p for p in self.requested if p != "TensorrtExecutionProvider"]
+        return onnx_runner(graph.read_bytes(), providers or None)
 
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
         """ONNX Runtime's own profiler: a profiling session per stage (same graph, same options), its JSON

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cmmsf.contracts import STAGES
+from cmmsf.inputs.face_detector import GraphRunner
 
 from ..engine_folder import EngineFolder
 from ..locations import cache_dir
@@ -77,6 +78,26 @@ class OpenVinoBackend(Backend):
         self.precision = request.precision
         self.provider = (f"OpenVINO {ov.__version__.split('-')[0]} on {'+'.join(sorted(executed))}, computing in "
                          f"{'+'.join(sorted(computed))}")
+
+    def graph_runner(self, graph: Path) -> GraphRunner:
+        """The graph compiled for this backend's device with its options (the face detector runs where the
+        stages run); one infer request, used by one caller at a time."""
+        import threading
+
+        import openvino as ov
+
+        model = ov.Core().read_model(str(graph))
+        graph_names = [output.get_any_name() for output in model.outputs]  # before fusing renames a port
+        compiled = ov.Core().compile_model(model, _device(self.request_args), self.options)
+        request, lock = compiled.create_infer_request(), threading.Lock()
+
+        def run(blob: np.ndarray) -> dict[str, np.ndarray]:
+            with lock:
+                request.infer({0: blob})
+                return {name: np.array(request.get_output_tensor(i).data, copy=True)
+                        for i, name in enumerate(graph_names)}
+
+        return run
 
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
         """OpenVINO's own counters (`PERF_COUNT`): each stage compiled once more with them on, its executed
