@@ -77,24 +77,23 @@ def lock_holder(fd: int) -> str:
     return "another process"
 
 
-def lines_of(fd: int, end: int) -> Iterator[bytes | None]:
-    """Every complete line before `end` without its newline, read in chunks; a line longer than
-    MAX_RECORD comes as None and is never held whole."""
-    offset, pending, too_long = 0, bytearray(), False
+def lines_of(fd: int, end: int) -> Iterator[tuple[int, int, bytes | None]]:
+    """(start, stop, line) for every complete line before `end`: its byte range, newline included, and
+    the line without its newline, read in chunks; a line longer than MAX_RECORD comes as None and is
+    never held whole."""
+    offset, start, pending, too_long = 0, 0, bytearray(), False
     while offset < end:
         chunk = os.pread(fd, min(CHUNK, end - offset), offset)
         if not chunk:
             break
         cut = 0
         while (newline := chunk.find(b"\n", cut)) >= 0:
-            if too_long:
-                yield None
-            else:
+            if not too_long:
                 pending += chunk[cut:newline]
-                yield bytes(pending)
+            stop = offset + newline + 1
+            yield start, stop, None if too_long else bytes(pending)
             pending.clear()
-            too_long = False
-            cut = newline + 1
+            too_long, cut, start = False, newline + 1, stop
         if not too_long:
             pending += chunk[cut:]
             if len(pending) > MAX_RECORD:
@@ -123,13 +122,13 @@ class Scan:
 def scan(fd: int) -> Scan:
     """Read the records' ids back, one line at a time (memory bounded by MAX_RECORD, whatever the file)."""
     found = Scan(size=os.fstat(fd).st_size)
-    for line in lines_of(fd, found.size):
+    for _, stop, line in lines_of(fd, found.size):
+        found.complete = stop
         record = _record(line)
         if record is None:
             found.not_records += line is None or bool(line.strip())
             continue
         (found.failed if "error" in record else found.done).add(record["id"])
-    found.complete = _last_newline_end(fd, found.size)
     found.failed -= found.done  # scored in a later run: the error line is history
     return found
 
@@ -142,19 +141,6 @@ def _record(line: bytes | None) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return record if isinstance(record, dict) and isinstance(record.get("id"), str) else None
-
-
-def _last_newline_end(fd: int, size: int) -> int:
-    """Offset just past the file's last newline (0 when it has none), read backwards in chunks."""
-    end = size
-    while end > 0:
-        start = max(0, end - CHUNK)
-        chunk = os.pread(fd, end - start, start)
-        at = chunk.rfind(b"\n")
-        if at >= 0:
-            return start + at + 1
-        end = start
-    return 0
 
 
 class ResultWriter:
@@ -280,16 +266,13 @@ class ResultWriter:
         new = os.open(temporary, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
             fcntl.flock(new, fcntl.LOCK_EX)
-            kept = bytearray()
-            for line in lines_of(fd, found.complete):
+            run = 0  # every line but a retried clip's is copied as it was, in runs of adjacent lines
+            for start, stop, line in lines_of(fd, found.complete):
                 record = _record(line)
-                if line is None or (record is not None and "error" in record and record["id"] in retried):
-                    continue
-                kept += line + b"\n"
-                if len(kept) >= CHUNK:
-                    os.write(new, kept)
-                    kept.clear()
-            os.write(new, kept)
+                if record is not None and "error" in record and record["id"] in retried:
+                    _copy(fd, new, run, start)
+                    run = stop
+            _copy(fd, new, run, found.complete)
             os.fsync(new)
             if aside:
                 kept_aside = _free_name(self.path.with_name(self.path.name + ".torn"))
@@ -335,6 +318,16 @@ class ResultWriter:
             self.handle.close()
         except OSError as err:  # a full disk can refuse the last buffered bytes here
             raise ResultsError(f"cannot write results to {self.path}: {err.strerror or err}") from None
+
+
+def _copy(source: int, target: int, start: int, stop: int) -> None:
+    """Bytes [start, stop) of one file appended to another, a chunk at a time."""
+    while start < stop:
+        chunk = os.pread(source, min(CHUNK, stop - start), start)
+        if not chunk:
+            return
+        os.write(target, chunk)
+        start += len(chunk)
 
 
 def _free_name(path: Path) -> Path:

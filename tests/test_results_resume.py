@@ -134,3 +134,14 @@ def test_scan_skips_an_endless_line_without_holding_it(tmp_path):
     finally:
         os.close(fd)
     assert found.done == {"a"} and found.failed == {"b"} and found.not_records == 1 and found.tail == 0
+
+
+def test_a_retry_rewrite_drops_only_the_failed_clips_lines(tmp_path):
+    """Every other line, one too long to be a record included, is copied as it was."""
+    out = tmp_path / "r.jsonl"
+    endless = b"x" * (2 * MAX_RECORD) + b"\n"
+    out.write_bytes(b'{"id": "a", "score": 0.5}\n' + endless + b'{"id": "b", "error": "bad"}\nnot json\n')
+    writer = ResultWriter(out, resume=True)
+    writer.close()
+    assert writer.done == {"a"}
+    assert out.read_bytes() == b'{"id": "a", "score": 0.5}\n' + endless + b"not json\n"
