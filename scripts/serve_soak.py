@@ -31,7 +31,7 @@ from cmmsf.export.default_engines import ensure_default_engines
 from cmmsf.runtime.engine_folder import EngineFolder
 from cmmsf.runtime.serving.load_test import typical_request
 from cmmsf.runtime.serving.local_server import LocalServer
-from cmmsf.runtime.serving.lifecycle import tree_rss_mb
+from cmmsf.runtime.serving.processes import tree_rss_mb
 from cmmsf.runtime.serving.client import ServerClient, ServerRefused
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"

@@ -20,7 +20,7 @@ pytest.importorskip("tritonclient", reason="serving needs tritonclient: pip inst
 from cmmsf.sample_inputs import make_inputs  # noqa: E402
 from cmmsf.runtime.engine_folder import EngineFolder  # noqa: E402
 from cmmsf.runtime.serving.local_server import LocalServer  # noqa: E402
-from cmmsf.runtime.serving.lifecycle import descendants, mapped_shm  # noqa: E402
+from cmmsf.runtime.serving.processes import descendants, mapped_shm  # noqa: E402
 from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
 OURS = ('name: "cmmsf_tensors"', 'name: "cmmsf_clip"')

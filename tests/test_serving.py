@@ -23,7 +23,7 @@ from cmmsf.runtime.serving.load_test import LoadOptions, load_row  # noqa: E402
 from cmmsf.runtime.serving.local_server import LocalServer  # noqa: E402
 from cmmsf.runtime.pipeline import Pipeline  # noqa: E402
 from cmmsf.runtime.settings import RunSettings  # noqa: E402
-from cmmsf.runtime.serving.lifecycle import tree_rss_mb  # noqa: E402
+from cmmsf.runtime.serving.processes import tree_rss_mb  # noqa: E402
 from cmmsf.runtime.serving.client import ServerClient, ServerRefused  # noqa: E402
 
 MOSI_WAV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mosi" / "clips" / "03bSnISJMiM_1.wav"

@@ -36,8 +36,8 @@ from typing import Any
 
 from cmmsf.inputs.errors import CmmsfError
 
-from .processes import SHM, alive, command_line, descendants, mapped_shm, stop_processes, tree_rss_mb  # noqa: F401
-from .reaper import FOLDER_PREFIX, MARK_VARIABLE, clean_predecessors
+from .processes import alive, command_line, descendants, stop_processes
+from .reaper import FOLDER_PREFIX, MARK_VARIABLE, clean_predecessors, remove_shared_memory
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -81,24 +81,20 @@ class Housekeeping:
 
     def __enter__(self) -> "Housekeeping":
         self.cleaned = clean_predecessors()
-        self._shm_before = set(os.listdir(SHM)) if SHM.is_dir() else set()
+        self.started = time.time()
         mark = uuid.uuid4().hex
         (self.folder / "mark").write_text(mark)
         os.environ[MARK_VARIABLE] = mark  # before any child: they all inherit it
         become_subreaper()
         self.reaper = subprocess.Popen(
             [sys.executable, "-m", "cmmsf.runtime.serving.reaper", str(os.getpid()), str(self.folder),
-             repr(time.time())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+             repr(self.started)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         stop_processes(descendants(os.getpid()))  # the reaper among them: a clean stop needs none
         os.environ.pop(MARK_VARIABLE, None)
-        if SHM.is_dir():
-            in_use = mapped_shm()
-            for name in set(os.listdir(SHM)) - self._shm_before - in_use:
-                if name.startswith(("psm_", f"pytrtion{os.getpid()}-")):
-                    (SHM / name).unlink(missing_ok=True)
+        remove_shared_memory(os.getpid(), self.started)  # as the reaper would, had this process been killed
         if self.failed and self.log.is_file():
             shutil.move(self.log, self.kept_log)
         shutil.rmtree(self.folder, ignore_errors=True)

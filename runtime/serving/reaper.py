@@ -52,15 +52,22 @@ def clean_after(pid: int, folder: Path, started: float) -> None:
         mark = ""
     if mark:
         stop_processes(marked_processes(mark))
-    if SHM.is_dir():
-        in_use = mapped_shm()
-        for name in os.listdir(SHM):
-            path = SHM / name
-            ours = name.startswith(f"pytrtion{pid}-")  # PyTriton names its segments after the process
-            unclaimed = name.startswith("psm_") and name not in in_use and _created_since(path, started)
-            if ours or unclaimed:
-                path.unlink(missing_ok=True)
+    remove_shared_memory(pid, started)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_shared_memory(pid: int, started: float) -> None:
+    """The run's /dev/shm segments that no live process maps: PyTriton's (named after the server's pid) and
+    the `psm_` ones made since it started (Python's shared memory, which PyTriton's tensor store uses)."""
+    if not SHM.is_dir():
+        return
+    in_use = mapped_shm()
+    for name in os.listdir(SHM):
+        path = SHM / name
+        if name in in_use:
+            continue
+        if name.startswith(f"pytrtion{pid}-") or (name.startswith("psm_") and _created_since(path, started)):
+            path.unlink(missing_ok=True)
 
 
 def _created_since(path: Path, started: float) -> bool:
