@@ -103,3 +103,12 @@ def write_wav(path: Path, seconds: float = 1.5, rate: int = 44100, tone_hz: floa
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def transcript_clips(folder: Path, count: int) -> Path:
+    """`count` transcript-only clips c0, c1, … (zero-padded to one width) in `folder`, alternately bad and good."""
+    folder.mkdir(parents=True, exist_ok=True)
+    width = len(str(count - 1))
+    for n in range(count):
+        (folder / f"c{n:0{width}d}.txt").write_text(f"clip {n} was {'good' if n % 2 else 'bad'}")
+    return folder

@@ -351,25 +351,11 @@ def test_ctrl_c_ends_a_stream_waiting_on_the_network_at_once(tiny_engines):
     assert "interrupted" in output and "Traceback" not in output
 
 
-def faststart_copy(source: Path, target: Path) -> Path:
-    """`source` remuxed with its index (moov) in front, as web video is: a cut copy still opens."""
-    import av
-
-    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                dst.mux(packet)
-    return target
-
-
 def test_a_cut_short_mp4_with_its_index_in_front_is_scored_with_a_warning(tiny_engines, tmp_path):
     """The first part of a downloaded file: decoding fails mid-way; what decoded is scored (issue 40 item 10)."""
     from cmmsf.inputs.media import MediaError, decode_audio
 
-    whole = faststart_copy(write_video(tmp_path / "plain.mp4", seconds=10.0), tmp_path / "whole.mp4")
-    data = whole.read_bytes()
+    data = faststart_mp4(tmp_path / "plain.mp4", seconds=10.0)
     folder = tmp_path / "clips"
     folder.mkdir()
     cut = folder / "cut.mp4"

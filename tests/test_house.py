@@ -20,7 +20,7 @@ from cmmsf.runtime.engine_folder import EngineFolder
 from cmmsf.runtime.pipeline import Pipeline
 from cmmsf.runtime.settings import RunSettings
 
-from .media import write_wav
+from .media import transcript_clips, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -320,10 +320,7 @@ def test_sigterm_prints_the_same_summary_and_exits_143(tiny_engines, tmp_path):
     import sys
     import time
 
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    for n in range(400):
-        (clips / f"c{n:03d}.txt").write_text(f"clip {n} was {'good' if n % 2 else 'bad'}")
+    clips = transcript_clips(tmp_path / "clips", 400)
     out = tmp_path / "r.jsonl"
     command = [sys.executable, "-m", "cmmsf.cli", "infer", str(clips), "--engines", str(tiny_engines),
                "--out", str(out)]

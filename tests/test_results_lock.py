@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from cmmsf.cli import run_app
 
+from .media import transcript_clips
+
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
@@ -28,11 +30,7 @@ time.sleep(float(sys.argv[2]))
 
 @pytest.fixture
 def clips(tmp_path) -> Path:
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for n in range(8):
-        (folder / f"c{n}.txt").write_text(f"clip number {n} was {'good' if n % 2 else 'bad'}")
-    return folder
+    return transcript_clips(tmp_path / "clips", 8)
 
 
 def infer_process(clips: Path, engines: Path, out: Path, *flags: str) -> subprocess.Popen:

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from cmmsf.cli import run_app
 from cmmsf.runtime.results import MAX_RECORD, ResultWriter, scan
 
+from .media import transcript_clips
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,11 +30,7 @@ def flat(text: str) -> str:
 
 @pytest.fixture
 def clips(tmp_path) -> Path:
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    for n in range(3):
-        (folder / f"c{n}.txt").write_text(f"clip {n} was {'good' if n % 2 else 'bad'}")
-    return folder
+    return transcript_clips(tmp_path / "clips", 3)
 
 
 def ids(path: Path) -> list[str]:

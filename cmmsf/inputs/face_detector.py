@@ -55,10 +55,6 @@ class Face:
     """[5, 2]: right eye, left eye, nose tip, right mouth corner, left mouth corner."""
     score: float
 
-    @property
-    def side(self) -> float:
-        return float(max(self.box[2], self.box[3]))
-
 
 def to_input(bgr: np.ndarray) -> np.ndarray:
     """A BGR uint8 image → the graph's input: float32 [1, 3, H', W'], zero-padded to multiples of ALIGN."""
@@ -133,8 +129,6 @@ class YuNet:
     def __init__(self, run: GraphRunner, score_threshold: float = SCORE_THRESHOLD,
                  nms_threshold: float = NMS_THRESHOLD):
         self.run, self.score_threshold, self.nms_threshold = run, score_threshold, nms_threshold
-        self.calls = 0
-        """Graph runs so far (what detection costs)."""
 
     def faces(self, frame: np.ndarray) -> list[Face]:
         image = frame if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=2)
@@ -143,7 +137,6 @@ class YuNet:
             image = cv2.resize(image, None, fx=scale, fy=scale,
                                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         blob = to_input(np.ascontiguousarray(image[..., ::-1]))
-        self.calls += 1
         found = decode(self.run(blob), blob.shape[2], blob.shape[3], self.score_threshold, self.nms_threshold)
         return [Face(face.box / scale, face.landmarks / scale, face.score) for face in found]
 

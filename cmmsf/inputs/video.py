@@ -84,16 +84,16 @@ class FaceBox:
                        mix(self.angle, new.angle))
 
 
-def detect_face(frame: np.ndarray, min_side: float | None = None, detector: YuNet | None = None) -> FaceBox | None:
-    """The largest face of an RGB (or grey) uint8 frame, in its own pixels; None if there is none.
+def face_boxes(frame: np.ndarray, detector: YuNet | None = None, min_side: float = 0.0) -> list[FaceBox]:
+    """The crop box of every face of an RGB (or grey) uint8 frame at least `min_side` pixels, in its own
+    pixels. `detector` defaults to the shipped YuNet; the runtime passes its engine folder's."""
+    boxes = (FaceBox.of(face) for face in (detector or shipped_detector()).faces(frame))
+    return [box for box in boxes if box.side >= min_side]
 
-    `min_side` (frame pixels) ignores faces smaller than that (the tracker passes a share of the face it
-    follows, so a small face in the background does not take over). `detector` defaults to the shipped
-    YuNet; the runtime passes its engine folder's."""
-    faces = (detector or shipped_detector()).faces(frame)
-    boxes = [FaceBox.of(face) for face in faces]
-    boxes = [box for box in boxes if min_side is None or box.side >= min_side]
-    return max(boxes, key=lambda box: box.side) if boxes else None
+
+def detect_face(frame: np.ndarray, min_side: float = 0.0, detector: YuNet | None = None) -> FaceBox | None:
+    """The largest face of a frame (of those at least `min_side` pixels); None if there is none."""
+    return max(face_boxes(frame, detector, min_side), key=lambda box: box.side, default=None)
 
 
 def crop_face(frame: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
@@ -141,10 +141,10 @@ class FaceTracker:
         if self.frames % self.detect_every == 0:
             # the face followed is the one of its size nearest to it (a larger face walking past does not
             # take over); with none of its size, or none followed, the largest face
-            faces = [FaceBox.of(face) for face in (self.detector or shipped_detector()).faces(frame)]
+            faces = face_boxes(frame, self.detector)
             near = [b for b in faces if self.box is not None and b.side >= TRACK_MIN_SHARE * self.box.side]
             found = (min(near, key=lambda b: np.hypot(b.cx - self.box.cx, b.cy - self.box.cy)) if near
-                     else max(faces, key=lambda b: b.side) if faces else None)
+                     else max(faces, key=lambda b: b.side, default=None))
             self.detections += 1
             if found is not None:
                 self.box = found if self.box is None else self.box.blend(found, self.keep)

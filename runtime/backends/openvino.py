@@ -86,9 +86,10 @@ class OpenVinoBackend(Backend):
 
         import openvino as ov
 
-        model = ov.Core().read_model(str(graph))
+        core = ov.Core()
+        model = core.read_model(str(graph))
         graph_names = [output.get_any_name() for output in model.outputs]  # before fusing renames a port
-        compiled = ov.Core().compile_model(model, _device(self.request_args), self.options)
+        compiled = core.compile_model(model, _device(self.request_args), self.options)
         request, lock = compiled.create_infer_request(), threading.Lock()
 
         def run(blob: np.ndarray) -> dict[str, np.ndarray]:
