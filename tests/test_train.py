@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -152,6 +153,23 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     fit(preset("tiny"), path, tmp_path / "a", TrainOptions(epochs=2, batch_size=4))  # resumes after epoch 1
     log = (tmp_path / "a" / "train.log").read_text()
     assert "resuming after epoch 1" in log and "epoch   2" in log and log.count("epoch   1 ") == 1
+
+
+def test_fit_from_init_trains_the_init_model_and_a_mismatched_resume_is_one_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,label,mode\n" + "".join(
+        f"r{i},{'nice' if i % 2 else 'awful'} film {i},{(-1) ** (i + 1) * 2.0},{['train', 'dev'][i % 2]}\n"
+        for i in range(8)))
+    small = dataclasses.replace(preset("tiny"), d_model=24)
+    fit(small, path, tmp_path / "first", TrainOptions(epochs=1, batch_size=4))
+    init = str(tmp_path / "first" / "checkpoint")
+    base = ["fit", "--data", str(path), "--epochs", "1", "--batch-size", "4", "--init", init]
+    result = runner.invoke(train_app, [*base, "--out", str(tmp_path / "second")])
+    assert result.exit_code == 0, result.output  # no --preset: the model --init's weights belong to
+    assert load_checkpoint(tmp_path / "second" / "checkpoint").config.d_model == 24
+    result = runner.invoke(train_app, [*base, "--preset", "tiny", "--epochs", "2", "--out", str(tmp_path / "second")])
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert "holds the training state of another model" in result.output
 
 
 def test_modality_dropout_keeps_one_modality_per_row():

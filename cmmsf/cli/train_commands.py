@@ -18,7 +18,7 @@ from .reports import report_rows
 def train_fit(
     data: TrainData = ...,
     out: Path = typer.Option(Path("runs/fit"), help="run folder"),
-    preset: str = typer.Option("edge", help="paper, edge or tiny"),
+    preset: Optional[str] = typer.Option(None, help="paper, edge or tiny [default: --init's model, else edge]"),
     variant: str = typer.Option("full", help="full, no-bilstm, no-mgf, cm-msf-i, cm-msf-ii, text-bert, text-lstm"),
     config: Optional[Path] = typer.Option(None, help="a config JSON instead of a preset"),
     recipe: str = typer.Option("edge", help="training recipe: edge, paper, or a JSON file (cmmsf/train/recipes/)"),
@@ -43,10 +43,19 @@ def train_fit(
 ) -> None:
     """Train on real data: checkpoint, metrics.json and train.log in the run folder (resumable)."""
     from cmmsf.config import ModelConfig, preset as make_preset, with_variant
+    from cmmsf.model.checkpoint import resolve_checkpoint
     from cmmsf.train.trainer import TrainOptions, fit
     from cmmsf.runtime.report import metrics_table
 
-    model_config = with_variant(ModelConfig.load(config) if config else make_preset(preset), variant)
+    if config and preset:
+        raise typer.BadParameter("give --config or --preset, not both", param_hint="--preset")
+    if config:
+        base = ModelConfig.load(config)
+    elif init and not preset:  # the model the weights belong to; a preset here would drop most of them
+        base = ModelConfig.load(resolve_checkpoint(init) / "config.json")
+    else:
+        base = make_preset(preset or "edge")
+    model_config = with_variant(base, variant)
     opts = TrainOptions.from_recipe(recipe, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
                                     modality_dropout=modality_dropout, patience=patience, init=init,
                                     fresh=fresh or None, select=select)

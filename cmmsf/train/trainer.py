@@ -360,7 +360,13 @@ class Trainer:
         last = self.run / "last"
         if not (last / "state.json").is_file():
             return state
-        model.load_state_dict(load_file(str(last / "model.safetensors")))
+        saved_model = load_file(str(last / "model.safetensors"))
+        if set(saved_model) != set(model.state_dict()) or any(
+                saved_model[k].shape != v.shape for k, v in model.state_dict().items()):
+            raise UsageError(f"{last} holds the training state of another model than this command's "
+                             "(--config/--preset/--init differ from the run that wrote it): give the same ones, "
+                             "or another --out")
+        model.load_state_dict(saved_model)
         if self.ema is not None:
             self.ema.load_state_dict(load_file(str(last / "ema.safetensors")))
         saved = torch.load(last / "optimizer.pt", weights_only=True)  # our own file; still no pickles run
