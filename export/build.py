@@ -1,4 +1,5 @@
-"""`cmmsf-export build` and `check`: checkpoint → per-stage ONNX (FP32, FP16) → parity → plans → manifest.
+"""`cmmsf-export build` and `check`: checkpoint → per-stage ONNX (FP32, FP16; INT8 when asked) → parity →
+plans → manifest.
 
 One entry point, every step timed and reported one way (export/steps.py), parity over the backend
 interface (ONNX Runtime for the graphs, TensorRT for the plans), the manifest written last and only
@@ -54,7 +55,8 @@ from .report import manifest_table, next_commands
 from .steps import StepLog
 
 PARITY_REPORT = "parity_report.json"
-PRECISIONS = ONNX_PRECISIONS
+PRECISIONS = (*ONNX_PRECISIONS, "int8")
+"""--precision: what the TensorRT plans run in; int8 also writes (and guards) the INT8 graphs."""
 TENSORRT_MODES = ("auto", "on", "off")
 
 
@@ -68,7 +70,9 @@ class BuildOptions:
     out: Path | None = None
     """[default: the user cache for the shipped checkpoint, else engines/<checkpoint name>]"""
     precision: str = "fp16"
-    """Precision of the TensorRT plans; both ONNX precisions are always written."""
+    """Precision of the TensorRT plans; FP32 and FP16 graphs are always written, INT8 graphs for int8."""
+    data_dir: Path | None = None
+    """int8 only: where mosi/, ravdess/, emodb/ and faces/ are (calibration on train, the guard on dev)."""
     tensorrt: str = "auto"
     profile: ShapeProfile | None = None
     """[default: batch 1/1/8 and the config's maximum lengths]"""
@@ -164,6 +168,9 @@ def build(opts: BuildOptions, console: Console | None = None) -> Manifest:
     if opts.precision not in PRECISIONS or opts.tensorrt not in TENSORRT_MODES:
         raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)} (got {opts.precision!r}) and "
                          f"--tensorrt one of {', '.join(TENSORRT_MODES)} (got {opts.tensorrt!r})")
+    if opts.precision == "int8" and opts.data_dir is None:
+        raise BuildError("--precision int8 calibrates on real inputs and guards accuracy on dev splits: give "
+                         "--data-dir (the folder holding mosi/, ravdess/, emodb/ and faces/)")
     log = StepLog(console)
     with log.step("load checkpoint") as step:
         try:
@@ -208,12 +215,14 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
                              "artifacts": {"fp32": artifact_record(fp32), "fp16": artifact_record(fp16)}}
             step.detail = f"{fp32.stat().st_size / 1e6:6.1f} MB fp32  {fp16.stat().st_size / 1e6:6.1f} MB fp16"
 
-    graphs = {kind: {s: out / stages[s]["artifacts"][kind]["file"] for s in STAGE_ORDER} for kind in PRECISIONS}
+    graphs = {kind: {s: out / stages[s]["artifacts"][kind]["file"] for s in STAGE_ORDER} for kind in ONNX_PRECISIONS}
     with log.step("parity onnx vs pytorch") as step:
         report = run_parity(model, _onnx_backends(graphs), profile, out)
         step.detail = f"{_parity_detail(report)}  on {report.providers['fp32']}"
     if not report.passed:
         raise BuildError(f"parity failed; see {_kept_report(out, final)}:\n  " + "\n  ".join(report.failures))
+    calibration = _int8_graphs(config, graphs["fp32"], stages, opts.data_dir, out, log) if opts.precision == "int8" \
+        else None
 
     tensorrt_info = {"status": "skipped", "reason": trt_reason, "tensorrt": None}
     if trt_reason:
@@ -251,13 +260,68 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
         "tokenizer": artifact_record(tokenizer),
         "detector": {**artifact_record(detector), "licence": artifact_record(detector.with_name(DETECTOR_LICENCE))},
         "voice": artifact_record(voice) if voice else None,
+        "int8": {"calibration": calibration.record, "guard": {}} if calibration else None,
         "stages": stages,
         "parity": {k: v for k, v in report.to_dict().items() if k != "errors"},
         "build_seconds": log.seconds,
     }
+    if calibration:  # the guard reads the folder as a run would: its manifest must exist first
+        write_manifest(out, manifest)
+        manifest["int8"]["guard"] = _guard_int8(out, stages, opts.data_dir, log)
     with log.step("manifest") as step:
         write_manifest(out, manifest)
         step.detail = str(final / MANIFEST)
+
+
+def _int8_graphs(config, fp32: dict[str, Path], stages: dict, data_dir: Path, out: Path, log: StepLog):
+    """Calibrate on the FP32 graphs, write each stage's INT8 graph, record them; returns the Calibration."""
+    from .calibration import CalibrationError, calibrate
+    from .quantize import INT8_OPS, quantize_stage
+
+    with log.step("int8 calibration") as step:
+        try:
+            calibration = calibrate(config, OnnxRuntimeBackend(fp32, "fp32"), data_dir)
+        except (CalibrationError, FileNotFoundError) as err:
+            raise BuildError(str(err)) from None
+        step.detail = f"{calibration.record['clips']} clips of {', '.join(calibration.record['sources'])}"
+    for stage in STAGE_ORDER:
+        ops = INT8_OPS.get(stage, ())
+        with log.step(f"int8 {stage}") as step:
+            path = quantize_stage(fp32[stage], out / f"{stage}.int8.onnx", calibration.feeds[stage], ops) \
+                if ops else fp32[stage]
+            stages[stage]["artifacts"]["int8"] = {**artifact_record(path), "quantized_ops": list(ops)}
+            step.detail = f"QDQ on {', '.join(ops)}" if ops else "kept in FP32 (quantising it does not pay)"
+    return calibration
+
+
+def _guard_int8(out: Path, stages: dict, data_dir: Path, log: StepLog) -> dict[str, str]:
+    """The accuracy guard (export/tune.py) on the dev splits, each quantised stage alone and the whole INT8
+    chain, against the FP32 graphs; BuildError naming what crossed its bound."""
+    from cmmsf.runtime.tuning import StagewiseBackend
+
+    from .tune import AccuracyGuard
+
+    engines = EngineFolder.open(out)
+    quantised = [s for s in STAGE_ORDER if stages[s]["artifacts"]["int8"]["quantized_ops"]]
+    guard = AccuracyGuard(engines, data_dir, log.console)
+    verdicts: dict[str, str] = {}
+    try:
+        with OnnxRuntimeBackend.from_engines(engines, "int8") as int8:
+            for stage in quantised:
+                with log.step(f"int8 guard {stage}") as step:
+                    others = {s: guard.pipeline.backend for s in STAGE_ORDER}
+                    verdicts[stage] = guard.verdict(StagewiseBackend({**others, stage: int8}))
+                    step.detail = verdicts[stage]
+            with log.step("int8 guard chain") as step:
+                verdicts["chain"] = guard.verdict(int8)
+                step.detail = verdicts["chain"]
+    finally:
+        guard.close()
+    failed = {k: v for k, v in verdicts.items() if not v.startswith("passed")}
+    if failed:
+        raise BuildError("the INT8 graphs fail the accuracy guard against FP32 on the dev splits, so no folder "
+                         "was written:\n  " + "\n  ".join(f"{k}: {v}" for k, v in failed.items()))
+    return verdicts
 
 
 def write_face_detector(out: Path) -> Path:

@@ -4,6 +4,9 @@ Two documented paths, chosen by the installed version:
 - TensorRT ≥ 9 (11 removed `BuilderFlag.FP16`): a *strongly typed* network parsed from our FP16 ONNX,
   whose precisions we chose ourselves (export/fp16.py);
 - TensorRT 8.5/8.6 (JetPack 5/6.0): the FP32 ONNX with `BuilderFlag.FP16`, the only FP16 path there.
+INT8 is explicit quantisation on both: the INT8 ONNX's QDQ pairs say what runs in int8 (export/quantize.py),
+strongly typed on ≥ 9 (the float parts run in float32 there), `BuilderFlag.INT8` (+FP16) on 8.x; no
+calibrator runs on the device.
 One optimisation profile per stage, a workspace limit, a timing cache reused across builds, and the
 engine inspector's JSON saved beside each plan. Whether TensorRT can build here and which GPU this is
 come from runtime/gpu.py, the place the runtime asks too. Untested on CI (no GPU there): tests skip without it.
@@ -25,11 +28,14 @@ class BuildPath:
     network: str  # "strongly_typed" | "weakly_typed"
     onnx_kind: str  # which ONNX feeds the parser: "fp16" or "fp32"
     fp16_flag: bool
+    int8_flag: bool = False
 
 
 def choose_build_path(tensorrt_version: str, precision: str) -> BuildPath:
     """Which network flavour and which ONNX to build from, for a TensorRT version and a precision."""
     major = int(tensorrt_version.split(".")[0])
+    if precision == "int8":
+        return BuildPath("strongly_typed", "int8", False) if major >= 9 else BuildPath("weakly_typed", "int8", True, True)
     if precision == "fp32":
         return BuildPath("strongly_typed" if major >= 9 else "weakly_typed", "fp32", False)
     if major >= 9:
@@ -65,6 +71,8 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, list[list[i
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if path.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if path.int8_flag:
+        config.set_flag(trt.BuilderFlag.INT8)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()

@@ -34,14 +34,18 @@ DEFAULT_CHECKPOINT_REF = "default"
 
 
 class Artifact(str, Enum):
-    """The kinds of file a stage can have: FP32 ONNX, FP16 ONNX, TensorRT plan."""
+    """The kinds of file a stage can have: FP32 ONNX, FP16 ONNX, INT8 (QDQ) ONNX, TensorRT plan."""
 
     FP32 = "fp32"
     FP16 = "fp16"
+    INT8 = "int8"
     PLAN = "plan"
 
 
 ONNX_PRECISIONS = (Artifact.FP32.value, Artifact.FP16.value)
+"""The ONNX graphs every build writes."""
+ONNX_KINDS = (*ONNX_PRECISIONS, Artifact.INT8.value)
+"""Every kind that is an ONNX graph (int8 only where built with --precision int8)."""
 
 
 class ManifestError(CmmsfError, RuntimeError):
@@ -195,7 +199,7 @@ class EngineFolder:
                     out.append(f"{stage} {kind}: {record.file} is missing")
                 elif path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
                     out.append(f"{stage} {kind}: {record.file} does not match its sha256 in {MANIFEST}")
-                elif kind in ONNX_PRECISIONS and (problem := graph_problem(stage, path, self.config)):
+                elif kind in ONNX_KINDS and (problem := graph_problem(stage, path, self.config)):
                     out.append(f"{stage} {kind}: {record.file} {problem}")
                 else:
                     continue

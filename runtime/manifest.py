@@ -34,13 +34,16 @@ SEALED_FIELDS = ("asr", "detector", "format", "model", "opset", "precision", "pr
                  "tokenizer", "voice")
 """The manifest fields that change what the engines compute or which files they are (`asr`, the speech
 recognition model's hash, is optional: builds without ASR installed have none)."""
+SEALED_WHERE_PRESENT = ("int8",)
+"""Sealed too, where the build wrote them (absent from the hash otherwise, so folders built before the
+field existed keep their seal)."""
 
 TOKENIZER = "tokenizer.json"
 DETECTOR = "face_detector.onnx"
 DETECTOR_LICENCE = "face_detector.LICENSE"
 
-ArtifactKind = Literal["fp32", "fp16", "plan"]
-"""FP32 ONNX, FP16 ONNX, TensorRT plan (engine_folder.Artifact names them)."""
+ArtifactKind = Literal["fp32", "fp16", "int8", "plan"]
+"""FP32 ONNX, FP16 ONNX, INT8 (QDQ) ONNX, TensorRT plan (engine_folder.Artifact names them)."""
 
 # Sane bounds, so an edited number is refused at open naming its field, not met deep in a backend
 FileBytes = Annotated[int, Field(ge=0, le=1 << 40)]
@@ -61,9 +64,12 @@ class ArtifactRecord(_Record):
     bytes: FileBytes
     build_path: Literal["strongly_typed", "weakly_typed"] | None = None
     """Plans only, with the three below: how TensorRT built it (export/tensorrt_build.py)."""
-    built_from: Literal["fp16", "fp32"] | None = None
+    built_from: Literal["fp16", "fp32", "int8"] | None = None
     fp16_flag: bool | None = None
     workspace_bytes: FileBytes | None = None
+    quantized_ops: list[str] | None = None
+    """INT8 graphs only: the operator types quantised (export/quantize.py); empty where the stage kept its
+    FP32 graph because quantising it did not pay."""
 
     @field_validator("file")
     @classmethod
@@ -164,14 +170,23 @@ class AsrRecord(_Record):
     """The Whisper model (cmmsf/inputs/asr_models.py); folders built before the choice existed ran tiny.en."""
 
 
+class Int8Record(_Record):
+    """How the INT8 graphs were made and judged (export/quantize.py, export/calibration.py)."""
+
+    calibration: dict[str, Any]
+    """Sources, split, clip count and sha256 of the calibration set."""
+    guard: dict[str, str]
+    """Stage (and `chain`) → the accuracy guard's verdict against the FP32 graphs on the dev splits."""
+
+
 class Manifest(_Record):
     format: Literal[6]
     content_sha256: str
     created: str
     model: ModelRecord
     opset: Annotated[int, Field(ge=7, le=40)]
-    precision: Literal["fp16", "fp32"]
-    """What the TensorRT plans (where built) run in."""
+    precision: Literal["fp16", "fp32", "int8"]
+    """What the TensorRT plans (where built) run in; int8: the folder has INT8 graphs (`int8`)."""
     profile: ProfileRecord
     versions: dict[str, str | None]
     tensorrt: TensorRTRecord
@@ -182,6 +197,8 @@ class Manifest(_Record):
     """YuNet, the stage before the video encoder: it finds the face each frame is cropped to."""
     voice: VoiceRecord | None = None
     """Absent for a checkpoint without voice statistics: every voice is heard."""
+    int8: Int8Record | None = None
+    """Present where the folder was built with --precision int8."""
     stages: dict[StageName, StageRecord]
     parity: dict[str, Any]
     build_seconds: dict[str, float]
@@ -193,8 +210,8 @@ class Manifest(_Record):
         return self
 
     def kinds(self) -> list[str]:
-        """Artifact kinds every stage has: fp32, fp16 and, where built, plan."""
-        return [k for k in ("fp32", "fp16", "plan") if all(k in self.stages[s].artifacts for s in STAGE_ORDER)]
+        """Artifact kinds every stage has: fp32, fp16 and, where built, int8 and plan."""
+        return [k for k in ("fp32", "fp16", "int8", "plan") if all(k in self.stages[s].artifacts for s in STAGE_ORDER)]
 
 
 def parse_manifest(data: Any, file: Path) -> Manifest:
@@ -208,6 +225,7 @@ def parse_manifest(data: Any, file: Path) -> Manifest:
 def content_sha256(manifest: dict[str, Any]) -> str:
     """sha256 of the sealed fields, serialised canonically (sorted keys, no whitespace)."""
     sealed = {k: manifest.get(k) for k in SEALED_FIELDS}
+    sealed.update({k: manifest[k] for k in SEALED_WHERE_PRESENT if manifest.get(k) is not None})
     return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 AsrMode = Literal["auto", "always", "off"]
 AsrModelName = Literal["tiny.en", "base"]
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "int8", "bf16"]
 
 
 class RunSettings(BaseModel):
@@ -25,8 +25,8 @@ class RunSettings(BaseModel):
                                       "exported on first use)")
     backend: str = Field("auto", description="auto (the fastest backend that can run the folder here), "
                                              "or one backend by name")
-    precision: Precision = Field("fp32", description="fp32 or fp16: which ONNX graphs ONNX Runtime and OpenVINO "
-                                                     "load; bf16: the FP32 graphs computed in bfloat16 (OpenVINO, on "
+    precision: Precision = Field("fp32", description="fp32, fp16 or int8: which ONNX graphs ONNX Runtime and "
+                                                     "OpenVINO load (int8 where built with --precision int8); bf16: the FP32 graphs computed in bfloat16 (OpenVINO, on "
                                                      "a CPU that has it). TensorRT runs its plans")
     device: str = Field("auto", description="where the backend runs: auto (its best here), cpu, cuda (ONNX Runtime, "
                                             "torch), gpu or npu (OpenVINO); records say where it ran")

@@ -16,7 +16,7 @@ from cmmsf.sample_inputs import make_inputs
 from cmmsf.export.build import BuildError, BuildOptions, build, check
 from cmmsf.export.parity import FP32_TOLERANCE, check_parity, error_stats
 from cmmsf.export.profiles import ProfileError, ShapeProfile, parse_batch, parse_max_len, stage_shapes
-from cmmsf.export.tensorrt_build import choose_build_path
+from cmmsf.export.tensorrt_build import BuildPath, choose_build_path
 from cmmsf.runtime.gpu import tensorrt_problem
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from cmmsf.runtime.backends.torch_ref import TorchBackend
@@ -152,6 +152,8 @@ def test_tensorrt_build_path_per_version():
         path = choose_build_path(version, "fp16")
         assert path.network == "strongly_typed" and path.onnx_kind == "fp16" and not path.fp16_flag
     assert choose_build_path("10.1", "fp32").onnx_kind == "fp32"
+    assert choose_build_path("10.8.0", "int8") == BuildPath("strongly_typed", "int8", False)  # the QDQ graph decides
+    assert choose_build_path("8.6.1", "int8") == BuildPath("weakly_typed", "int8", True, True)
 
 
 @pytest.mark.skipif(tensorrt_problem() is not None, reason=f"TensorRT build needs a GPU: {tensorrt_problem()}")

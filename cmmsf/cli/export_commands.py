@@ -18,13 +18,17 @@ def export_build(
     out: Optional[Path] = typer.Option(None, help="output folder (default: the user cache for the shipped "
                                        "checkpoint, where cmmsf-run finds it; engines/NAME for another)",
                                        metavar="DIR"),
-    precision: str = typer.Option("fp16", help="TensorRT plan precision: fp16 or fp32"),
+    precision: str = typer.Option("fp16", help="TensorRT plan precision: fp16, fp32, or int8 (also writes INT8 "
+                                  "ONNX graphs, calibrated and guarded on --data-dir)"),
+    data_dir: Optional[Path] = typer.Option(None, help="int8: the folder holding mosi/, ravdess/, emodb/ and "
+                                            "faces/ (train splits calibrate, dev splits guard accuracy)"),
     tensorrt: str = typer.Option("auto", help="auto: build plans where TensorRT and a GPU exist; on; off"),
     batch: str = typer.Option("1,1,8", help="profile batch MIN,OPT,MAX"),
     max_len: str = typer.Option("", help="profile max lengths, e.g. text=64,audio=150,video=180"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing build"),
 ) -> None:
-    """Checkpoint → per-stage ONNX (FP32, FP16), parity checks, TensorRT plans, manifest.json."""
+    """Checkpoint → per-stage ONNX (FP32, FP16; INT8 with --precision int8), parity checks, TensorRT plans,
+    manifest.json."""
     from cmmsf.model.checkpoint import CONFIG, resolve_checkpoint
     from cmmsf.config import ModelConfig
     from cmmsf.export.build import BuildOptions, build
@@ -33,7 +37,7 @@ def export_build(
     base = default_profile(ModelConfig.load(resolve_checkpoint(checkpoint) / CONFIG))
     profile = ShapeProfile(parse_batch(batch), parse_max_len(max_len, base.max_len))
     build(BuildOptions(checkpoint=checkpoint, out=out, precision=precision, tensorrt=tensorrt, profile=profile,
-                       force=force), console)
+                       force=force, data_dir=data_dir), console)
 
 
 @export_app.command("check")

@@ -18,7 +18,7 @@ from cmmsf.inputs.face_detector import GraphRunner, onnx_runner
 
 from ..engine_folder import EngineFolder
 from .base import Backend, conform
-from .registry import BackendSpec, LoadRequest
+from .registry import BackendSpec, LoadRequest, missing_graphs
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -168,5 +168,6 @@ def _load(engines: EngineFolder, request: LoadRequest) -> OnnxRuntimeBackend:
 
 SPEC = BackendSpec(
     name="onnxruntime", summary="ONNX Runtime on the best execution provider here (TensorRT, CUDA, CPU)",
-    precisions=("fp32", "fp16"), devices=("cpu", "cuda"), load=_load,
-    problem=lambda engines, request: providers_problem(_providers(request)), auto_rank=1)
+    precisions=("fp32", "fp16", "int8"), devices=("cpu", "cuda"), load=_load,
+    problem=lambda engines, request: missing_graphs(engines, request) or providers_problem(_providers(request)),
+    auto_rank=1)

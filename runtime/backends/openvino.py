@@ -23,13 +23,14 @@ from cmmsf.inputs.face_detector import GraphRunner
 from ..engine_folder import EngineFolder
 from ..locations import cache_dir
 from .base import Backend, conform
-from .registry import BackendSpec, LoadRequest
+from .registry import BackendSpec, LoadRequest, missing_graphs
 
 DEVICES = {"auto": "CPU", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
 """Our device names → OpenVINO's (`auto`, every backend's default, is the CPU here)."""
-COMPUTE = {"fp32": "f32", "fp16": "f32", "bf16": "bf16"}
-"""Precision asked → OpenVINO's inference precision hint (the FP16 graph is computed in float32 on a CPU)."""
-GRAPH = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp32"}
+COMPUTE = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
+"""Precision asked → OpenVINO's inference precision hint (the FP16 graph is computed in float32 on a CPU;
+the INT8 graph's quantised operators in int8, the rest in float32)."""
+GRAPH = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "bf16": "fp32"}
 """Precision asked → which ONNX graph of the folder is compiled."""
 OURS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 """OpenVINO's element type names → ours, for the report of what it computed in."""
@@ -138,6 +139,8 @@ def _problem(engines: EngineFolder, request: LoadRequest) -> str | None:
     core = ov.Core()
     if request.device not in DEVICES:
         return f"OpenVINO runs on {', '.join(DEVICES)}, not {request.device}"
+    if missing := missing_graphs(engines, request):
+        return missing
     device = _device(request)
     if not any(d.split(".")[0] == device for d in core.available_devices):
         return f"OpenVINO sees no {device} device (it has {', '.join(core.available_devices)})"
@@ -149,6 +152,6 @@ def _problem(engines: EngineFolder, request: LoadRequest) -> str | None:
 
 
 SPEC = BackendSpec(
-    name="openvino", summary="OpenVINO on Intel CPUs (and iGPUs, NPUs): the ONNX graphs, FP32, FP16 or BF16 compute",
-    precisions=("fp32", "fp16", "bf16"), devices=("cpu", "gpu", "npu"), problem=_problem,
+    name="openvino", summary="OpenVINO on Intel CPUs (and iGPUs, NPUs): the ONNX graphs, FP32, FP16, INT8 or BF16 compute",
+    precisions=("fp32", "fp16", "int8", "bf16"), devices=("cpu", "gpu", "npu"), problem=_problem,
     load=lambda engines, request: OpenVinoBackend.from_engines(engines, request), auto_rank=None)

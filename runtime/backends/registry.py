@@ -82,6 +82,15 @@ def _package_path() -> list[str]:
     return list(importlib.import_module(__package__).__path__)
 
 
+def missing_graphs(engines: "EngineFolder", request: LoadRequest) -> str | None:
+    """Why the folder cannot give the graphs `request.precision` reads (None where it can): INT8 graphs
+    exist only in folders built with --precision int8."""
+    if request.precision == "int8" and "int8" not in engines.kinds():
+        return ("this engine folder has no INT8 graphs (`cmmsf-export build --precision int8 --data-dir DATA` "
+                "writes them)")
+    return None
+
+
 def backend_names() -> tuple[str, ...]:
     """`auto` and every registered backend: the choices of `--backend`."""
     return (AUTO, *registry())

@@ -1,0 +1,82 @@
+"""INT8: one static QDQ ONNX graph per stage, where quantising pays.
+
+ONNX Runtime's `quantize_static` inserts QuantizeLinear/DequantizeLinear pairs around the chosen
+operators: weights int8 per output channel (symmetric), activations uint8 with ranges fixed by the
+calibration set (export/calibration.py). That QDQ graph is the one format every engine reads as INT8:
+ONNX Runtime's CPU kernels fuse the pairs into integer kernels, OpenVINO compiles them to its int8
+primitives, and TensorRT's explicit quantisation builds a strongly typed network from them.
+
+Which operators: a measurement, not a rule (INT8_OPS). Quantising a whole stage made the face stage
+slower in both engines (each QDQ pair around a cheap op costs more than the op), so each stage lists the
+operator types whose int8 kernels were faster at the same accuracy; a stage listing none keeps its FP32
+graph, and its `int8` artifact is that graph.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .calibration import Calibration
+
+INT8_OPS: dict[str, tuple[str, ...]] = {
+    "text_encoder": ("MatMul",),
+    "audio_encoder": (),
+    "video_encoder": ("Conv",),
+    "interaction": (),
+    "mgf_head": (),
+}
+"""Stage → operator types quantised (measured on 2 cores, docs/model-card.md); empty: stays FP32."""
+
+
+def quantize_stage(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]], ops: tuple[str, ...]) -> Path:
+    """The stage's QDQ graph at `out`: `ops` quantised, calibrated on `feeds` (MinMax ranges)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory(prefix="cmmsf-int8-") as work:
+        prepared = Path(work) / "prepared.onnx"  # shapes inferred and graph folded, as quantisation expects
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(ops), per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    model = onnx.load(str(out))
+    model.doc_string = f"{model.doc_string} INT8 QDQ: {', '.join(ops)}".strip()
+    onnx.save(model, str(out))
+    onnx.checker.check_model(str(out), full_check=True)
+    return out
+
+
+def quantize_stages(graphs: dict[str, Path], calibration: Calibration, out: Path,
+                    ops: dict[str, tuple[str, ...]] | None = None) -> dict[str, Path]:
+    """Stage → its INT8 graph: a QDQ graph in `out` where the stage lists operators, else its FP32 graph."""
+    ops = INT8_OPS if ops is None else ops
+    written = {}
+    for stage, fp32 in graphs.items():
+        chosen = ops.get(stage, ())
+        written[stage] = (quantize_stage(fp32, out / f"{stage}.int8.onnx", calibration.feeds[stage], chosen)
+                          if chosen else fp32)
+    return written
+
+
+def quantized_ops(path: Path) -> dict[str, int]:
+    """Operator type → how many of its nodes read a dequantised input: what really runs in INT8
+    (`cmmsf-export inspect` answers "is my engine really INT8?" with it)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dequantised for i in node.input):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
