@@ -5,7 +5,8 @@ dynamic axes named), beside the build profile's min / opt / max shape of each in
 precision, file, size and sha256, re-hashed here against the manifest. A graph is parsed only after its
 file matched its hash; a graph whose inputs or outputs differ between the FP32 and FP16 files (the FP16
 export keeps I/O in FP32) is reported. TensorRT plans need TensorRT to read their bindings: they are
-listed by size and hash only.
+listed by size and hash only. An INT8 graph also says what really runs in int8: the operator types whose
+inputs are dequantised, counted in the graph itself (the question "is my engine really INT8?").
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import onnx
 
 from cmmsf.contracts import STAGE_ORDER
 from cmmsf.inputs.hashing import sha256_file
-from cmmsf.runtime.engine_folder import EngineFolder
+from cmmsf.runtime.engine_folder import ONNX_KINDS, EngineFolder
 
-ONNX_KINDS = ("fp32", "fp16")
+from .quantize import quantized_ops
 
 
 def _dtype(elem_type: int) -> str:
@@ -67,7 +68,9 @@ def inspect_folder(engines: EngineFolder) -> dict:
                 artifacts[kind]["opset"] = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                                                default=None)
                 graphs[kind] = graph_io(model)
-        differs = len(graphs) == 2 and graphs["fp32"] != graphs["fp16"]
+                if kind == "int8":
+                    artifacts[kind]["int8_ops"] = quantized_ops(engines.path / artifact.file)
+        differs = any(graphs[k] != graphs["fp32"] for k in graphs if "fp32" in graphs)
         read = next((k for k in ONNX_KINDS if k in graphs), None)
         io = graphs[read] if read else {"inputs": [], "outputs": []}
         for tensor in io["inputs"]:
@@ -75,7 +78,7 @@ def inspect_folder(engines: EngineFolder) -> dict:
             tensor["profile"] = dict(zip(("min", "opt", "max"), shapes)) if shapes else None
         stages[stage] = {**io, "artifacts": artifacts,
                          "io_read_from": read,
-                         "fp16_io_differs": differs}
+                         "io_differs": differs}
     profile = engines.manifest.profile
     detector = engines.manifest.detector
     sealed = {"face_detector": detector, "face_detector licence": detector.licence,

@@ -54,8 +54,8 @@ def io_table(report: dict) -> Table:
                 first = False
         if info["io_read_from"] is None:
             notes.append(f"[red]{stage}: not read, no ONNX artifact matched its sha256[/]")
-        if info["fp16_io_differs"]:
-            notes.append(f"[yellow]{stage}: the fp16 graph declares other inputs or outputs than the fp32 one[/]")
+        if info["io_differs"]:
+            notes.append(f"[yellow]{stage}: a graph declares other inputs or outputs than the fp32 one[/]")
         table.add_section()
     axes = "dynamic axes: B batch, " + ", ".join(f"{axis} {modality} steps" for axis, modality in LENGTH_AXES.items())
     table.caption = "\n".join([axes, *notes])
@@ -67,9 +67,16 @@ def artifacts_table(report: dict) -> Table:
     table = Table(title="artifacts (sha256 re-hashed now)")
     for column in ("stage", "precision", "file", "MB", "opset", "sha256", "status"):
         table.add_column(column, justify="right" if column == "MB" else "left", no_wrap=True)
+    int8 = any("int8_ops" in a for info in report["stages"].values() for a in info["artifacts"].values())
+    if int8:
+        table.add_column("runs in int8 (dequantised inputs)")
     for stage, info in report["stages"].items():
         for kind, artifact in info["artifacts"].items():
             status = artifact["status"]
+            ops = artifact.get("int8_ops")
+            int8_cell = ([", ".join(f"{op} ×{n}" for op, n in ops.items()) or "nothing (FP32 graph)"] if ops is not None
+                         else ["" if int8 else None])
             table.add_row(stage, kind, artifact["file"], _mb(artifact["bytes"]), str(artifact.get("opset", "-")),
-                          artifact["sha256"][:16] + "…", f"[green]{status}[/]" if status == "ok" else f"[red]{status}[/]")
+                          artifact["sha256"][:16] + "…", f"[green]{status}[/]" if status == "ok" else f"[red]{status}[/]",
+                          *[c for c in int8_cell if c is not None])
     return table

@@ -22,7 +22,7 @@ def test_inspect_lists_each_stages_io_with_dynamic_axes_and_the_profile(tiny_eng
     assert list(report["stages"]) == list(STAGES)
     for name, spec in STAGES.items():
         stage = report["stages"][name]
-        assert stage["io_read_from"] == "fp32" and stage["fp16_io_differs"] is False
+        assert stage["io_read_from"] == "fp32" and stage["io_differs"] is False
         assert [(t["name"], t["dtype"]) for t in stage["inputs"]] == [(t.name, t.dtype) for t in spec.inputs]
         assert [(t["name"], t["dtype"]) for t in stage["outputs"]] == [(t.name, t.dtype) for t in spec.outputs]
         for tensor, contract in zip(stage["inputs"] + stage["outputs"], spec.inputs + spec.outputs):
