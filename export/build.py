@@ -276,7 +276,7 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
 def _int8_graphs(config, fp32: dict[str, Path], stages: dict, data_dir: Path, out: Path, log: StepLog):
     """Calibrate on the FP32 graphs, write each stage's INT8 graph, record them; returns the Calibration."""
     from .calibration import CalibrationError, calibrate
-    from .quantize import INT8_OPS, quantize_stage
+    from .quantize import INT8_OPS, KEEP_FLOAT, quantize_stage
 
     with log.step("int8 calibration") as step:
         try:
@@ -287,8 +287,8 @@ def _int8_graphs(config, fp32: dict[str, Path], stages: dict, data_dir: Path, ou
     for stage in STAGE_ORDER:
         ops = INT8_OPS.get(stage, ())
         with log.step(f"int8 {stage}") as step:
-            path = quantize_stage(fp32[stage], out / f"{stage}.int8.onnx", calibration.feeds[stage], ops) \
-                if ops else fp32[stage]
+            path = quantize_stage(fp32[stage], out / f"{stage}.int8.onnx", calibration.feeds[stage], ops,
+                                  KEEP_FLOAT.get(stage)) if ops else fp32[stage]
             stages[stage]["artifacts"]["int8"] = {**artifact_record(path), "quantized_ops": list(ops)}
             step.detail = f"QDQ on {', '.join(ops)}" if ops else "kept in FP32 (quantising it does not pay)"
     return calibration

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from cmmsf.contracts import STAGE_ORDER
 from cmmsf.export.build import BuildError, BuildOptions, build
+from cmmsf.export.inspect import inspect_folder
 from cmmsf.export.quantize import quantize_stage, quantized_ops
 from cmmsf.runtime.backends import BackendUnavailableError, load_backend
 from cmmsf.runtime.backends.onnxruntime import OnnxRuntimeBackend, OrtSession
@@ -49,6 +50,20 @@ def test_a_qdq_stage_stays_close_to_fp32_in_onnx_runtime_and_openvino(tiny_engin
         got = np.array(request.get_tensor("u_audio").data)
         want = quantised.run(feeds)["u_audio"]
         assert np.max(np.abs(want - got)) <= 0.1 * np.max(np.abs(want)) + 1e-3
+
+
+def test_only_weight_matmuls_are_chosen_and_named_ones_stay_float(tiny_engines):
+    import onnx
+
+    from cmmsf.export.quantize import KEEP_FLOAT, chosen_nodes
+
+    model = onnx.load(str(EngineFolder.open(tiny_engines).files("fp32")["text_encoder"]))
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    every = chosen_nodes(model, ("MatMul",), None)
+    kept = chosen_nodes(model, ("MatMul",), KEEP_FLOAT["text_encoder"])
+    assert every and set(kept) < set(every) < set(matmuls)  # attention's score products are never chosen
+    assert any("/attention/self/MatMul" in name for name in set(matmuls) - set(every))
+    assert all("/output/dense/" not in name or "/attention/" in name for name in kept)
 
 
 def test_a_folder_without_int8_graphs_says_how_to_build_them(tiny_engines):
@@ -124,6 +139,9 @@ def test_an_int8_manifest_names_its_calibration_and_what_was_quantised(tiny_engi
     write_manifest(folder, manifest)
     opened = EngineFolder.open(folder)
     assert "int8" in opened.kinds() and opened.problems() == []
+    report = inspect_folder(opened)["stages"]  # "is my engine really INT8?"
+    assert report["text_encoder"]["artifacts"]["int8"]["int8_ops"].get("MatMul", 0) >= 2
+    assert report["mgf_head"]["artifacts"]["int8"]["int8_ops"] == {}
     with load_backend("onnxruntime", opened, precision="int8") as backend:
         assert backend.precision == "int8" and np.isfinite(backend.run(make_inputs(opened.config, 1, 8, 20, 4))["score"]).all()
     manifest["int8"]["calibration"]["clips"] = 5  # edited after the build
