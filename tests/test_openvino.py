@@ -55,9 +55,9 @@ def test_openvino_matches_onnx_runtime_and_says_what_it_computed_in(tiny_engines
 
 def test_a_precision_or_device_a_backend_cannot_take_is_one_line(tiny_engines):
     engines = EngineFolder.open(tiny_engines)
-    with pytest.raises(BackendUnavailableError, match="it runs fp32 or fp16, not bf16"):
+    with pytest.raises(BackendUnavailableError, match="it runs fp32, fp16 or int8, not bf16"):
         load_backend("onnxruntime", engines, precision="bf16")
-    with pytest.raises(BackendUnavailableError, match="it runs on cpu or gpu or npu, not cuda"):
+    with pytest.raises(BackendUnavailableError, match="it runs on cpu, gpu or npu, not cuda"):
         load_backend("openvino", engines, device="cuda")
     with pytest.raises(BackendUnavailableError, match="OpenVINO sees no NPU"):
         load_backend("openvino", engines, device="npu")

@@ -36,10 +36,15 @@ def choice_problem(spec: BackendSpec, request: LoadRequest) -> str | None:
     """Why `spec` cannot take the precision or device asked for (None where it can; a backend whose
     artifacts fix the precision takes any)."""
     if spec.precisions and request.precision not in spec.precisions:
-        return f"it runs {' or '.join(spec.precisions)}, not {request.precision}"
+        return f"it runs {_either(spec.precisions)}, not {request.precision}"
     if request.device != AUTO and request.device not in spec.devices:
-        return f"it runs on {' or '.join(spec.devices)}, not {request.device}"
+        return f"it runs on {_either(spec.devices)}, not {request.device}"
     return None
+
+
+def _either(choices: tuple[str, ...]) -> str:
+    """`a`, `a or b`, `a, b or c`."""
+    return " or ".join(choices) if len(choices) < 3 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 def check_choice(backend: str, precision: str) -> None:
