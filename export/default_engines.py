@@ -1,4 +1,5 @@
-"""The shipped checkpoint's engines, built on first use into the user's cache and rebuilt when stale.
+"""The shipped checkpoint's engines, built on first use into the user's cache and rebuilt when stale, then
+tuned on this machine (export/tune.py) so `--backend auto` runs each stage on the fastest engine here.
 
 They live in a per-user cache folder keyed by the checkpoint's hash (platformdirs' user cache, or
 `$CMMSF_CACHE_DIR`), never in the working folder: `cd ~/videos && cmmsf-run infer .` writes nothing there
@@ -47,4 +48,22 @@ def ensure_default_engines(console: Console, path: Path | None = None) -> Path:
         from .build import BuildOptions, build
 
         build(BuildOptions(checkpoint="default", out=path, force=True), console)
+        tune_here(path, console)
     return path
+
+
+def tune_here(path: Path, console: Console) -> None:
+    """Measure the fastest engine per stage on this machine, so `auto` runs it from the first run on.
+    Reduced precision is allowed only by the guard's verdicts shipped with the checkpoint (no dev data
+    here); a tuning that cannot run leaves `auto` on its untuned choice, said in one line."""
+    from .tune import TuneOptions, tune
+
+    console.print("first run: timing each stage on every engine here, to run each on the fastest (once)…",
+                  highlight=False)
+    try:
+        tuning = tune(TuneOptions(folder=path, runs=9, rounds=3), Console(quiet=True))
+        winners = ", ".join(f"{stage} {t.backend} {t.precision}" for stage, t in tuning.winners().items())
+        console.print(f"tuned: {winners} (`cmmsf-export tune {path}` prints the table)", highlight=False)
+    except CmmsfError as err:
+        console.print(f"[yellow]not tuned ({err}); `auto` runs the first backend that can run the folder[/]",
+                      highlight=False)

@@ -14,6 +14,12 @@ allowed only where accuracy holds.
    over rounds (the minimum of each round's median), so a noisy minute does not crown a backend.
 5. The winners per stage, chained, pass the guard once more as a whole (else only FP32 compute is kept),
    and tuning.json is written beside the manifest (runtime/tuning.py), where `--backend auto` reads it.
+
+Without dev data (a user's machine, the first run's default build) the guard's verdicts recorded with the
+checkpoint stand in (`precision_guard.json` beside its weights, written by `tune --data-dir … --record`
+and valid only for the weights it names): whether BF16 or INT8 moves this model's answers is a property of
+the model and the precision, measured once on the dev splits; which engine is fastest is a property of the
+machine, measured on it every time.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from cmmsf.runtime.pipeline import Pipeline
 from cmmsf.runtime.settings import RunSettings
 from cmmsf.runtime.tuning import StageTiming, StagewiseBackend, Tuning, write_tuning
 
+RECORDED = "precision_guard.json"
+"""Beside a checkpoint's weights: the accuracy guard's verdicts for its reduced-precision candidates."""
 GUARD = {"text": ("mae", +0.02), "audio": ("valence2_bal", -1.0), "video": ("valence3_bal", -1.0)}
 """A row's modalities → the metric the guard watches and how far it may move (MAE up, accuracy down)."""
 MAX_FLIPS = 0.01
@@ -60,6 +68,8 @@ class TuneOptions:
     runs: int = 20
     rounds: int = 3
     threads: int | None = None
+    record: bool = False
+    """With data_dir: keep the reduced-precision verdicts beside the checkpoint's weights (RECORDED)."""
 
 
 def _label(candidate: tuple[str, str]) -> str:
@@ -144,6 +154,40 @@ class AccuracyGuard:
         self.pipeline.close()
 
 
+def recorded_verdicts(engines: EngineFolder) -> dict[str, str]:
+    """The guard's verdicts kept with the folder's checkpoint, where they were measured on the same weights
+    (else none)."""
+    import json
+
+    checkpoint = engines.checkpoint_dir()
+    path = checkpoint / RECORDED if checkpoint is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+        same = recorded["model_sha256"] == engines.manifest.model.checkpoint_sha256.get("model.safetensors")
+        verdicts = {str(k): str(v) for k, v in recorded["verdicts"].items()} if same else {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {label: f"{verdict} (recorded with the checkpoint, {recorded.get('machine', '?')})"
+            for label, verdict in verdicts.items()}
+
+
+def record_verdicts(engines: EngineFolder, verdicts: dict[str, str]) -> Path:
+    """Keep the reduced-precision verdicts beside the checkpoint's weights, for machines without dev data."""
+    import json
+
+    checkpoint = engines.checkpoint_dir()
+    if checkpoint is None:
+        raise TuneError("--record keeps the verdicts beside the checkpoint, and this folder's checkpoint is not here")
+    reduced = {label: v for label, v in verdicts.items()  # a candidate's own verdict; the chain is this machine's
+               if label.split(" ", 1)[-1] not in FP32_COMPUTE and not label.startswith("stagewise")}
+    path = checkpoint / RECORDED
+    path.write_text(json.dumps({"model_sha256": engines.manifest.model.checkpoint_sha256.get("model.safetensors"),
+                                "machine": machine_name(), "verdicts": reduced}, indent=1) + "\n")
+    return path
+
+
 def time_stages(engines: EngineFolder, backends: dict[tuple[str, str], Backend], opts: TuneOptions,
                 console: Console) -> dict[tuple[str, str], dict[str, float]]:
     """Per candidate and stage, the minimum over interleaved rounds of the median stage time (ms)."""
@@ -210,11 +254,12 @@ def tune(opts: TuneOptions, console: Console) -> Tuning:
     for candidate, verdict in parity_verdicts(engines, backends).items():
         verdicts[candidate] = verdict
     guard = AccuracyGuard(engines, opts.data_dir, console) if opts.data_dir else None
+    recorded = {} if guard else recorded_verdicts(engines)
     try:
         for candidate, backend in backends.items():
             if candidate[1] in FP32_COMPUTE or not verdicts[candidate].startswith("passed"):
                 continue
-            verdicts[candidate] = (guard.verdict(backend) if guard else
+            verdicts[candidate] = (guard.verdict(backend) if guard else recorded.get(_label(candidate)) or
                                    "no dev data to guard reduced precision (--data-dir)")
         allowed = {c for c, v in verdicts.items() if v.startswith("passed")}
         times = time_stages(engines, {c: b for c, b in backends.items() if c in allowed}, opts, console)
@@ -233,6 +278,9 @@ def tune(opts: TuneOptions, console: Console) -> Tuning:
             backend.close()
     tuning = Tuning(machine=machine_name(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     guard={_label(c): v for c, v in verdicts.items()}, stages=stages, chain_ms=chain_ms)
+    if opts.record and guard:
+        kept = record_verdicts(engines, {_label(c): v for c, v in verdicts.items()})
+        console.print(f"kept the guard's verdicts in {kept}", highlight=False)
     path = write_tuning(engines.path, tuning)
     console.print(tuning_table(tuning, times))
     console.print(f"wrote {path}: `--backend auto` now runs each stage on its winner", highlight=False)

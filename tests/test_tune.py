@@ -98,3 +98,33 @@ def test_the_accuracy_guard_refuses_a_miscalibrated_candidate(engines, tmp_path)
         guard.close()
     assert refused.startswith("accuracy:"), refused
     assert np.isfinite(guard.scores).all() and guard.n > 10
+
+
+def test_verdicts_recorded_with_the_checkpoint_stand_in_for_dev_data_on_the_same_weights(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from cmmsf.config import preset
+    from cmmsf.export.tune import RECORDED, TuneOptions, record_verdicts, tune
+
+    from .conftest import build_engines
+
+    monkeypatch.setenv("CMMSF_CACHE_DIR", str(tmp_path / "cache"))
+    folder = build_engines(tmp_path, preset("tiny"), {"text": 16, "audio": 40, "video": 12})
+    kept = record_verdicts(EngineFolder.open(folder), {"onnxruntime fp16": "passed: 0/1489 flips",
+                                                       "onnxruntime fp32": "passed"})
+    assert kept.resolve() == (tmp_path / "ck" / RECORDED).resolve() and "fp32" not in kept.read_text()
+    tuning = tune(TuneOptions(folder=folder, runs=3, rounds=1), Console(quiet=True))
+    assert tuning.guard["onnxruntime fp16"].startswith("passed: 0/1489 flips (recorded with the checkpoint")
+    recorded = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**recorded, "model_sha256": "0" * 64}))  # other weights: not this model's verdict
+    tuning = tune(TuneOptions(folder=folder, runs=3, rounds=1), Console(quiet=True))
+    assert tuning.guard["onnxruntime fp16"] == "no dev data to guard reduced precision (--data-dir)"
+
+
+def test_record_needs_the_data_it_records():
+    from typer.testing import CliRunner
+
+    from cmmsf.cli import export_app
+
+    result = CliRunner().invoke(export_app, ["tune", ".", "--record"])
+    assert result.exit_code == 2 and "--data-dir" in result.output

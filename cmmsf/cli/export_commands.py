@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from cmmsf.inputs.errors import UsageError
+
 from .apps import export_app
 from .common import ExitCode, console, err_console, friendly
 
@@ -54,17 +56,23 @@ def export_check(folder: Path = typer.Argument(..., help="an engine folder")) ->
 def export_tune(
     folder: Path = typer.Argument(..., help="an engine folder", metavar="DIR"),
     data_dir: Optional[Path] = typer.Option(None, help="where mosi/, ravdess/ and faces/ are: their dev splits guard "
-                                            "reduced precision (FP16, BF16); without them only FP32 compute may "
-                                            "win", metavar="DIR"),
+                                            "reduced precision (FP16, INT8, BF16); without them the verdicts "
+                                            "recorded with the checkpoint, else only FP32 compute may win",
+                                            metavar="DIR"),
     runs: int = typer.Option(30, min=3, help="timed runs per candidate, spread over --rounds", metavar="N"),
     rounds: int = typer.Option(3, min=1, help="interleaved rounds (the minimum of their medians counts)",
                                metavar="N"),
+    record: bool = typer.Option(False, "--record", help="with --data-dir: keep the reduced-precision verdicts "
+                                "beside the checkpoint's weights, where tuning without data (a user's first "
+                                "run) reads them"),
 ) -> None:
     """Time every stage on every backend × precision that runs here and passes parity and the accuracy
     guard; write the winners to DIR/tuning.json, where `--backend auto` runs each stage on its winner."""
     from cmmsf.export.tune import TuneOptions, tune
 
-    tune(TuneOptions(folder=folder, data_dir=data_dir, runs=runs, rounds=rounds), console)
+    if record and data_dir is None:
+        raise UsageError("--record keeps the verdicts measured on --data-dir: give both")
+    tune(TuneOptions(folder=folder, data_dir=data_dir, runs=runs, rounds=rounds, record=record), console)
 
 
 @export_app.command("inspect")

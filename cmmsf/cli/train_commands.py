@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cmmsf.inputs.errors import UsageError
+
 from .apps import train_app
 from .common import console, friendly
 from .options import EvalSplit, Labels, Modalities, SourcesFile, TrainData, VoiceCheck
@@ -48,7 +50,7 @@ def train_fit(
     from cmmsf.runtime.report import metrics_table
 
     if config and preset:
-        raise typer.BadParameter("give --config or --preset, not both", param_hint="--preset")
+        raise UsageError("give --config or --preset, not both")
     if config:
         base = ModelConfig.load(config)
     elif init and not preset:  # the model the weights belong to; a preset here would drop most of them
