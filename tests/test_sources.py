@@ -20,7 +20,8 @@ from cmmsf.config import preset
 from cmmsf.data.datasets import load_dataset
 from cmmsf.evaluation.evaluator import SubsetRow
 from cmmsf.evaluation.metrics import valence_metrics
-from cmmsf.data.sources import balance_weights, emotion_score, emotion_shares, face_bucket, load_sources_config, source_kind
+from cmmsf.data.sources import (balance_weights, emotion_score, emotion_shares, face_bucket, held_split,
+                                load_sources_config, source_kind)
 from cmmsf.train.trainer import predict
 
 from .media import write_wav
@@ -107,6 +108,37 @@ def test_the_mapping_is_data_and_each_source_splits_by_speaker_or_person(sources
               for split in ("train", "dev", "test")}
     assert people["dev"] == {1} and people["test"] == {0} and not people["train"] & {0, 1}
     assert face_bucket("images/A_B_0001.jpg", 10) == face_bucket("images/A_B_0042.jpg", 10)
+
+
+def test_tess_and_turev_load_split_by_their_own_speaker_names(tmp_path):
+    """TESS names its two actresses OAF and YAF; TurEV numbers its six speakers: each is split as named."""
+    config, rules = preset("tiny"), load_sources_config()
+    folder = tmp_path / "tess"
+    rows = []
+    for actor in ("OAF", "YAF"):
+        (folder / f"speaker_{actor}").mkdir(parents=True)
+        for emotion, pitch in EMOTIONS.items():
+            name = f"speaker_{actor}/{actor}_back_{emotion}.wav"
+            write_wav(folder / name, seconds=0.8, rate=16000, tone_hz=pitch)
+            rows.append({"file": name, "actor": actor, "sex": "female", "emotion": emotion, "intensity": "normal",
+                         "statement": "Say the word back", "language": "en"})
+    _write_csv(folder / "labels.csv", rows)
+    speakers = {split: {it.maker.id.split("/")[0] for it in load_dataset(folder, split, config)[0]}
+                for split in ("train", "dev", "test", "all")}
+    assert speakers == {"train": set(), "dev": {"speaker_YAF"}, "test": {"speaker_OAF"},
+                        "all": {"speaker_OAF", "speaker_YAF"}}
+    assert [held_split(rules["turev"], a) for a in ("7895", "6783", "1157")] == ["dev", "test", "train"]
+    assert held_split(rules["emodb"], "03") == "train" and held_split(rules["emodb"], "10") == "dev"
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    for corpus in ("tess", "turev"):  # the real labels: every emotion has a sentiment, every split a speaker
+        labels = shared / corpus / "labels.csv"
+        if not labels.is_file():
+            continue
+        with open(labels, newline="", encoding="utf-8") as handle:
+            real = list(csv.DictReader(handle))
+        assert all(emotion_score(row["emotion"], rules) is not None for row in real)
+        splits = {held_split(rules[corpus], row["actor"]) for row in real}
+        assert splits == ({"dev", "test"} if corpus == "tess" else {"train", "dev", "test"})
 
 
 def test_faces_are_short_jittered_clips_in_training_and_still_ones_in_evaluation(sources):

@@ -42,11 +42,12 @@ SOURCES_FILE = Path(__file__).resolve().parent / "sources.json"
 @with_config(STRICT)
 @dataclass
 class SpeakerRules:
-    """A speech corpus split by actor (RAVDESS, EmoDB): no voice of dev or test is heard in training."""
+    """A speech corpus split by actor (RAVDESS, EmoDB, TESS, TurEV): no voice of dev or test is heard in
+    training. Actors are named as the corpus's labels.csv names them (numbers, or TESS's OAF and YAF)."""
 
     split_by: Literal["actor"]
-    dev_actors: list[int]
-    test_actors: list[int]
+    dev_actors: list[int | str]
+    test_actors: list[int | str]
     text_dropout: float = 0.0
     train_repeat: int = 1
     channel_variants: int = 0
@@ -257,9 +258,10 @@ def held_split(rules: dict[str, Any], key: str) -> str:
     """train, dev or test for a speaker id or a photo's file, by the rules' `split_by` (default: `actor`
     where the rules list actors, else `person`)."""
     split_by = rules.get("split_by", "actor" if "dev_actors" in rules else "person")
-    if split_by == "actor":
-        actor = int(key)
-        return "dev" if actor in rules["dev_actors"] else "test" if actor in rules["test_actors"] else "train"
+    if split_by == "actor":  # compared as written: "03" is actor 3, "OAF" is OAF
+        actor = str(int(key)) if str(key).strip().isdigit() else str(key).strip()
+        named = {split: {str(a) for a in rules[f"{split}_actors"]} for split in ("dev", "test")}
+        return "dev" if actor in named["dev"] else "test" if actor in named["test"] else "train"
     bucket = (face_bucket(key, rules["buckets"]) if split_by == "person"
               else zlib.crc32(Path(key).name.encode()) % rules["buckets"])
     return {rules["dev_bucket"]: "dev", rules["test_bucket"]: "test"}.get(bucket, "train")
