@@ -96,9 +96,13 @@ class StagewiseBackend(Backend):
         return self.stage_backends["video_encoder"].graph_runner(graph)
 
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
-        """Each stage from the profiler of the backend that runs it."""
-        measured = {id(b): b.operator_times(inputs, runs) for b in self.backends}
-        return {stage: (measured[id(b)] or {}).get(stage, {}) for stage, b in self.stage_backends.items()}
+        """Each stage from the profiler of the backend that runs it, on the inputs this chain gives it
+        (a backend loaded for some stages only cannot run the chain itself)."""
+        feeds, out = self.stage_feeds(inputs), {}
+        for backend in self.backends:
+            mine = {stage: feeds[stage] for stage, b in self.stage_backends.items() if b is backend}
+            out.update(backend.stage_operator_times(mine, runs) or {})
+        return {stage: out.get(stage, {}) for stage in self.stage_backends}
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.stage_backends[stage].run_stage(stage, feeds)
@@ -108,33 +112,40 @@ class StagewiseBackend(Backend):
             backend.close()
 
 
+def _request(timing: StageTiming, request: LoadRequest, stages: tuple[str, ...] | None = None) -> LoadRequest:
+    return LoadRequest(precision=timing.precision, threads=request.threads, memory_arena=request.memory_arena,
+                       providers=request.providers, stages=stages)
+
+
 def stagewise_backend(engines, tuning: Tuning, request: LoadRequest) -> StagewiseBackend:
-    """The tuned winners, each replaced by the next fastest candidate where it cannot run here."""
-    loaded: dict[tuple[str, str], Backend] = {}
+    """The tuned winners, each replaced by the next fastest candidate where it cannot run here; each
+    backend loaded once, for the stages it runs only (a backend that runs the head alone does not hold
+    the text encoder's 90 MB graph too)."""
     problems: dict[tuple[str, str], str | None] = {}
-    chosen, fallbacks = {}, []
+    picked: dict[str, StageTiming] = {}
+    fallbacks = []
     for stage in STAGE_ORDER:
         for rank, timing in enumerate(tuning.stages.get(stage, [])):
             key = (timing.backend, timing.precision)
             if key not in problems:
                 spec = registry().get(timing.backend)
-                wanted = LoadRequest(precision=timing.precision, threads=request.threads,
-                                     memory_arena=request.memory_arena, providers=request.providers)
                 problems[key] = (f"{timing.backend} is not a backend here" if spec is None
-                                 else spec.problem(engines, wanted))
-                if problems[key] is None:
-                    loaded[key] = spec.load(engines, wanted)
+                                 else spec.problem(engines, _request(timing, request)))
             if problems[key] is None:
-                chosen[stage] = loaded[key]
+                picked[stage] = timing
                 if rank:
                     winner = tuning.stages[stage][0]
                     fallbacks.append(f"{stage}: {winner.backend} {winner.precision} cannot run here "
                                      f"({problems[(winner.backend, winner.precision)]})")
                 break
         else:
-            for backend in loaded.values():
-                backend.close()
             raise LookupError(f"no tuned candidate for {stage} can run here")
+    loaded: dict[tuple[str, str], Backend] = {}
+    for key in dict.fromkeys((t.backend, t.precision) for t in picked.values()):
+        stages = tuple(s for s in STAGE_ORDER if (picked[s].backend, picked[s].precision) == key)
+        timing = picked[stages[0]]
+        loaded[key] = registry()[key[0]].load(engines, _request(timing, request, stages))
+    chosen = {stage: loaded[(t.backend, t.precision)] for stage, t in picked.items()}
     labels = ", ".join(f"{stage} {backend.label}" for stage, backend in chosen.items())
     note = f"auto → tuned per stage on {tuning.machine} ({labels})"
     if fallbacks:

@@ -128,3 +128,22 @@ def test_record_needs_the_data_it_records():
 
     result = CliRunner().invoke(export_app, ["tune", ".", "--record"])
     assert result.exit_code == 2 and "--data-dir" in result.output
+
+
+def test_the_tuned_auto_loads_each_backend_for_its_own_stages_only(engines):
+    from cmmsf.contracts import STAGE_ORDER
+    from cmmsf.sample_inputs import make_inputs
+
+    (engines / TUNING).write_text(json.dumps({
+        "machine": "here", "created": "2026-12-07T00:00:00+00:00", "guard": {},
+        "stages": {stage: [{"backend": "onnxruntime", "precision": "fp16" if stage == "mgf_head" else "fp32",
+                            "p50_ms": 1.0}] for stage in STAGE_ORDER}}))
+    folder = EngineFolder.open(engines)
+    with load_backend("auto", folder) as backend, load_backend("onnxruntime", folder) as plain:
+        head, rest = backend.stage_backends["mgf_head"], backend.stage_backends["text_encoder"]
+        assert set(head.sessions) == {"mgf_head"} and set(rest.sessions) == set(STAGE_ORDER) - {"mgf_head"}
+        inputs = make_inputs(folder.config, 1, 8, 20, 4, seed=3)
+        assert backend.run(inputs)["score"] == pytest.approx(plain.run(inputs)["score"], abs=2e-2)
+        times = backend.operator_times(inputs, runs=2)  # each stage profiled on the backend that runs it
+    assert set(times) == set(STAGE_ORDER) and all(times[stage] for stage in STAGE_ORDER)
+    assert "Gemm" in times["mgf_head"] or "MatMul" in times["mgf_head"]

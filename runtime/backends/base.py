@@ -71,6 +71,11 @@ class Backend(ABC):
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]] | None:
         """Stage → operator type → milliseconds per run, from the backend's own profiler (`bench
         --profile`); None where the backend has none."""
+        return self.stage_operator_times(self.stage_feeds(inputs), runs)
+
+    def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
+                             ) -> dict[str, dict[str, float]] | None:
+        """`operator_times` of the stages in `feeds`, each replayed on its own inputs (None: no profiler)."""
         return None
 
     def stage_feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

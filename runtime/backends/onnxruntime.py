@@ -110,9 +110,12 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def from_engines(cls, engines: EngineFolder, precision: str = "fp32", threads: int | None = None,
-                     providers: list[str] | None = None, memory_arena: bool = True) -> "OnnxRuntimeBackend":
-        return cls(engines.files(precision), precision, providers, threads, cache_dir=engines.path,
-                   memory_arena=memory_arena)
+                     providers: list[str] | None = None, memory_arena: bool = True,
+                     stages: tuple[str, ...] | None = None) -> "OnnxRuntimeBackend":
+        """`stages`: load only these (the tuned `auto` runs a backend for some stages only)."""
+        graphs = engines.files(precision)
+        graphs = {stage: graphs[stage] for stage in stages} if stages else graphs
+        return cls(graphs, precision, providers, threads, cache_dir=engines.path, memory_arena=memory_arena)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))
@@ -123,7 +126,8 @@ class OnnxRuntimeBackend(Backend):
         providers = [p for p in self.requested if p != "TensorrtExecutionProvider"]
         return onnx_runner(graph.read_bytes(), providers or None)
 
-    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+    def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
+                             ) -> dict[str, dict[str, float]]:
         """ONNX Runtime's own profiler: a profiling session per stage (same graph, same options), its JSON
         read back by operator type and removed."""
         import json
@@ -131,7 +135,7 @@ class OnnxRuntimeBackend(Backend):
 
         out = {}
         with tempfile.TemporaryDirectory(prefix="cmmsf-profile-") as folder:
-            for stage, feeds in self.stage_feeds(inputs).items():
+            for stage, stage_inputs in feeds.items():
                 session = self.sessions[stage]
                 options = session_options(self.threads, self.memory_arena)
                 options.enable_profiling = True
@@ -140,7 +144,7 @@ class OnnxRuntimeBackend(Backend):
                                                 providers=session.session.get_providers(),
                                                 disabled_optimizers=disabled_optimizers(session.path))
                 for _ in range(runs):
-                    profiled.run(session.output_names, feeds)
+                    profiled.run(session.output_names, stage_inputs)
                 events = json.loads(Path(profiled.end_profiling()).read_text())
                 times: dict[str, float] = {}
                 for event in events:
@@ -163,7 +167,7 @@ def _load(engines: EngineFolder, request: LoadRequest) -> OnnxRuntimeBackend:
     providers = _providers(request)
     return OnnxRuntimeBackend.from_engines(engines, precision=request.precision, threads=request.threads,
                                            providers=list(providers) if providers else None,
-                                           memory_arena=request.memory_arena)
+                                           memory_arena=request.memory_arena, stages=request.stages)
 
 
 SPEC = BackendSpec(

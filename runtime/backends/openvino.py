@@ -101,19 +101,20 @@ class OpenVinoBackend(Backend):
 
         return run
 
-    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+    def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
+                             ) -> dict[str, dict[str, float]]:
         """OpenVINO's own counters (`PERF_COUNT`): each stage compiled once more with them on, its executed
         nodes' real times summed by node type."""
         import openvino as ov
 
         core, out = ov.Core(), {}
-        for stage, feeds in self.stage_feeds(inputs).items():
+        for stage, stage_inputs in feeds.items():
             compiled = core.compile_model(str(self.graphs[stage]), _device(self.request_args),
                                           {**self.options, "PERF_COUNT": "YES"})
             request = compiled.create_infer_request()
             times: dict[str, float] = {}
             for _ in range(runs):
-                request.infer(feeds)
+                request.infer(stage_inputs)
                 for info in request.profiling_info:
                     if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status):
                         times[info.node_type] = times.get(info.node_type, 0.0) + \
@@ -123,7 +124,8 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def from_engines(cls, engines: EngineFolder, request: LoadRequest) -> "OpenVinoBackend":
-        return cls(engines.files(GRAPH[request.precision]), request)
+        graphs = engines.files(GRAPH[request.precision])
+        return cls({s: graphs[s] for s in request.stages} if request.stages else graphs, request)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self.requests[stage]

@@ -36,6 +36,8 @@ class LoadRequest:
     """ONNX Runtime's execution providers, in order of preference (None: every one this machine has)."""
     device: str = "auto"
     """torch's device (cpu, cuda, auto): gpu_check times torch on CUDA beside the engines."""
+    stages: tuple[str, ...] | None = None
+    """Load only these stages (None: all five): the tuned `auto` loads each backend for the stages it runs."""
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ class TensorRTBackend(Backend):
         self.provider = f"TensorRT {trt.__version__} on {device_identity().gpu}"
 
     @classmethod
-    def from_engines(cls, engines: EngineFolder) -> "TensorRTBackend":
+    def from_engines(cls, engines: EngineFolder, stages: tuple[str, ...] | None = None) -> "TensorRTBackend":
         plans = engines.files(Artifact.PLAN.value)
+        plans = {stage: plans[stage] for stage in stages} if stages else plans
         cls.check_identity(engines.tensorrt, engines.path, device_identity())
         return cls(plans, engines.manifest.precision)
 
@@ -75,7 +76,8 @@ class TensorRTBackend(Backend):
         self.memory.synchronize()
         return {k: v.astype(np.float32, copy=False) for k, v in outputs.items()}
 
-    def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
+    def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
+                             ) -> dict[str, dict[str, float]]:
         """TensorRT's IProfiler, as trtexec's --dumpProfile: each stage replayed on a fresh execution
         context with a profiler attached; layers as TensorRT names them (its fused layers). Written against
         TensorRT's documented API; not run here (no GPU)."""
@@ -90,13 +92,13 @@ class TensorRTBackend(Backend):
                 self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
 
         out = {}
-        for stage, feeds in self.stage_feeds(inputs).items():
+        for stage, stage_inputs in feeds.items():
             plain, profiler = self.contexts[stage], LayerTimes()
             self.contexts[stage] = self.engines[stage].create_execution_context()
             self.contexts[stage].profiler = profiler
             try:
                 for _ in range(runs):
-                    self.run_stage(stage, feeds)
+                    self.run_stage(stage, stage_inputs)
             finally:
                 self.contexts[stage] = plain
             out[stage] = {layer: ms / runs for layer, ms in profiler.ms.items()}
@@ -118,6 +120,7 @@ def _problem(engines: EngineFolder, request: LoadRequest) -> str | None:
 
 SPEC = BackendSpec(
     name="tensorrt", summary="TensorRT plans on the GPU (built by cmmsf-export build where TensorRT is)",
-    precisions=(), devices=("cuda",), load=lambda engines, request: TensorRTBackend.from_engines(engines),
+    precisions=(), devices=("cuda",),
+    load=lambda engines, request: TensorRTBackend.from_engines(engines, request.stages),
     problem=_problem, auto_rank=0, fixed_precision=lambda engines: engines.manifest.precision,
     artifact=Artifact.PLAN.value)
