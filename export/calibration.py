@@ -47,7 +47,8 @@ def _picked(data_dir: Path, source: str, config, per_source: int) -> list[ClipIn
     if not path.exists():
         raise CalibrationError(f"the calibration data is missing: {path} (--data-dir holds {', '.join(SOURCES)})")
     items, _ = load_dataset(path, "train", config, asr="off")
-    unique = sorted({(it.sample(None).id if it.inputs is None else it.inputs.id): it for it in items}.items())
+    # one per id (train repeats a small corpus), in id order; an item's id without building its inputs
+    unique = sorted({(it.maker.id if it.maker is not None else it.inputs.id): it for it in items}.items())
     if not unique:
         raise CalibrationError(f"{path} has no train split to calibrate on")
     chosen = np.linspace(0, len(unique) - 1, min(per_source, len(unique))).round().astype(int)
