@@ -118,11 +118,11 @@ class VideoConfig:
     resnet_width: int = 16
     transformer_layers: int = 2
     token_grid: int = 8
+    """Branch B embeds each frame from a token_grid × token_grid average-pooled thumbnail."""
     frame_step: int = 1
     """Branch A's backbone reads frames 0, k, 2k, … and holds each reading for the k frames it stands
     for, so the temporal layers still see one feature per frame at `fps` (what they were trained on).
     Expressions change over hundreds of milliseconds; the backbone is most of the video stage's time."""
-    """Branch B embeds each frame from a token_grid × token_grid average-pooled thumbnail."""
 
 
 @with_config(STRICT)

@@ -307,10 +307,10 @@ def _guard_int8(out: Path, stages: dict, data_dir: Path, log: StepLog) -> dict[s
     verdicts: dict[str, str] = {}
     try:
         with OnnxRuntimeBackend.from_engines(engines, "int8") as int8:
+            fp32 = {s: guard.pipeline.backend for s in STAGE_ORDER}
             for stage in quantised:
                 with log.step(f"int8 guard {stage}") as step:
-                    others = {s: guard.pipeline.backend for s in STAGE_ORDER}
-                    verdicts[stage] = guard.verdict(StagewiseBackend({**others, stage: int8}))
+                    verdicts[stage] = guard.verdict(StagewiseBackend({**fp32, stage: int8}))
                     step.detail = verdicts[stage]
             with log.step("int8 guard chain") as step:
                 verdicts["chain"] = guard.verdict(int8)

@@ -20,7 +20,7 @@ import numpy as np
 from cmmsf.contracts import STAGE_ORDER
 from cmmsf.inputs.errors import CmmsfError
 from cmmsf.inputs.features import ClipInputs, collate
-from cmmsf.runtime.backends.base import Backend, conform
+from cmmsf.runtime.backends.base import Backend
 
 SOURCES = ("mosi/label.csv", "ravdess", "emodb", "faces")
 """Under the data folder: sentences, two corpora of voices (two languages), face photos."""
@@ -61,20 +61,16 @@ def calibration_clips(data_dir: Path, config, per_source: int = PER_SOURCE) -> l
     clips = [clip for source in SOURCES for clip in by_source[source]]
     voices = by_source["ravdess"] + by_source["emodb"]
     for i, (text, face) in enumerate(zip(by_source["mosi/label.csv"], by_source["faces"])):
-        arrays = {"text": text.arrays["text"], "audio": voices[i % len(voices)].arrays["audio"],
-                  "video": face.arrays["video"]}
-        clips.append(ClipInputs(f"{text.id}+{voices[i % len(voices)].id}+{face.id}", arrays))
+        voice = voices[i % len(voices)]
+        arrays = {"text": text.arrays["text"], "audio": voice.arrays["audio"], "video": face.arrays["video"]}
+        clips.append(ClipInputs(f"{text.id}+{voice.id}+{face.id}", arrays))
     return clips
 
 
 def record_feeds(backend: Backend, batches: list[dict[str, np.ndarray]]) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Every stage's own inputs for each batch, from one pass of the chain."""
-    feeds: dict[str, list[dict[str, np.ndarray]]] = {stage: [] for stage in STAGE_ORDER}
-    for batch in batches:
-        tensors = backend.run(batch)
-        for stage in STAGE_ORDER:
-            feeds[stage].append(conform(stage, tensors))
-    return feeds
+    """Stage → its own inputs for each batch (`Backend.stage_feeds`: one pass of the chain per batch)."""
+    passes = [backend.stage_feeds(batch) for batch in batches]
+    return {stage: [feeds[stage] for feeds in passes] for stage in STAGE_ORDER}
 
 
 def digest(clips: list[ClipInputs]) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-
 INT8_OPS: dict[str, tuple[str, ...]] = {
     "text_encoder": ("MatMul",),
     "audio_encoder": (),
@@ -30,9 +29,9 @@ INT8_OPS: dict[str, tuple[str, ...]] = {
     "mgf_head": (),
 }
 """Stage → operator types quantised (a MatMul only where its second input is a weight: attention's
-activation × activation products stay in float); empty: the stage keeps FP32. Measured at batch 1, typical lengths, on 2
-cores of an AVX-512 VNNI CPU, each QDQ variant against its FP32 graph in ONNX Runtime and OpenVINO: the
-text encoder's MatMuls 7.9 → 4.9 ms on ONNX Runtime; the face stage slower quantised every way tried
+activation × activation products stay in float); empty: the stage keeps FP32. Measured at batch 1,
+typical lengths, on 2 cores of an AVX-512 VNNI CPU, each QDQ variant against its FP32 graph in ONNX
+Runtime and OpenVINO: the text encoder's MatMuls 7.9 → 4.9 ms on ONNX Runtime; the face stage slower quantised every way tried
 (MatMul 46.5 → 54.2 ms, Conv → 71.1 ms, both → 49.8 ms on ONNX Runtime; OpenVINO's BF16 FP32 graph 16.4 ms
 beats all its INT8 variants, 26.8-64.6 ms); audio, interaction and head within noise (±0.6 ms)."""
 KEEP_FLOAT: dict[str, str] = {"text_encoder": r"layer\.\d+/output/dense/"}
@@ -70,8 +69,8 @@ def quantize_stage(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]], op
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         nodes = chosen_nodes(onnx.load(str(prepared)), ops, keep_float)
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(ops), nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(ops), nodes_to_quantize=nodes, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     model = onnx.load(str(out))
     model.doc_string = f"{model.doc_string} INT8 QDQ: {', '.join(ops)}".strip()

@@ -74,9 +74,9 @@ def artifacts_table(report: dict) -> Table:
         for kind, artifact in info["artifacts"].items():
             status = artifact["status"]
             ops = artifact.get("int8_ops")
-            int8_cell = ([", ".join(f"{op} ×{n}" for op, n in ops.items()) or "nothing (FP32 graph)"] if ops is not None
-                         else ["" if int8 else None])
+            int8_cell = ("" if ops is None
+                         else ", ".join(f"{op} ×{n}" for op, n in ops.items()) or "nothing (FP32 graph)")
             table.add_row(stage, kind, artifact["file"], _mb(artifact["bytes"]), str(artifact.get("opset", "-")),
                           artifact["sha256"][:16] + "…", f"[green]{status}[/]" if status == "ok" else f"[red]{status}[/]",
-                          *[c for c in int8_cell if c is not None])
+                          *([int8_cell] if int8 else []))
     return table

@@ -35,7 +35,8 @@ def choose_build_path(tensorrt_version: str, precision: str) -> BuildPath:
     """Which network flavour and which ONNX to build from, for a TensorRT version and a precision."""
     major = int(tensorrt_version.split(".")[0])
     if precision == "int8":
-        return BuildPath("strongly_typed", "int8", False) if major >= 9 else BuildPath("weakly_typed", "int8", True, True)
+        strongly = major >= 9  # 8.x: weakly typed, with the INT8 flag (and FP16 for the float parts)
+        return BuildPath("strongly_typed" if strongly else "weakly_typed", "int8", not strongly, not strongly)
     if precision == "fp32":
         return BuildPath("strongly_typed" if major >= 9 else "weakly_typed", "fp32", False)
     if major >= 9:

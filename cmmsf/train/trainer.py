@@ -360,9 +360,8 @@ class Trainer:
         last = self.run / "last"
         if not (last / "state.json").is_file():
             return state
-        saved_model = load_file(str(last / "model.safetensors"))
-        if set(saved_model) != set(model.state_dict()) or any(
-                saved_model[k].shape != v.shape for k, v in model.state_dict().items()):
+        saved_model, current = load_file(str(last / "model.safetensors")), model.state_dict()
+        if set(saved_model) != set(current) or any(saved_model[k].shape != v.shape for k, v in current.items()):
             raise UsageError(f"{last} holds the training state of another model than this command's "
                              "(--config/--preset/--init differ from the run that wrote it): give the same ones, "
                              "or another --out")
