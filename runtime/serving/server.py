@@ -20,6 +20,7 @@ import signal
 import sys
 import sysconfig
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,9 +270,12 @@ def serve(opts: ServeOptions, console: Console) -> None:
     stub_sees_this_python()
     quiet_pytriton()
     # Ctrl-C and SIGTERM (`kill`, docker stop) only set a flag, from here on: an exception thrown into
-    # whatever PyTriton is doing at that moment (a health probe, a lock) can leave its shutdown hanging
-    stop = threading.Event()
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # whatever PyTriton is doing at that moment (a health probe, a lock) can leave its shutdown hanging.
+    # A plain flag that the main thread polls, not an Event: a handler that takes a lock the interrupted
+    # main thread may hold can deadlock
+    stop: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: stop.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     in_flight = InFlight()
     house = Housekeeping((TENSORS_MODEL, CLIP_MODEL))
     log = opts.log_file or house.log
@@ -307,7 +311,8 @@ def serve(opts: ServeOptions, console: Console) -> None:
                           f"  metrics http://{opts.address}:{opts.metrics_port}/metrics\n"
                           + (f"  Triton log: {log}\n" if opts.log_file else "") + "  Ctrl-C stops",
                           highlight=False)
-            stop.wait()
+            while not stop:
+                time.sleep(STOP_POLL_S)
             watchdog.stop()
             left = in_flight.drain(opts.grace_s)
             if left:
@@ -324,14 +329,23 @@ def serve(opts: ServeOptions, console: Console) -> None:
             signal.signal(signum, handler)
         pipeline.close()
     console.print("server stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
     if hung:  # PyTriton's threads still wait; the interpreter's shutdown would wait with them
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(0)
+    # everything of ours is stopped and removed; the interpreter's shutdown still joins whatever threads
+    # PyTriton left (seen once past a minute on a loaded 2-core CI machine): bound it
+    deadline = threading.Timer(EXIT_TIMEOUT_S, os._exit, args=(0,))
+    deadline.daemon = True
+    deadline.start()
 
 
+STOP_POLL_S = 0.1
+"""How often the main thread looks whether Ctrl-C or SIGTERM arrived."""
 STOP_TIMEOUT_S = 15.0
 """How long PyTriton's stop (Triton's own 3 s exit timeout, its stubs, its proxies) may take."""
+EXIT_TIMEOUT_S = 5.0
+"""How long the interpreter's shutdown may wait for threads left behind after a clean stop."""
 
 
 def die(triton, house: Housekeeping, log_file: Path | None) -> None:
