@@ -62,10 +62,14 @@ def corpus_states(folder: Path, recognizer: SpeechRecognizer, variants: int, spe
     return x[keep], y[keep], np.array([actor for actor, _ in groups])[keep]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-balanced logistic regression by L-BFGS: (weights, bias)."""
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y)
-    balance = torch.where(yt > 0, 0.5 / yt.mean(), 0.5 / (1 - yt.mean()))
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarray | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced logistic regression by L-BFGS: (weights, bias); `weights` weigh the examples
+    (e.g. each corpus alike) before the two classes are balanced."""
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    given = torch.ones_like(yt) if weights is None else torch.from_numpy(weights / weights.mean()).float()
+    positive_share = (given * yt).sum() / given.sum()
+    balance = given * torch.where(yt > 0, 0.5 / positive_share, 0.5 / (1 - positive_share))
     w, b = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
 
