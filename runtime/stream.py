@@ -15,6 +15,8 @@ read timeout: a source that accepts and then sends nothing, or stalls mid-stream
 one error line after `read_timeout` seconds. There is no automatic reconnect: a dropped source ends the
 stream (rerun the command, or put a restarting supervisor around it).
 A window with no usable modality is an error line (`no usable input: …`), as a clip is in `infer`.
+Before the source opens, one untimed pass at the window's shape warms every session up (warm_up), so
+the first window costs what the others do.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from cmmsf.inputs.speech_features import StreamingWhisper
 from cmmsf.inputs.live import AudioChunk, is_live, read_source
 from cmmsf.inputs.media import media_duration
 from cmmsf.inputs.text import Transcript, read_transcript
-from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, frame_to_input
+from cmmsf.sample_inputs import make_inputs
+from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, face_boxes, frame_to_input
 
 from .latency import percentiles
 from .pipeline import Pipeline, error_record
@@ -176,6 +179,7 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
         StreamingWhisper(pre.speech, audio.sample_rate, audio.frame_rate_hz) if audio.frontend == "whisper"
         else StreamingLogMel(audio.sample_rate, audio.feature_dim, audio.frame_rate_hz),
         1.0 / config.video.fps, FaceTracker(detector=pre.detector) if pre.face_crop else None)
+    warm_up(pipeline, window, words)
     next_window, busy, wall_start = 0, 0.0, time.perf_counter()
 
     def run(start: float, end_of_media: float | None = None) -> tuple[dict, float]:
@@ -209,6 +213,35 @@ def iter_windows(pipeline: Pipeline, source: str, window: float, hop: float, tra
         busy += spent
         next_window += 1
         yield record, busy
+
+
+WARM_UP_TOKENS = 24
+"""Sentence length of the warm-up pass (a 4 s window holds about 10 spoken words)."""
+
+
+def warm_up(pipeline: Pipeline, window: float, words: WindowWords) -> dict[str, float]:
+    """One untimed pass at the window's shape through everything a window runs, before the source opens;
+    returns the engines' milliseconds per stage (what the first window would have paid).
+
+    Why: the first window paid for every session's first run (OpenVINO's kernels for the shapes, the
+    voice-activity model's load, the face detector's first call): 497 ms against 56-68 ms for the next
+    ones on the MOSI mp4, and on a 7.5 s clip that alone was half the stream's real-time factor. A live
+    stream should pay it while it starts, as Triton's model warm-up and trtexec's --warmUp do."""
+    config, pre = pipeline.config, pipeline.preprocessor
+    rate = pre.spec.sample_rate
+    murmur = (0.05 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+    pre.speech_notes(murmur, {}, {})
+    if pre.speech is not None:
+        pre.audio(murmur)
+    if words.rolling is not None:
+        words.rolling.recognizer.transcribe(murmur)
+    if pre.face_crop:
+        face_boxes(np.zeros((480, 640, 3), np.uint8), pre.detector)
+    limits = pipeline.engines.profile.max_len
+    lengths = {"text_len": min(WARM_UP_TOKENS, limits["text"]),
+               "audio_len": max(1, min(int(window * config.audio.frame_rate_hz), limits["audio"])),
+               "video_len": max(1, min(int(window * config.video.fps), limits["video"]))}
+    return pipeline.run_batch(make_inputs(config, batch=1, padded=False, **lengths)).stage_ms
 
 
 def _run_window(pipeline: Pipeline, state: StreamState, words: WindowWords, start: float, window: float,

@@ -259,6 +259,23 @@ def test_stream_memory_stays_flat(tiny_engines, tmp_path):
     assert len(held) >= 18 and max(frames) <= 3 * 15 and max(steps) <= 3 * 12.5 + 1  # a window and a hop, not 20 s
 
 
+
+def test_stream_warm_up_runs_every_stage_at_any_window_and_changes_no_score(tiny_engines, tmp_path, monkeypatch):
+    from cmmsf.contracts import STAGES
+    from cmmsf.runtime import stream
+    from cmmsf.runtime.pipeline import Pipeline
+
+    write_video(tmp_path / "v.mp4", seconds=3.0, fps=15, size=64)
+    pipeline = Pipeline.load(tiny_engines)
+    words = stream.WindowWords(pipeline.preprocessor, None)
+    for window in (0.1, 4.0, 10_000.0):  # a window past the build profile's lengths is cut to them
+        assert set(stream.warm_up(pipeline, window, words)) == set(STAGES)
+    warmed = [r["score"] for r, _ in stream.iter_windows(pipeline, str(tmp_path / "v.mp4"), window=2.0, hop=1.0)]
+    monkeypatch.setattr(stream, "warm_up", lambda *args: {})
+    cold = [r["score"] for r, _ in stream.iter_windows(Pipeline.load(tiny_engines), str(tmp_path / "v.mp4"),
+                                                        window=2.0, hop=1.0)]
+    assert len(warmed) == len(cold) >= 2 and np.allclose(warmed, cold, atol=1e-5)
+
 # ------------------------------------------------------------------ network sources that stall
 
 @contextmanager
