@@ -21,7 +21,7 @@ from cmmsf.data.datasets import load_dataset
 from cmmsf.evaluation.evaluator import SubsetRow
 from cmmsf.evaluation.metrics import valence_metrics
 from cmmsf.data.sources import (balance_weights, emotion_score, emotion_shares, face_bucket, held_split,
-                                load_sources_config, source_kind)
+                                jittered_crop, load_sources_config, source_kind)
 from cmmsf.train.trainer import predict
 
 from .media import write_wav
@@ -149,6 +149,21 @@ def test_faces_are_short_jittered_clips_in_training_and_still_ones_in_evaluation
     assert 4 <= len(jittered) <= 10 and not np.array_equal(jittered[0], jittered[1])
     assert face.sample().arrays["text"] is None and face.sample().arrays["audio"] is None
 
+
+
+def test_crop_jitter_moves_scales_and_turns_the_crop_within_its_bounds():
+    size = 200
+    crop = np.zeros((size, size, 3), np.uint8)
+    cv2.circle(crop, (size // 2, size // 2), 40, (255, 255, 255), -1)  # a disc of area 5027 px at the centre
+    rng = np.random.default_rng(0)
+    assert np.array_equal(jittered_crop(crop, rng, 0.0, 0.0, 0.0), crop)
+    for _ in range(40):
+        grey = jittered_crop(crop, rng, 0.02, 0.08, 3.0)[..., 0].astype(np.float64) / 255
+        ys, xs = np.indices(grey.shape)
+        centre = np.array([(xs * grey).sum(), (ys * grey).sum()]) / grey.sum()
+        assert np.abs(centre - size / 2).max() <= 0.02 * size + 1  # moved by at most 2% of the side
+        area = grey.sum() / (math.pi * 40 ** 2)
+        assert 1 / 1.08 ** 2 - 0.03 <= area <= 1 / 0.92 ** 2 + 0.03  # the box 8% larger or smaller at most
 
 def test_balance_weights_make_each_valence_class_count_alike():
     weights = balance_weights([2.0] * 8 + [0.0] * 4 + [-2.0] * 2, cap=6.0)

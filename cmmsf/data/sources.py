@@ -74,6 +74,10 @@ class PhotoRules:
     eval_frames: int
     max_shift: int
     train_repeat: int = 1
+    crop_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """In training, each clip's crop is moved by up to this share of its side, scaled by up to this share and
+    turned by up to this many degrees (one draw per clip): the wobble of the detector's box and landmarks
+    between a tight photo and the same face small in a frame, so the encoder learns to ignore it."""
 
 
 @with_config(STRICT)
@@ -200,6 +204,8 @@ class StillFace(SourceItem):
     train_frames: tuple[int, int] = (4, 10)
     eval_frames: int = 15
     max_shift: int = 4
+    crop_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """(centre share, side share, degrees) of PhotoRules.crop_jitter, training only."""
     modalities = ("video",)
 
     def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
@@ -207,6 +213,8 @@ class StillFace(SourceItem):
             frames = np.repeat(self.image[None], self.eval_frames, axis=0)
         else:
             image = self.image[:, ::-1] if rng.random() < 0.5 else self.image
+            if any(self.crop_jitter):
+                image = jittered_crop(image, rng, *self.crop_jitter)
             count = int(rng.integers(self.train_frames[0], self.train_frames[1] + 1))
             frames = np.stack([_shifted(image, rng, self.max_shift) for _ in range(count)])
         return ClipInputs(self.id, {"text": None, "audio": None,
@@ -217,6 +225,18 @@ def face_photo(image: np.ndarray) -> np.ndarray | None:
     """The detector's square crop of a photo at its own resolution, or None when it finds no face."""
     box = detect_face(image)
     return None if box is None else crop_face(image, box, max(2, int(round(box.side))))
+
+
+def jittered_crop(image: np.ndarray, rng: np.random.Generator, centre: float, side: float, degrees: float
+                  ) -> np.ndarray:
+    """The square crop as a slightly different box would have cut it: moved by up to `centre` of its side
+    each way, its side scaled by up to `side` either way, turned by up to `degrees`; edges repeated."""
+    size = image.shape[0]
+    dx, dy = rng.uniform(-centre, centre, size=2) * size
+    zoom = 1.0 / (1.0 + rng.uniform(-side, side))  # a box larger by k shows the face 1/k as large
+    turn = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(-degrees, degrees)), zoom)
+    turn[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, turn, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _shifted(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
@@ -350,7 +370,8 @@ def load_faces(folder: Path, name: str, split: str, config: ModelConfig, sources
             continue
         items.append(StillFace(row["file"], name, emotion, label, image=crop, photo=folder / row["file"],
                                image_size=config.video.image_size, train_frames=tuple(rules["train_frames"]),
-                               eval_frames=int(rules["eval_frames"]), max_shift=int(rules["max_shift"])))
+                               eval_frames=int(rules["eval_frames"]), max_shift=int(rules["max_shift"]),
+                               crop_jitter=tuple(float(v) for v in rules.get("crop_jitter", (0.0, 0.0, 0.0)))))
     return items
 
 
