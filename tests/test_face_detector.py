@@ -90,3 +90,23 @@ def test_the_engine_folders_detector_is_sealed(tiny_engines, tmp_path):
     graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
     with pytest.raises(ManifestError, match="face_detector.onnx is missing or does not match its sha256"):
         EngineFolder.open(copy).face_detector()
+
+
+@photos
+def test_a_training_photo_framed_is_read_as_a_webcam_would_crop_it_and_only_in_training():
+    from cmmsf.data.sources import StillFace, face_photo, framed_crops
+
+    rgb = cv2.cvtColor(cv2.imread(str(sorted(FACES.glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
+    framed = framed_crops(rgb, 3, "images/a.jpg")
+    assert len(framed) == 3 and all(c.shape[0] == c.shape[1] for c in framed)
+    assert all(np.array_equal(a, b) for a, b in zip(framed, framed_crops(rgb, 3, "images/a.jpg")))  # seeded
+    assert not np.array_equal(framed[0], framed_crops(rgb, 1, "images/b.jpg")[0])
+    # placed at 130-200 px, the face is cut at the frame's resolution, not the photo's
+    tight = face_photo(rgb)
+    assert {c.shape[0] for c in framed} != {tight.shape[0]}
+    face = StillFace("a", "faces", "happy", 2.0, image=tight, framed=framed, image_size=32, max_shift=0)
+    plain = face.sample().arrays["video"]
+    assert np.allclose(plain[0], StillFace("a", "faces", "happy", 2.0, image=tight, image_size=32).sample()
+                       .arrays["video"][0])  # evaluation never reads the framed crops
+    firsts = {face.sample(np.random.default_rng(seed)).arrays["video"][0].tobytes() for seed in range(24)}
+    assert len(firsts) > 2  # training draws among the tight crop and the framed ones (and their mirrors)

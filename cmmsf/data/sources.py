@@ -78,6 +78,10 @@ class PhotoRules:
     """In training, each clip's crop is moved by up to this share of its side, scaled by up to this share and
     turned by up to this many degrees (one draw per clip): the wobble of the detector's box and landmarks
     between a tight photo and the same face small in a frame, so the encoder learns to ignore it."""
+    framed_variants: int = 0
+    """Each training photo is also placed this many times small in a 640×480 frame (evaluation/framing.py)
+    and cropped there by the detector, what a webcam shows; one of these or the tight crop is drawn at
+    each reading."""
 
 
 @with_config(STRICT)
@@ -206,13 +210,19 @@ class StillFace(SourceItem):
     max_shift: int = 4
     crop_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """(centre share, side share, degrees) of PhotoRules.crop_jitter, training only."""
+    framed: tuple[np.ndarray, ...] = ()
+    """The detector's crops of the photo placed small in frames (PhotoRules.framed_variants), training only."""
     modalities = ("video",)
 
     def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
         if rng is None:
             frames = np.repeat(self.image[None], self.eval_frames, axis=0)
         else:
-            image = self.image[:, ::-1] if rng.random() < 0.5 else self.image
+            image = self.image
+            if self.framed:
+                pick = int(rng.integers(len(self.framed) + 1))
+                image = image if pick == len(self.framed) else self.framed[pick]
+            image = image[:, ::-1] if rng.random() < 0.5 else image
             if any(self.crop_jitter):
                 image = jittered_crop(image, rng, *self.crop_jitter)
             count = int(rng.integers(self.train_frames[0], self.train_frames[1] + 1))
@@ -237,6 +247,21 @@ def jittered_crop(image: np.ndarray, rng: np.random.Generator, centre: float, si
     turn = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(-degrees, degrees)), zoom)
     turn[:, 2] += (dx, dy)
     return cv2.warpAffine(image, turn, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def framed_crops(photo: np.ndarray, count: int, key: str) -> tuple[np.ndarray, ...]:
+    """The detector's square crops of `photo` placed small in `count` random frames (seeded by `key`), each
+    at its own resolution; placements where no face is found are left out."""
+    from cmmsf.evaluation.framing import place_in_frame
+
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    crops = []
+    for _ in range(count):
+        frame = place_in_frame(photo, rng)
+        box = detect_face(frame)
+        if box is not None:
+            crops.append(crop_face(frame, box, max(2, int(round(box.side)))))
+    return tuple(crops)
 
 
 def _shifted(image: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
@@ -364,11 +389,13 @@ def load_faces(folder: Path, name: str, split: str, config: ModelConfig, sources
         if image is None:
             skipped.add(f"{row['file']}: not a readable image")
             continue
-        crop = face_photo(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        crop = face_photo(rgb)
         if crop is None:
             skipped.add(f"{row['file']}: no face found")
             continue
-        items.append(StillFace(row["file"], name, emotion, label, image=crop, photo=folder / row["file"],
+        framed = framed_crops(rgb, int(rules.get("framed_variants", 0)), row["file"]) if split == "train" else ()
+        items.append(StillFace(row["file"], name, emotion, label, image=crop, photo=folder / row["file"], framed=framed,
                                image_size=config.video.image_size, train_frames=tuple(rules["train_frames"]),
                                eval_frames=int(rules["eval_frames"]), max_shift=int(rules["max_shift"]),
                                crop_jitter=tuple(float(v) for v in rules.get("crop_jitter", (0.0, 0.0, 0.0)))))
