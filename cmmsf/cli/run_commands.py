@@ -132,11 +132,12 @@ def run_serve(
                                        metavar="SECONDS"),
 ) -> None:
     """Serve the pipeline on Triton Inference Server (PyTriton): models cmmsf_tensors and cmmsf_clip."""
-    from cmmsf.runtime.serving.server import ServeOptions, serve
+    from cmmsf.runtime.serving.server import ServeOptions, bound_exit, serve
 
     serve(ServeOptions(settings=settings, address=address, http_port=http_port, grpc_port=grpc_port,
                        metrics_port=metrics_port, max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms,
                        log_file=log_file, grace_s=grace_period), console)
+    bound_exit()  # this process only serves: its exit must not wait on threads PyTriton left behind
 
 
 @run_app.command("bench")

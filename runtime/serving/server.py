@@ -333,9 +333,14 @@ def serve(opts: ServeOptions, console: Console) -> None:
     sys.stderr.flush()
     if hung:  # PyTriton's threads still wait; the interpreter's shutdown would wait with them
         os._exit(0)
-    # everything of ours is stopped and removed; the interpreter's shutdown still joins whatever threads
-    # PyTriton left (seen once past a minute on a loaded 2-core CI machine): bound it
-    deadline = threading.Timer(EXIT_TIMEOUT_S, os._exit, args=(0,))
+
+
+def bound_exit(timeout_s: float | None = None) -> None:
+    """For `cmmsf-run serve`'s process, after `serve` returned: everything of ours is stopped and removed,
+    but the interpreter's shutdown still joins whatever threads PyTriton left (seen once past a minute on a
+    loaded 2-core CI machine), so end the process if it has not ended `timeout_s` from now. Never call it
+    in a process that goes on working after the server."""
+    deadline = threading.Timer(EXIT_TIMEOUT_S if timeout_s is None else timeout_s, os._exit, args=(0,))
     deadline.daemon = True
     deadline.start()
 
