@@ -207,8 +207,9 @@ class EngineFolder:
         self._verified.update((seen - bad) & set(self.kinds()))
         return out
 
-    def files(self, kind: str) -> dict[str, Path]:
-        """Stage → verified path of one artifact kind; hashes are checked once per kind and folder."""
+    def files(self, kind: str, stages: tuple[str, ...] | None = None) -> dict[str, Path]:
+        """Stage → verified path of one artifact kind, for `stages` only where given (the tuned `auto` loads
+        a backend for some stages); hashes are checked once per kind and folder, every stage's."""
         if kind not in self.kinds():
             if kind == Artifact.PLAN.value:
                 raise ManifestError(f"{self.path} has no TensorRT plans ({self.tensorrt.reason}); "
@@ -219,7 +220,7 @@ class EngineFolder:
             if problems:
                 raise ManifestError("refusing to load tampered or incomplete artifacts: " + "; ".join(problems)
                                     + f". Rebuild with `cmmsf-export build --out {self.path} --force`")
-        return {s: self.path / self.record(s, kind).file for s in STAGE_ORDER}
+        return {s: self.path / self.record(s, kind).file for s in (stages or STAGE_ORDER)}
 
     # ------------------------------------------------------------------ the checkpoint it came from
 

@@ -113,9 +113,8 @@ class OnnxRuntimeBackend(Backend):
                      providers: list[str] | None = None, memory_arena: bool = True,
                      stages: tuple[str, ...] | None = None) -> "OnnxRuntimeBackend":
         """`stages`: load only these (the tuned `auto` runs a backend for some stages only)."""
-        graphs = engines.files(precision)
-        graphs = {stage: graphs[stage] for stage in stages} if stages else graphs
-        return cls(graphs, precision, providers, threads, cache_dir=engines.path, memory_arena=memory_arena)
+        return cls(engines.files(precision, stages), precision, providers, threads, cache_dir=engines.path,
+                   memory_arena=memory_arena)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.sessions[stage].run(conform(stage, feeds))

@@ -124,8 +124,7 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def from_engines(cls, engines: EngineFolder, request: LoadRequest) -> "OpenVinoBackend":
-        graphs = engines.files(GRAPH[request.precision])
-        return cls({s: graphs[s] for s in request.stages} if request.stages else graphs, request)
+        return cls(engines.files(GRAPH[request.precision], request.stages), request)
 
     def run_stage(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self.requests[stage]

@@ -45,8 +45,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_engines(cls, engines: EngineFolder, stages: tuple[str, ...] | None = None) -> "TensorRTBackend":
-        plans = engines.files(Artifact.PLAN.value)
-        plans = {stage: plans[stage] for stage in stages} if stages else plans
+        plans = engines.files(Artifact.PLAN.value, stages)
         cls.check_identity(engines.tensorrt, engines.path, device_identity())
         return cls(plans, engines.manifest.precision)
 
