@@ -63,7 +63,8 @@ def corpus_vectors(folder: Path, cache: Path, name: str, variants: int) -> dict[
     for row in rows:
         wave = decode_audio(folder / row["file"], RATE)
         rng = np.random.default_rng(zlib.crc32(row["file"].encode()))
-        vectors.append([vector(heard) for heard in [wave] + [recording_variant(wave, RATE, rng) for _ in range(variants)]])
+        heard = [wave] + [recording_variant(wave, RATE, rng) for _ in range(variants)]
+        vectors.append([vector(channel) for channel in heard])
     found = {"x": np.array(vectors, np.float32), "speaker": np.array([r["actor"] for r in rows]),
              "emotion": np.array([r["emotion"] for r in rows])}
     cache.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,8 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, weights: np.ndarray, seed: int = 0, ep
     optimizer = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
     for _ in range(epochs):
         for batch in torch.randperm(len(xt)).split(64):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xt[batch])[:, 0], yt[batch], reduction="none")
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xt[batch])[:, 0], yt[batch],
+                                                                        reduction="none")
             optimizer.zero_grad()
             (loss * wt[batch]).mean().backward()
             optimizer.step()

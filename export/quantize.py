@@ -31,9 +31,10 @@ INT8_OPS: dict[str, tuple[str, ...]] = {
 """Stage → operator types quantised (a MatMul only where its second input is a weight: attention's
 activation × activation products stay in float); empty: the stage keeps FP32. Measured at batch 1,
 typical lengths, on 2 cores of an AVX-512 VNNI CPU, each QDQ variant against its FP32 graph in ONNX
-Runtime and OpenVINO: the text encoder's MatMuls 7.9 → 4.9 ms on ONNX Runtime; the face stage slower quantised every way tried
-(MatMul 46.5 → 54.2 ms, Conv → 71.1 ms, both → 49.8 ms on ONNX Runtime; OpenVINO's BF16 FP32 graph 16.4 ms
-beats all its INT8 variants, 26.8-64.6 ms); audio, interaction and head within noise (±0.6 ms)."""
+Runtime and OpenVINO: the text encoder's MatMuls 7.9 → 4.9 ms on ONNX Runtime; the face stage slower
+quantised every way tried (MatMul 46.5 → 54.2 ms, Conv → 71.1 ms, both → 49.8 ms on ONNX Runtime;
+OpenVINO's BF16 FP32 graph 16.4 ms beats all its INT8 variants, 26.8-64.6 ms); audio, interaction and head
+within noise (±0.6 ms)."""
 KEEP_FLOAT: dict[str, str] = {"text_encoder": r"layer\.\d+/output/dense/"}
 """Stage → a regular expression of node names left in float though their type is quantised: BERT's
 feed-forward down projections read the GELU activations' few huge outlier channels, which one uint8 range

@@ -225,7 +225,7 @@ def warm_up(pipeline: Pipeline, window: float, words: WindowWords) -> dict[str, 
 
     Why: the first window paid for every session's first run (OpenVINO's kernels for the shapes, the
     voice-activity model's load, the face detector's first call): 497 ms against 56-68 ms for the next
-    ones on the MOSI mp4, and on a 7.5 s clip that alone was half the stream's real-time factor. A live
+    ones on the MOSI mp4, and on a 7.5 s clip that alone was a third of the stream's real-time factor. A live
     stream should pay it while it starts, as Triton's model warm-up and trtexec's --warmUp do."""
     config, pre = pipeline.config, pipeline.preprocessor
     rate = pre.spec.sample_rate

@@ -335,12 +335,12 @@ def serve(opts: ServeOptions, console: Console) -> None:
         os._exit(0)
 
 
-def bound_exit(timeout_s: float | None = None) -> None:
+def bound_exit() -> None:
     """For `cmmsf-run serve`'s process, after `serve` returned: everything of ours is stopped and removed,
     but the interpreter's shutdown still joins whatever threads PyTriton left (seen once past a minute on a
-    loaded 2-core CI machine), so end the process if it has not ended `timeout_s` from now. Never call it
-    in a process that goes on working after the server."""
-    deadline = threading.Timer(EXIT_TIMEOUT_S if timeout_s is None else timeout_s, os._exit, args=(0,))
+    loaded 2-core CI machine), so end the process if it has not ended EXIT_TIMEOUT_S from now. Never call
+    it in a process that goes on working after the server."""
+    deadline = threading.Timer(EXIT_TIMEOUT_S, os._exit, args=(0,))
     deadline.daemon = True
     deadline.start()
 
