@@ -43,8 +43,8 @@ from cmmsf.inputs.face_detector import LICENCE as DETECTOR_NOTICE
 from cmmsf.inputs.face_detector import SHIPPED as SHIPPED_DETECTOR
 from cmmsf.inputs.face_detector import SHIPPED_SHA256 as SHIPPED_DETECTOR_SHA256
 from cmmsf.inputs.face_detector import dynamic_graph
-from cmmsf.runtime.manifest import (DETECTOR, DETECTOR_LICENCE, MANIFEST, TOKENIZER, Manifest, artifact_record,
-                                    write_manifest)
+from cmmsf.runtime.manifest import (DETECTOR, DETECTOR_LICENCE, DETECTOR_PLAN, MANIFEST, TOKENIZER, Manifest,
+                                    artifact_record, write_manifest)
 
 from . import tensorrt_build
 from .fp16 import convert_to_fp16
@@ -224,6 +224,8 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
     calibration = _int8_graphs(config, graphs["fp32"], stages, opts.data_dir, out, log) if opts.precision == "int8" \
         else None
 
+    detector = write_face_detector(out)
+    detector_record = {**artifact_record(detector), "licence": artifact_record(detector.with_name(DETECTOR_LICENCE))}
     tensorrt_info = {"status": "skipped", "reason": trt_reason, "tensorrt": None}
     if trt_reason:
         log.skipped("tensorrt plans", f"{trt_reason}; ONNX Runtime runs the ONNX files")
@@ -238,10 +240,10 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
         if not report.passed:
             raise BuildError(f"plan parity failed; see {_kept_report(out, final)}:\n  "
                              + "\n  ".join(report.failures))
+        detector_record["plan"] = _build_detector_plan(out, detector, log)
 
     tokenizer = out / TOKENIZER
     shutil.copyfile(tokenizer_file(config.text.backbone), tokenizer)  # the device needs no backbone package
-    detector = write_face_detector(out)
     voice = None
     if (ck_folder / VOICE_FILE).is_file():  # the runtime leaves out voices unlike those the model learned
         voice = shutil.copyfile(ck_folder / VOICE_FILE, out / VOICE_FILE)
@@ -258,7 +260,7 @@ def _build_stages(opts: BuildOptions, model: CMMSF, ck_folder: Path, profile: Sh
         "tensorrt": tensorrt_info,
         "asr": asr_record(),
         "tokenizer": artifact_record(tokenizer),
-        "detector": {**artifact_record(detector), "licence": artifact_record(detector.with_name(DETECTOR_LICENCE))},
+        "detector": detector_record,
         "voice": artifact_record(voice) if voice else None,
         "int8": {"calibration": calibration.record, "guard": {}} if calibration else None,
         "stages": stages,
@@ -365,6 +367,42 @@ def _build_plans(out: Path, stages: dict, config, profile: ShapeProfile, precisi
             step.detail = f"{path.network} from {path.onnx_kind} ONNX"
     return {"status": "built", "gpu": here.gpu, "compute_capability": here.compute_capability,
             "tensorrt": here.tensorrt}
+
+
+DETECTOR_PLAN_TOLERANCE = 0.02
+"""Largest difference allowed between the detector plan's raw outputs and ONNX Runtime's (scores in [0, 1],
+offsets in grid cells): TensorRT computes FP32 convolutions in TF32 on Ampere and later (10 mantissa bits)."""
+
+
+def _build_detector_plan(out: Path, detector: Path, log: StepLog) -> dict:
+    """The face detector's plan (built in FP32: a detection is a small part of a frame's cost, and its boxes
+    decide the crops), checked against ONNX Runtime on two frame sizes; returns its manifest record."""
+    import numpy as np
+    import tensorrt as trt
+
+    from cmmsf.inputs.face_detector import PLAN_SHAPES, onnx_runner
+    from cmmsf.runtime.backends.tensorrt import PlanRunner
+
+    with log.step("tensorrt face_detector") as step:
+        plan = out / DETECTOR_PLAN
+        try:
+            how = tensorrt_build.build_engine(detector, plan, PLAN_SHAPES, "fp32", out / "timing.cache")
+        except tensorrt_build.EngineBuildError as err:
+            raise BuildError(str(err)) from None
+        reference, rng = onnx_runner(detector.read_bytes()), np.random.default_rng(0)
+        runner = PlanRunner(trt.Runtime(trt.Logger(trt.Logger.WARNING)), plan)
+        worst = 0.0
+        for height, width in ((480, 640), (224, 224)):
+            blob = rng.uniform(0, 255, (1, 3, height, width)).astype(np.float32)
+            expected, got = reference(blob), runner(blob)
+            worst = max(worst, *(float(np.abs(expected[k] - got[k].reshape(expected[k].shape)).max())
+                                 for k in expected))
+        runner.memory.close()
+        if worst > DETECTOR_PLAN_TOLERANCE:
+            raise BuildError(f"face detector plan parity failed: outputs differ from ONNX Runtime's by {worst:.3g} "
+                             f"(tolerance {DETECTOR_PLAN_TOLERANCE})")
+        step.detail = f"fp32, max |plan - onnxruntime| {worst:.2g}"
+    return {**artifact_record(plan), **how}
 
 
 def _registered_backends(engines: EngineFolder, console: Console) -> dict[str, Backend]:

@@ -81,7 +81,7 @@ def inspect_folder(engines: EngineFolder) -> dict:
                          "io_differs": differs}
     profile = engines.manifest.profile
     detector = engines.manifest.detector
-    sealed = {"face_detector": detector, "face_detector licence": detector.licence,
+    sealed = {"face_detector": detector, "face_detector licence": detector.licence, "face_detector plan": detector.plan,
               "tokenizer": engines.manifest.tokenizer, "voice": engines.manifest.voice}
     files = {name: {"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "status": artifact_status(engines.path, r)}
              for name, r in sealed.items() if r is not None}

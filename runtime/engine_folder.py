@@ -141,6 +141,12 @@ class EngineFolder:
         self._sealed_file(record.licence.file, record.licence.sha256)
         return self._sealed_file(record.file, record.sha256)
 
+    @cached_property
+    def detector_plan(self) -> Path | None:
+        """The face detector's TensorRT plan, checked against its sha256 once; None where none was built."""
+        plan = self.manifest.detector.plan
+        return None if plan is None else self._sealed_file(plan.file, plan.sha256)
+
     def face_detector(self) -> YuNet:
         """YuNet on the folder's own detector graph (ONNX Runtime's CPU kernels)."""
         return YuNet(onnx_runner(self.detector_file.read_bytes()))

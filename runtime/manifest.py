@@ -41,6 +41,7 @@ field existed keep their seal)."""
 TOKENIZER = "tokenizer.json"
 DETECTOR = "face_detector.onnx"
 DETECTOR_LICENCE = "face_detector.LICENSE"
+DETECTOR_PLAN = "face_detector.plan"
 
 ArtifactKind = Literal["fp32", "fp16", "int8", "plan"]
 """FP32 ONNX, FP16 ONNX, INT8 (QDQ) ONNX, TensorRT plan (engine_folder.Artifact names them)."""
@@ -130,6 +131,9 @@ class DetectorRecord(_Record):
     sha256: str
     bytes: FileBytes
     licence: LicenceRecord
+    plan: ArtifactRecord | None = None
+    """Its TensorRT plan (`face_detector.plan`), where the folder's plans were built: the TensorRT backend
+    detects on the GPU. Absent from folders built without TensorRT (and before the plan existed)."""
 
 
 class VoiceRecord(_Record):

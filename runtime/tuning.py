@@ -95,6 +95,9 @@ class StagewiseBackend(Backend):
         """Where the video encoder runs, the face detector runs too."""
         return self.stage_backends["video_encoder"].graph_runner(graph)
 
+    def graph_provider(self, graph: Path) -> str:
+        return self.stage_backends["video_encoder"].graph_provider(graph)
+
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]]:
         """Each stage from the profiler of the backend that runs it, on the inputs this chain gives it
         (a backend loaded for some stages only cannot run the chain itself)."""

@@ -168,6 +168,19 @@ def test_tensorrt_plans_build_and_match(tiny_checkpoint, tmp_path):  # pragma: n
     tensors = backend.run(inputs)
     ref = TorchBackend.from_checkpoint(tiny_checkpoint, device="cpu").run(inputs)
     assert np.max(np.abs(ref["score"] - tensors["score"])) < 1e-2
+    # the face detector runs on the GPU too, from its own sealed plan, and finds the face ONNX Runtime finds
+    from cmmsf.inputs.face_detector import YuNet
+
+    from .media import draw_face
+
+    engines = EngineFolder.open(tmp_path / "trt")
+    assert manifest.detector.plan is not None and engines.detector_plan.name == "face_detector.plan"
+    frame = np.full((240, 320, 3), 120, np.uint8)
+    frame[60:180, 100:220] = draw_face(120, 0.0)
+    [ours] = YuNet(backend.graph_runner(engines.detector_file)).faces(frame)
+    [theirs] = engines.face_detector().faces(frame)
+    np.testing.assert_allclose(ours.box, theirs.box, atol=1.0)
+    assert backend.graph_provider(engines.detector_file) == backend.provider
 
 
 def manifest_config(manifest):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cmmsf.export.inspect import inspect_folder
 from cmmsf.inputs.face_detector import SHIPPED, YuNet, decode, dynamic_graph, nms, onnx_runner, to_input
 from cmmsf.inputs.video import FaceBox, crop_face, detect_face
 from cmmsf.runtime.engine_folder import EngineFolder, ManifestError
@@ -90,6 +92,27 @@ def test_the_engine_folders_detector_is_sealed(tiny_engines, tmp_path):
     graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
     with pytest.raises(ManifestError, match="face_detector.onnx is missing or does not match its sha256"):
         EngineFolder.open(copy).face_detector()
+
+
+def test_a_detector_plan_is_sealed_like_every_artifact(tiny_engines, tmp_path):
+    """Where plans were built the manifest seals `face_detector.plan` too: a changed plan is refused before
+    TensorRT deserialises it (the plan's bytes here are a stand-in: this machine has no TensorRT)."""
+    from cmmsf.runtime.manifest import DETECTOR_PLAN, artifact_record, write_manifest
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_engines, copy)
+    assert EngineFolder.open(copy).detector_plan is None  # built without TensorRT: no plan, none asked for
+    plan = copy / DETECTOR_PLAN
+    plan.write_bytes(b"serialised engine")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["detector"]["plan"] = artifact_record(plan)
+    write_manifest(copy, manifest)
+    assert EngineFolder.open(copy).detector_plan == plan
+    inspected = inspect_folder(EngineFolder.open(copy))["files"]["face_detector plan"]
+    assert inspected["file"] == DETECTOR_PLAN and inspected["bytes"] == len(b"serialised engine")
+    plan.write_bytes(b"serialised engin3")
+    with pytest.raises(ManifestError, match="face_detector.plan is missing or does not match its sha256"):
+        EngineFolder.open(copy).detector_plan  # noqa: B018
 
 
 @photos

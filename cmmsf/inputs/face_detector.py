@@ -41,6 +41,9 @@ NMS_THRESHOLD = 0.3
 STRIDES = (8, 16, 32)
 ALIGN = 32
 """The graph's input sides must be multiples of the largest stride."""
+PLAN_SHAPES = {"input": [[1, 3, ALIGN, ALIGN], [1, 3, 480, 640], [1, 3, DETECT_MAX, DETECT_MAX]]}
+"""Input name → [min, opt, max] shapes of a TensorRT plan of the graph: every blob `YuNet.faces` sends
+(sides aligned to ALIGN, none above DETECT_MAX), fastest at a 640×480 webcam frame."""
 GraphRunner = Callable[[np.ndarray], dict[str, np.ndarray]]
 """float32 [1, 3, H, W] BGR → YuNet's outputs by name (cls_8, obj_8, bbox_8, kps_8, … for each stride)."""
 

@@ -68,6 +68,10 @@ class Backend(ABC):
         ONNX Runtime's CPU kernels unless the backend runs it itself."""
         return onnx_runner(graph.read_bytes())
 
+    def graph_provider(self, graph: Path) -> str:
+        """Where `graph_runner(graph)` runs it, as reports name it."""
+        return "onnxruntime CPUExecutionProvider, 1 thread"
+
     def operator_times(self, inputs: dict[str, np.ndarray], runs: int = 10) -> dict[str, dict[str, float]] | None:
         """Stage → operator type → milliseconds per run, from the backend's own profiler (`bench
         --profile`); None where the backend has none."""

@@ -125,6 +125,10 @@ class OnnxRuntimeBackend(Backend):
         providers = [p for p in self.requested if p != "TensorrtExecutionProvider"]
         return onnx_runner(graph.read_bytes(), providers or None)
 
+    def graph_provider(self, graph: Path) -> str:
+        providers = [p for p in self.requested if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
+        return f"onnxruntime {providers[0]}, 1 thread"
+
     def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
                              ) -> dict[str, dict[str, float]]:
         """ONNX Runtime's own profiler: a profiling session per stage (same graph, same options), its JSON

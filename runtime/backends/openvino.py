@@ -101,6 +101,9 @@ class OpenVinoBackend(Backend):
 
         return run
 
+    def graph_provider(self, graph: Path) -> str:
+        return self.provider
+
     def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
                              ) -> dict[str, dict[str, float]]:
         """OpenVINO's own counters (`PERF_COUNT`): each stage compiled once more with them on, its executed
