@@ -16,7 +16,8 @@ from cmmsf.data.datasets import load_dataset
 from cmmsf.evaluation.framing import FACE_PX, FRAME, place_in_frame
 from cmmsf.inputs.clips import find_clips
 from cmmsf.inputs.features import Preprocessor
-from cmmsf.inputs.video import NO_FACE, FaceBox, FaceTracker, centre_square, crop_face, detect_face, frames_to_input
+from cmmsf.inputs.video import (DITHER, NO_FACE, FaceBox, FaceTracker, centre_square, crop_face, detect_face,
+                                frames_to_input, read_face)
 
 from .media import draw_face, write_video
 
@@ -44,6 +45,30 @@ def test_a_face_moved_around_a_big_frame_gives_the_crop_of_the_tight_photo():
         assert np.abs(crop - tight).mean() < 18.0, (top, left)  # grey levels of 255: the same content
         centre = cv2.resize(centre_square(frame), (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
         assert np.abs(centre - tight).mean() > 40.0  # what reading the frame without detection gives
+
+
+def test_a_still_face_is_read_dithered_the_same_way_in_evaluation_and_at_run_time():
+    """Frame j of a clip reads its face's crop moved, zoomed and mirrored as DITHER[j mod 18] says; a photo
+    in evaluation (StillFace) gets the same frames as the same face through the run-time tracker."""
+    from cmmsf.data.sources import StillFace
+
+    photo = draw_face(160, 0.0)
+    box = detect_face(photo)
+    plain = crop_face(photo, box, 64)
+    np.testing.assert_array_equal(read_face(photo, box, 64, 0), plain)  # the first frame is the crop itself
+    np.testing.assert_array_equal(read_face(photo, box, 64, 1), plain[:, ::-1])  # the next, its mirror
+    assert read_face(photo, box, 64, 18).tobytes() == plain.tobytes()  # the cycle repeats
+    moved = [np.abs(read_face(photo, box, 64, j).astype(float) - plain).mean() for j in range(2, 18, 2)]
+    assert all(0.5 < m < 30 for m in moved), moved  # each pair a little moved or zoomed: the same face
+    assert max(abs(dx) for dx, *_ in DITHER) * 96 <= 4  # within the training jitter (±4 px of a 96-px face)
+
+    native = crop_face(photo, box, int(round(box.side)))
+    still = StillFace(id="p", source="faces", emotion="happy", label=1.0, image=native).sample()
+    tracked = frames_to_input(np.repeat(photo[None], 15, axis=0), 64)
+    assert still.arrays["video"].shape == tracked.shape == (15, 3, 64, 64)
+    assert not np.allclose(still.arrays["video"][0], still.arrays["video"][2])  # frames differ now
+    # the same reading both ways, but for resampling (a crop at the photo's size, then resized)
+    assert np.abs(still.arrays["video"] - tracked).mean() < 0.15
 
 
 def test_a_frame_without_a_face_has_none_and_a_clip_without_one_has_no_video(tmp_path):

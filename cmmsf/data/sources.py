@@ -29,7 +29,7 @@ from pydantic import with_config
 from cmmsf.inputs.features import ClipInputs, Preprocessor
 from cmmsf.inputs.errors import DataError
 from cmmsf.inputs.media import decode_audio
-from cmmsf.inputs.video import crop_face, detect_face, frames_to_input
+from cmmsf.inputs.video import FaceBox, crop_face, detect_face, frames_to_input, read_face
 
 from cmmsf.config import ModelConfig
 from cmmsf.data.examples import Labelled, Skipped, source_name
@@ -198,7 +198,8 @@ class SpokenClip(SourceItem):
 
 @dataclass
 class StillFace(SourceItem):
-    """A face photo shown as a short clip: jittered frames in training, identical frames in evaluation.
+    """A face photo shown as a short clip: jittered frames in training, in evaluation the dithered frames the
+    run time reads of a still face (video.DITHER).
     `image` is the detector's crop of the photo (face_photo), so frames are not cropped again."""
 
     image: np.ndarray | None = None
@@ -215,8 +216,10 @@ class StillFace(SourceItem):
     modalities = ("video",)
 
     def sample(self, rng: np.random.Generator | None = None) -> ClipInputs:
-        if rng is None:
-            frames = np.repeat(self.image[None], self.eval_frames, axis=0)
+        if rng is None:  # read as the run time reads a still face: each frame's crop dithered (video.DITHER)
+            side = self.image.shape[0]
+            centre = FaceBox(side / 2, side / 2, side)
+            frames = np.stack([read_face(self.image, centre, side, j) for j in range(self.eval_frames)])
         else:
             image = self.image
             if self.framed:
