@@ -144,7 +144,10 @@ def test_tess_and_turev_load_split_by_their_own_speaker_names(tmp_path):
 def test_faces_are_short_jittered_clips_in_training_and_still_ones_in_evaluation(sources):
     face = load_dataset(sources["faces"], "train", preset("tiny"))[0][0]
     plain = face.sample().arrays["video"]
-    assert plain.shape == (15, 3, 32, 32) and np.array_equal(plain[0], plain[-1])
+    # evaluation: the same 15 frames every time, each read as video.DITHER says (frame 1 is frame 0 mirrored)
+    assert plain.shape == (15, 3, 32, 32) and np.array_equal(plain, face.sample().arrays["video"])
+    np.testing.assert_allclose(plain[1], plain[0][:, :, ::-1], atol=0.05)
+    assert not np.allclose(plain[0], plain[2], atol=0.05)
     jittered = face.sample(np.random.default_rng(0)).arrays["video"]
     assert 4 <= len(jittered) <= 10 and not np.array_equal(jittered[0], jittered[1])
     assert face.sample().arrays["text"] is None and face.sample().arrays["audio"] is None
