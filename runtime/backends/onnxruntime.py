@@ -120,14 +120,16 @@ class OnnxRuntimeBackend(Backend):
         return self.sessions[stage].run(conform(stage, feeds))
 
     def graph_runner(self, graph: Path) -> GraphRunner:
-        """The graph on this backend's providers (CUDA where the stages run on it); TensorRT's provider left
-        out: it would build an engine for every frame size."""
-        providers = [p for p in self.requested if p != "TensorrtExecutionProvider"]
-        return onnx_runner(graph.read_bytes(), providers or None)
+        """The graph on this backend's providers (CUDA where the stages run on it), TensorRT's left out."""
+        return onnx_runner(graph.read_bytes(), self._graph_providers or None)
 
     def graph_provider(self, graph: Path) -> str:
-        providers = [p for p in self.requested if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
-        return f"onnxruntime {providers[0]}, 1 thread"
+        return f"onnxruntime {(self._graph_providers or ['CPUExecutionProvider'])[0]}, 1 thread"
+
+    @property
+    def _graph_providers(self) -> list[str]:
+        """The stages' providers less TensorRT's, which would build an engine for every frame size."""
+        return [p for p in self.requested if p != "TensorrtExecutionProvider"]
 
     def stage_operator_times(self, feeds: dict[str, dict[str, np.ndarray]], runs: int = 10
                              ) -> dict[str, dict[str, float]]:
