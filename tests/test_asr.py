@@ -319,3 +319,61 @@ def test_german_speech_does_not_become_trusted_english(tmp_path, asr_engines):
         assert record["transcript_kept"]["dropped"].get("unsure (not English?)", 0) >= 1
         assert record["absent"]["text"].startswith("words heard but not trusted: ")
         assert record["transcript_confidence"] is None and "score" in record  # the voice is still scored
+
+
+class EncoderSpy:
+    """Stands between faster-whisper's model and its CTranslate2 Whisper, noting what the encoder is given."""
+
+    def __init__(self, whisper):
+        self.whisper, self.frames = whisper, []
+
+    def encode(self, features, *args, **kwargs):
+        self.frames.append(features.shape[-1])
+        return self.whisper.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.whisper, name)
+
+
+def test_speech_is_read_on_its_own_length_with_whispers_trailing_silence(bare_clips):
+    """The encoder hears the speech plus 5 s of silence, not a 30 s window: 3.3 s of speech is about 830
+    frames of the 3000 faster-whisper would encode; the words and their times are the padded reading's."""
+    from cmmsf.inputs import short_form
+    from cmmsf.inputs.asr import SpeechRecognizer
+    from cmmsf.inputs.media import decode_audio
+
+    recognizer = SpeechRecognizer(vad=False)
+    spy = EncoderSpy(recognizer.model.model)
+    recognizer.model.model = spy
+    wave = decode_audio(bare_clips / "03bSnISJMiM_1.wav", 16000)
+    heard = recognizer.transcribe(wave)
+    expected = (len(wave) / 16000 + short_form.TRAILING_SILENCE_S) * 100
+    assert len(spy.frames) == 1 and abs(spy.frames[0] - expected) <= 4
+    assert "really good" in heard.text.lower() and heard.confidence > 0.5
+    good = next(w for w in heard.words if w.text.lower().startswith("good"))
+    assert 2.6 < good.start_s < good.end_s <= 3.4  # where the padded reading places it (2.86-3.22 s)
+
+
+def test_speech_longer_than_one_window_is_read_in_pieces_in_time_order(bare_clips):
+    """30 s of audio heard whole (no voice-activity filter: the pauses count) does not fit one pass with its
+    silence. The first pass stops at the 8 s pause; the next starts where its words ended and hears the
+    rest; every word comes back once, in the wave's own time."""
+    from cmmsf.inputs import short_form
+    from cmmsf.inputs.asr import SpeechRecognizer
+    from cmmsf.inputs.media import decode_audio
+
+    pause = np.zeros(8 * 16000, np.float32)
+    video, voice = (decode_audio(bare_clips / name, 16000) for name in ("Oz06ZWiO20M_6.mp4", "03bSnISJMiM_1.wav"))
+    wave = np.concatenate([video, pause, voice, pause, voice])
+    assert len(wave) / 16000 > short_form.MAX_SPEECH_S + 4
+    recognizer = SpeechRecognizer(vad=False)
+    spy = EncoderSpy(recognizer.model.model)
+    recognizer.model.model = spy
+    heard = recognizer.transcribe(wave)
+    assert len(spy.frames) == 2 and max(spy.frames) <= 3000
+    starts = [w.start_s for w in heard.words]
+    assert starts == sorted(starts) and heard.words[-1].end_s <= len(wave) / 16000 + 0.05
+    text = heard.text.lower()
+    assert "sucker punch" in text and "idiosyncratic" in text and text.count("really good") == 2
+    last_voice = len(wave) / 16000 - len(voice) / 16000  # the second reading of the wav starts here: 27 s
+    assert heard.words[-1].text.lower().startswith("good") and heard.words[-1].start_s > last_voice + 2

@@ -1,4 +1,5 @@
-"""Speech recognition for clips without a transcript: faster-whisper (CTranslate2), offline, torch-free.
+"""Speech recognition for clips without a transcript: Whisper on CTranslate2 (faster-whisper's model and
+parts, read on the speech's own length: short_form), offline, torch-free.
 
 The Whisper model is `tiny.en` (English only, the default) or `base` (multilingual: it names the
 language it hears), each from a PyPI package (cmmsf/inputs/asr_models.py); nothing is downloaded. int8
@@ -17,6 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
+from . import short_form
 from .audio import audible
 from .errors import UsageError
 from .asr_models import DEFAULT_MODEL, SKIP_ASR, AsrMissingError, model_dir, model_named, model_sha256
@@ -24,10 +26,13 @@ from .asr_models import DEFAULT_MODEL, SKIP_ASR, AsrMissingError, model_dir, mod
 NO_SPEECH_MAX = 0.6
 """A segment Whisper itself thinks is probably not speech (its no-speech probability above this) is dropped:
 Whisper's own silence rule uses 0.6."""
-LOGPROB_MIN = -0.8
-"""A segment whose mean token log-probability is below this is dropped as unsure. Measured with tiny.en:
-English speech -0.31 to -0.56 (MOSI, RAVDESS), German speech heard as invented English -0.87 to -1.30
-(EmoDB); tiny.en cannot name a language, so this is how non-English speech is told apart."""
+LOGPROB_MIN = -0.75
+"""A reading whose words' mean log-probability (short_form.Segment.avg_logprob) is below this is dropped as
+unsure: tiny.en cannot name a language, and this is how non-English speech is told apart. Measured with
+tiny.en on 70 English clips (40 RAVDESS, 30 TESS) and 60 German ones (EmoDB), seeded draw: English median
+-0.18, 5th percentile -0.62; German median -1.35, 95th percentile -0.75. At -0.75, 2 of 70 English clips
+lose their words (both misheard) and 2 of 60 German clips keep invented English (faster-whisper's
+30 s reading with its decoding score at -0.8: 0 and 4)."""
 COMPRESSION_MAX = 2.4
 """A segment whose text compresses more than this (gzip ratio) repeats itself: Whisper's hallucination rule."""
 ASR_MODES = ("auto", "always", "off")
@@ -133,30 +138,54 @@ class SpeechRecognizer:
                             compute_type="float16" if cuda else "int8", cpu_threads=self.threads)
 
     def transcribe(self, wave: np.ndarray) -> Recognised:
-        """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start; segments
-        that Whisper's own signals mark as unreliable (segment_problem) are left out and counted."""
+        """Words spoken in 16 kHz mono float32 audio, with their times in seconds from its start; readings
+        that Whisper's own signals mark as unreliable (segment_problem) are left out and counted.
+
+        The speech (what the voice-activity filter keeps) is read on its own length plus the silence
+        Whisper expects after it (short_form), in one pass up to 25 s: every stream window and every
+        clip's first 12 s. Where a reading stops short of the end (a long pause heard without the filter,
+        speech beyond 25 s) the next one starts where its words ended, as Whisper's own loop seeks."""
         start = time.perf_counter()
-        english_only = self.spec.english_only
-        segments, info = self.model.transcribe(np.ascontiguousarray(wave, dtype=np.float32),
-                                               language="en" if english_only else None, word_timestamps=True,
-                                               beam_size=self.beam_size, vad_filter=self.vad)
-        heard = None if english_only else (info.language, float(info.language_probability))
-        not_english = heard is not None and heard[0] != "en"
+        model = self.model  # first: a missing faster-whisper is named before anything else runs
+        wave = np.ascontiguousarray(wave, dtype=np.float32)
+        speech, stretches = short_form.speech_only(wave) if self.vad else (wave, None)
         words: list[Word] = []
         dropped: dict[str, int] = {}
-        count, weight, probability = 0, 0.0, 0.0
-        for segment in segments:
-            count += 1
-            problem = f"not English ({heard[0]})" if not_english else segment_problem(segment)
+        segments, weight, probability, language = 0, 0.0, 0.0, None
+        position = 0
+        while len(speech) - position >= short_form.SAMPLE_RATE // 10:
+            piece = speech[position: position + int(short_form.MAX_SPEECH_S * short_form.SAMPLE_RATE)]
+            reading = short_form.read_speech(model, piece, self.spec.english_only, self.beam_size)
+            language = language or reading.language
+            segments += reading.segments
+            problem = None if reading.signals is None else self._problem(reading.signals, reading.language)
+            advance = short_form.heard_samples(reading, piece, problem is None)
             if problem is not None:
-                dropped[problem] = dropped.get(problem, 0) + 1
-                continue
-            length = max(float(segment.end - segment.start), 1e-3)
-            weight, probability = weight + length, probability + length * float(np.exp(segment.avg_logprob))
-            words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3))
-                      for w in (segment.words or []) if w.word.strip()]
-        return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, count, dropped,
-                          probability / weight if weight else None, heard)
+                dropped[problem] = dropped.get(problem, 0) + reading.segments
+            elif reading.signals is not None:
+                shift = position / short_form.SAMPLE_RATE
+                words += [Word(w, s + shift, max(s, e) + shift) for w, s, e in reading.words
+                          if advance == len(piece) or e * short_form.SAMPLE_RATE <= advance]
+                length = len(piece) / short_form.SAMPLE_RATE
+                weight += length
+                probability += length * float(np.exp(reading.signals.avg_logprob))
+            position += advance
+        if stretches:  # times in the joined speech back to the wave's own
+            from faster_whisper.vad import SpeechTimestampsMap
+
+            back = SpeechTimestampsMap(stretches, short_form.SAMPLE_RATE)
+            words = [Word(w.text, back.get_original_time(w.start_s), back.get_original_time(w.end_s, is_end=True))
+                     for w in words]
+        words = [Word(w.text, round(w.start_s, 3), round(w.end_s, 3)) for w in words]
+        return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, segments, dropped,
+                          probability / weight if weight else None, language)
+
+    @staticmethod
+    def _problem(segment, heard: tuple[str, float] | None) -> str | None:
+        """Why a reading's words are not to be trusted: another language than English, or segment_problem."""
+        if heard is not None and heard[0] != "en":
+            return f"not English ({heard[0]})"
+        return segment_problem(segment)
 
 
 class RollingTranscriber:
