@@ -19,7 +19,7 @@ from cmmsf.model.checkpoint import load_checkpoint
 from cmmsf.config import preset
 from cmmsf.data.datasets import load_dataset
 from cmmsf.evaluation.evaluator import SubsetRow
-from cmmsf.evaluation.metrics import valence_metrics
+from cmmsf.evaluation.metrics import valence3_as_seen, valence_metrics
 from cmmsf.data.sources import (balance_weights, emotion_score, emotion_shares, face_bucket, held_split,
                                 jittered_crop, load_sources_config, source_kind)
 from cmmsf.train.trainer import predict
@@ -57,7 +57,7 @@ def draw_expression(smile: bool, shade: int) -> np.ndarray:
     return image
 
 
-def write_faces(folder: Path, people: int = 40) -> Path:
+def write_faces(folder: Path, people: int = 40, blanks: int = 8) -> Path:
     (folder / "images").mkdir(parents=True)
     rows = []
     for person in range(people):
@@ -68,6 +68,10 @@ def write_faces(folder: Path, people: int = 40) -> Path:
                 image[60:80, 30:66] = (140, 170, 205)  # no mouth at all
             cv2.imwrite(str(folder / name), image)
             rows.append({"file": name, "emotion": emotion, "annotator": "t"})
+    for k in range(blanks):  # photos without a face: the detector finds none, the user gets no answer
+        name = f"images/Nobody_{k}_0001.jpg"
+        cv2.imwrite(str(folder / name), np.full((96, 96, 3), 128, np.uint8))
+        rows.append({"file": name, "emotion": "happiness", "annotator": "t"})
     _write_csv(folder / "labels.csv", rows)
     return folder
 
@@ -192,6 +196,9 @@ def test_valence_readings_of_a_score():
     readings = valence_metrics(pred, truth)
     assert readings["valence2_bal"] == pytest.approx(100 * (0.5 + 0.5) / 2)  # signed labels only
     assert readings["valence3_bal"] == pytest.approx(100 * (1 / 2 + 1 / 2 + 1 / 2) / 3)
+    # two more photos, positive and negative, that got no answer: each a miss in its class
+    assert valence3_as_seen(pred, truth, [2.0, -2.0]) == pytest.approx(100 * (1 / 3 + 1 / 2 + 1 / 3) / 3)
+    assert valence3_as_seen(pred, truth, []) == pytest.approx(readings["valence3_bal"])
     row = SubsetRow("faces", "video", {"valence3_bal": 74.9, "mae": 0.5}, {"valence3_balanced_min": 75.0})
     assert row.failures == ["valence3_bal 74.900 < 75.0"]
     assert SubsetRow("mosi", "text", {"mae": 0.79}, {"mae_max": 0.8}).failures == []
@@ -219,6 +226,9 @@ def test_one_run_trains_on_three_sources_and_eval_reports_each_modality(sources,
     assert set(rows) == {("mosi", "text"), ("ravdess", "text"), ("ravdess", "audio"), ("ravdess", "all"),
                          ("faces", "video"), ("faces", "video framed")}
     framed, tight = rows[("faces", "video framed")], rows[("faces", "video")]
+    unanswered = len(load_dataset(sources["faces"], "test", preset("tiny"))[1].unanswered)
+    assert unanswered >= 1 and tight["no_face"] == pytest.approx(100 * unanswered / (unanswered + tight["n"]))
+    assert tight["valence3_seen"] <= tight["valence3_bal"]  # each blank photo is a happy face missed
     assert 0 <= framed["framing_agree"] <= 100 and 0 <= framed["framing_no_face"] <= 100
     assert framed["n"] + round(framed["framing_no_face"] * tight["n"] / 100) == tight["n"]
     voices = rows[("ravdess", "audio")]

@@ -200,14 +200,17 @@ def by_source(items: list[Labelled]) -> dict[str, list[Labelled]]:
 def load_splits(data: Path | list[Path], config: ModelConfig, labels: Path | None = None,
                 sources_file: Path | None = None, console: Console | None = None,
                 splits: tuple[str, ...] = ("train", "dev", "test"), face_crop: bool = True,
-                asr: str = "off") -> dict[str, list[Labelled]]:
-    """Every split of every data path, concatenated (each example keeps its `source`)."""
+                asr: str = "off", unanswered: dict[str, list[float]] | None = None) -> dict[str, list[Labelled]]:
+    """Every split of every data path, concatenated (each example keeps its `source`). `unanswered`, if
+    given, gets per source the labels of rows the runtime would answer nothing for (Skipped.unanswered)."""
     paths = [Path(p) for p in (data if isinstance(data, (list, tuple)) else [data])]
     out: dict[str, list[Labelled]] = {split: [] for split in splits}
     for path in paths:
         for split in splits:
             items, skipped = load_dataset(path, split, config, labels, sources_file, face_crop, asr)
             out[split] += items
+            if unanswered is not None and skipped.unanswered:
+                unanswered.setdefault(source_name(path), []).extend(skipped.unanswered)
             if skipped.count and console is not None:
                 console.print(f"[yellow]{path.name} {split}: {skipped.summary()}[/]")
     return out

@@ -53,11 +53,16 @@ class Labelled:
 class Skipped:
     count: int = 0
     reasons: list[str] = field(default_factory=list)
+    unanswered: list[float] = field(default_factory=list)
+    """Labels of rows skipped because the runtime would give them no answer (a photo in which no face is
+    found): evaluation counts them as misses "as a user sees it"."""
 
-    def add(self, reason: str) -> None:
+    def add(self, reason: str, unanswered_label: float | None = None) -> None:
         self.count += 1
         if len(self.reasons) < 5:
             self.reasons.append(reason)
+        if unanswered_label is not None:
+            self.unanswered.append(float(unanswered_label))
 
     def summary(self) -> str:
         return f"skipped {self.count} bad rows" + (": " + "; ".join(self.reasons) if self.reasons else "")

@@ -395,7 +395,7 @@ def load_faces(folder: Path, name: str, split: str, config: ModelConfig, sources
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         crop = face_photo(rgb)
         if crop is None:
-            skipped.add(f"{row['file']}: no face found")
+            skipped.add(f"{row['file']}: no face found", unanswered_label=label)
             continue
         framed = framed_crops(rgb, int(rules.get("framed_variants", 0)), row["file"]) if split == "train" else ()
         items.append(StillFace(row["file"], name, emotion, label, image=crop, photo=folder / row["file"], framed=framed,

@@ -20,7 +20,9 @@ left with none of a row's modalities counts as 0 (the runtime would refuse it: n
 Photo sources get one more row, `video framed` (cmmsf/evaluation/framing.py): each photo placed small at a random
 spot of a 640×480 frame, read through the run-time detector; `framing_agree` is the share whose 3-way
 valence class equals the tight photo's (a frame in which no face is found counts as disagreeing and is
-counted in `framing_no_face`).
+counted in `framing_no_face`). Their `video` row reads as a user sees it too: `no_face`, the share of the
+split's photos in which the detector finds no face (skipped from the other metrics, which need a score),
+and `valence3_seen`, the 3-way balanced accuracy with each of those counted as a miss.
 The gates of cmmsf/data/sources.json name, per source, the subset and the bar it must clear.
 """
 
@@ -44,7 +46,8 @@ from cmmsf.contracts import MODALITIES
 from cmmsf.data.datasets import by_source, load_splits, normalise_split
 from cmmsf.data.examples import Labelled
 from cmmsf.evaluation.framing import place_in_frame
-from cmmsf.evaluation.metrics import balanced_accuracy, regression_metrics, valence_classes, valence_metrics
+from cmmsf.evaluation.metrics import (balanced_accuracy, regression_metrics, valence3_as_seen, valence_classes,
+                                      valence_metrics)
 from cmmsf.data.sources import SpokenClip, StillFace, load_sources_config
 
 
@@ -108,8 +111,9 @@ def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labe
     every data path's `split`, read as `infer` reads clips, scored per source and per modality subset,
     with the gates of the sources file. Returns the items and the rows."""
     split, subsets = normalise_split(split), subsets or dict(SUBSETS)
+    unanswered: dict[str, list[float]] = {}
     items = load_splits(data, scorer.config, labels, sources, console, splits=(split,), face_crop=face_crop,
-                        asr=asr)[split]
+                        asr=asr, unanswered=unanswered)[split]
     if not items:
         raise DataError(f"no usable rows in split {split!r} of {', '.join(map(str, data))}")
     if scorer.voice is not None:
@@ -117,7 +121,8 @@ def evaluate_sources(scorer: Scorer, data: list[Path], split: str = "test", labe
     untrained = sorted({m for keep in subsets.values() for m in keep} - set(scorer.config.trained_modalities))
     if untrained and console is not None:
         console.print(f"[yellow]the checkpoint never learned {', '.join(untrained)}: masked[/]")
-    return items, subset_table(scorer, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets)
+    return items, subset_table(scorer, items, load_sources_config(sources).get("gates", {}) if gates else {}, subsets,
+                               unanswered=unanswered)
 
 
 def leave_out_unfamiliar_voice(item: Labelled, voice: VoiceFamiliarity) -> Labelled:
@@ -151,9 +156,12 @@ def row_records(rows: list[SubsetRow]) -> list[dict]:
 
 
 def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] | None = None,
-                 subsets: dict[str, tuple[str, ...]] | None = None, framing: bool = True) -> list[SubsetRow]:
+                 subsets: dict[str, tuple[str, ...]] | None = None, framing: bool = True,
+                 unanswered: dict[str, list[float]] | None = None) -> list[SubsetRow]:
     """One row per source and per subset it has data for (`all` only when it has more than one), and the
-    framing row of still faces where `framing` (it detects faces in every photo placed in a frame)."""
+    framing row of still faces where `framing` (it detects faces in every photo placed in a frame).
+    A photo source's video row also reads as a user sees it: `unanswered` holds, per source, the labels of
+    the photos in which no face was found, and `valence3_seen` counts them as misses (`no_face`: their %)."""
     gates, subsets = gates or {}, subsets or dict(SUBSETS)
     trained = set(scorer.config.trained_modalities)
     rows = []
@@ -172,9 +180,14 @@ def subset_table(scorer: Scorer, items: list[Labelled], gates: dict[str, dict] |
                        **emotion_readings(group, pred)}
             if "audio" in keep and scorer.voice is not None:
                 metrics["voice_left_out"] = float(100 * np.mean([_voice_left_out(it) for it in group]))
+            photos = keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group)
+            if photos:
+                missed = (unanswered or {}).get(source, [])
+                metrics["valence3_seen"] = valence3_as_seen(pred, labels, missed)
+                metrics["no_face"] = float(100 * len(missed) / (len(missed) + len(group)))
             rows.append(SubsetRow(source, "+".join(keep) if name != "all" else "all", metrics,
                                   gate if gates.get(source, {}).get("modalities") == name else {}))
-            if framing and keep == ("video",) and all(isinstance(it.maker, StillFace) for it in group):
+            if framing and photos:
                 rows.append(framing_row(scorer, source, group, pred))
     return rows
 

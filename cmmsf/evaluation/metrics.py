@@ -82,6 +82,14 @@ def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(100 * np.mean([np.mean(pred[truth == c] == c) for c in classes]))
 
 
+def valence3_as_seen(pred: np.ndarray, truth: np.ndarray, unanswered: list[float]) -> float:
+    """valence3_bal with the examples the runtime gives no answer for (their labels: `unanswered`) counted
+    as misses in their class, never skipped: the accuracy a user sees."""
+    truth_all = valence_classes(np.concatenate([np.asarray(truth, np.float64), np.asarray(unanswered, np.float64)]))
+    no_answer = np.full(len(unanswered), 2, int)  # a class no label has
+    return balanced_accuracy(truth_all, np.concatenate([valence_classes(pred), no_answer]))
+
+
 def valence_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """How emotion-labelled data judges a score: valence2_bal, the balanced accuracy of its sign over examples
     whose label is not 0; valence3_bal, over the three classes `valence_classes` reads."""
