@@ -377,3 +377,22 @@ def test_speech_longer_than_one_window_is_read_in_pieces_in_time_order(bare_clip
     assert "sucker punch" in text and "idiosyncratic" in text and text.count("really good") == 2
     last_voice = len(wave) / 16000 - len(voice) / 16000  # the second reading of the wav starts here: 27 s
     assert heard.words[-1].text.lower().startswith("good") and heard.words[-1].start_s > last_voice + 2
+
+
+def test_each_reading_hands_on_where_its_words_ended():
+    """Where the next pass starts: after a pause the reading stopped at; before a word the 25 s cut may
+    have split (read again whole); at the end when the reading got there, heard nothing or was not trusted."""
+    from cmmsf.inputs.short_form import MAX_SPEECH_S, SAMPLE_RATE, Reading, Segment, heard_samples
+
+    signals = Segment(no_speech_prob=0.01, avg_logprob=-0.2, compression_ratio=1.1)
+    cut = np.zeros(int(MAX_SPEECH_S * SAMPLE_RATE), np.float32)
+    short = np.zeros(10 * SAMPLE_RATE, np.float32)
+    words = [("so", 1.0, 1.4), ("it", 1.4, 1.6), ("was", 7.0, 7.3)]
+    stopped = Reading(words[:2], signals, 1, None)
+    assert heard_samples(stopped, short, trusted=True) == int(1.6 * SAMPLE_RATE)  # the rest after the pause
+    assert heard_samples(Reading(words, signals, 1, None), np.zeros(8 * SAMPLE_RATE, np.float32), True) == 8 * SAMPLE_RATE
+    at_cut = Reading(words[:2] + [("wonder", MAX_SPEECH_S - 0.3, MAX_SPEECH_S)], signals, 1, None)
+    assert heard_samples(at_cut, cut, trusted=True) == int(1.6 * SAMPLE_RATE)  # "wonder" is read again
+    assert heard_samples(stopped, cut, trusted=True) == int(1.6 * SAMPLE_RATE)
+    assert heard_samples(stopped, short, trusted=False) == len(short)
+    assert heard_samples(Reading([], None, 0, None), short, trusted=True) == len(short)

@@ -108,16 +108,21 @@ def read_speech(model, speech: np.ndarray, english_only: bool, beam_size: int) -
 
 
 def heard_samples(reading: Reading, piece: np.ndarray, trusted: bool) -> int:
-    """How far into `piece` a reading got, in samples: to the end of its last word, unless that word
-    touches the end of a piece cut short (it may be cut too: it is read again whole), or to the end of
-    the piece where it heard no words, was not trusted, or heard to within a second of the end."""
+    """How far into `piece` a reading got, in samples (where the next reading starts). A piece cut short
+    of the speech's end: to the end of its last word, or of the word before it where the last one touches
+    the cut (it is read again whole). Otherwise to the end of the piece where the reading heard no words,
+    was not trusted or got within a second of the end; else to the end of its last word (it stopped at a
+    long pause)."""
     whole = len(piece)
     if not trusted or not reading.words:
         return whole
-    cut = whole == int(MAX_SPEECH_S * SAMPLE_RATE)
-    last = reading.words[-2] if cut and len(reading.words) > 1 and reading.words[-1][2] > whole / SAMPLE_RATE - 0.5 \
-        else reading.words[-1]
-    heard = int(last[2] * SAMPLE_RATE)
+    words = reading.words
+    if whole == int(MAX_SPEECH_S * SAMPLE_RATE):  # cut short: more speech follows
+        if len(words) > 1 and words[-1][2] > whole / SAMPLE_RATE - 0.5:
+            words = words[:-1]
+        heard = int(words[-1][2] * SAMPLE_RATE)
+        return heard if heard >= SAMPLE_RATE else whole
+    heard = int(words[-1][2] * SAMPLE_RATE)
     return whole if heard >= whole - SAMPLE_RATE or heard < SAMPLE_RATE else heard
 
 
