@@ -1,15 +1,18 @@
-"""Whisper on speech + 5 s of silence (cmmsf/inputs/short_form.py) against faster-whisper's padded 30 s reading.
+"""Whisper on speech + silence (cmmsf/inputs/short_form.py) against faster-whisper's padded 30 s reading.
 
 Reads the same clips both ways with the shipped recogniser (tiny.en, greedy, VAD on) and prints word error
 against the known sentences, how many clips each way keeps or drops by Whisper's own signals, and the
 median milliseconds per call. English: 30 RAVDESS and 20 TESS clips (seeded draw), the two MOSI clips and
 four 10-14 s reads joined from four clips each; German (EmoDB, 20 clips): words must not be trusted.
 
-    python experiments/asr_short_form.py
+    python experiments/asr_short_form.py [--silence 5 2 0]
+
+`--silence`: the trailing silences to read with (short_form.TRAILING_SILENCE_S, 5 s shipped).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmmsf.inputs import short_form
 from cmmsf.inputs.asr import Recognised, SpeechRecognizer, Word
 from cmmsf.inputs.media import decode_audio
 
@@ -58,6 +62,9 @@ def padded_reading(recognizer: SpeechRecognizer, wave: np.ndarray) -> Recognised
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--silence", type=float, nargs="+", default=[short_form.TRAILING_SILENCE_S])
+    args = parser.parse_args()
     rng = np.random.default_rng(0)
     english = drawn("ravdess", 30, rng) + drawn("tess", 20, rng)
     for name in ("Oz06ZWiO20M_6.mp4", "03bSnISJMiM_1.wav"):
@@ -68,8 +75,14 @@ def main() -> None:
     german = drawn("emodb", 20, rng)
     recognizer = SpeechRecognizer()
     recognizer.transcribe(english[0][0])  # load and warm
-    ways = {"speech + 5 s silence": recognizer.transcribe,
-            "faster-whisper, padded to 30 s": lambda w: padded_reading(recognizer, w)}
+    def with_silence(seconds: float):
+        def hear(wave: np.ndarray) -> Recognised:
+            short_form.TRAILING_SILENCE_S = seconds
+            return recognizer.transcribe(wave)
+        return hear
+
+    ways = {f"speech + {s:g} s silence": with_silence(s) for s in args.silence}
+    ways["faster-whisper, padded to 30 s"] = lambda w: padded_reading(recognizer, w)
     for name, hear in ways.items():
         errors = total = kept = 0
         times = []

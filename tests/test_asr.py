@@ -336,7 +336,7 @@ class EncoderSpy:
 
 
 def test_speech_is_read_on_its_own_length_with_whispers_trailing_silence(bare_clips):
-    """The encoder hears the speech plus 5 s of silence, not a 30 s window: 3.3 s of speech is about 830
+    """The encoder hears the speech plus 6 s of silence, not a 30 s window: 3.3 s of speech is about 930
     frames of the 3000 faster-whisper would encode; the words and their times are the padded reading's."""
     from cmmsf.inputs import short_form
     from cmmsf.inputs.asr import SpeechRecognizer
@@ -380,7 +380,7 @@ def test_speech_longer_than_one_window_is_read_in_pieces_in_time_order(bare_clip
 
 
 def test_each_reading_hands_on_where_its_words_ended():
-    """Where the next pass starts: after a pause the reading stopped at; before a word the 25 s cut may
+    """Where the next pass starts: after a pause the reading stopped at; before a word the 24 s cut may
     have split (read again whole); at the end when the reading got there, heard nothing or was not trusted."""
     from cmmsf.inputs.short_form import MAX_SPEECH_S, SAMPLE_RATE, Reading, Segment, heard_samples
 

@@ -142,9 +142,9 @@ class SpeechRecognizer:
         that Whisper's own signals mark as unreliable (segment_problem) are left out and counted.
 
         The speech (what the voice-activity filter keeps) is read on its own length plus the silence
-        Whisper expects after it (short_form), in one pass up to 25 s: every stream window and every
+        Whisper expects after it (short_form), in one pass up to 24 s: every stream window and every
         clip's first 12 s. Where a reading stops short of the end (a long pause heard without the filter,
-        speech beyond 25 s) the next one starts where its words ended, as Whisper's own loop seeks."""
+        speech beyond 24 s) the next one starts where its words ended, as Whisper's own loop seeks."""
         start = time.perf_counter()
         model = self.model  # first: a missing faster-whisper is named before anything else runs
         wave = np.ascontiguousarray(wave, dtype=np.float32)
