@@ -30,9 +30,9 @@ LOGPROB_MIN = -0.75
 """A reading whose words' mean log-probability (short_form.Segment.avg_logprob) is below this is dropped as
 unsure: tiny.en cannot name a language, and this is how non-English speech is told apart. Measured with
 tiny.en on 70 English clips (40 RAVDESS, 30 TESS) and 60 German ones (EmoDB), seeded draw: English median
--0.18, 5th percentile -0.62; German median -1.35, 95th percentile -0.75. At -0.75, 2 of 70 English clips
-lose their words (both misheard) and 2 of 60 German clips keep invented English (faster-whisper's
-30 s reading with its decoding score at -0.8: 0 and 4)."""
+-0.18, 5th percentile -0.66; German median -1.26, 95th percentile -0.75. At -0.75, 3 of 70 English clips
+lose their words and 3 of 60 German clips keep invented English (faster-whisper's 30 s reading with its
+decoding score at -0.8: 0 and 4)."""
 COMPRESSION_MAX = 2.4
 """A segment whose text compresses more than this (gzip ratio) repeats itself: Whisper's hallucination rule."""
 ASR_MODES = ("auto", "always", "off")
