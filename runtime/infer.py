@@ -148,8 +148,10 @@ def run_infer(opts: InferOptions, console: Console,
     except KeyboardInterrupt as stop:
         if not writes_to_stdout(opts.out):
             how = "terminated" if isinstance(stop, Terminated) else "interrupted"
-            console.print(f"{how}: {len(clips) - len(todo) + len(records)} of {len(clips)} clips are in "
-                          f"{opts.out}; the same command with --resume scores the rest", highlight=False)
+            in_file = writer.ids_in_file()  # a signal can land after a record's bytes are out, before it is counted
+            kept = len(clips) - len(todo) + len(records) if in_file is None else len(in_file & {c.id for c in clips})
+            console.print(f"{how}: {kept} of {len(clips)} clips are in {opts.out}; the same command with --resume "
+                          "scores the rest", highlight=False)
         raise
     finally:
         source.close()

@@ -307,6 +307,19 @@ class ResultWriter:
     def finish(self, summary: dict[str, Any]) -> None:
         """A sink (runtime/sinks.py): every line is already written and flushed."""
 
+    def ids_in_file(self) -> set[str] | None:
+        """The clips the results file holds now, read back from it (a record whose write a signal
+        interrupted after its bytes were out is counted, as it should be); None where nothing can be read
+        back (standard output, a FIFO, a device)."""
+        if not self.locked:
+            return None
+        try:
+            self.handle.flush()
+            found = scan(self.handle.fileno())
+        except (OSError, ValueError):
+            return None
+        return found.done | found.failed
+
     def close(self) -> None:
         """Flush and close; closing the descriptor releases the lock. A run that never started (its
         engines failed to load) leaves no file it created itself."""
