@@ -44,8 +44,9 @@ SUBSET_COLUMNS = ("n", "mae", "corr", "acc2_non0", "acc7", "valence2_bal", "vale
 def subset_view(rows: list, title: str) -> Table:
     """cmmsf.evaluation.evaluator.SubsetRow rows: what each modality contributes per source, and the gates."""
     labels = {**METRIC_LABELS, "acc2_non0": "Acc-2", "valence2_bal": "val-2", "valence3_bal": "val-3",
-              "valence3_seen": "val-3 seen", "no_face": "no face", "happy_vs_negative_bal": "hap/neg", "neutral_abs_median": "|neutral|", "emotion_spread": "spread",
-              "voice_left_out": "voice out", "framing_agree": "framed"}
+              "valence3_seen": "val-3 seen", "no_face": "no face", "happy_vs_negative_bal": "hap/neg",
+              "neutral_abs_median": "|neutral|", "emotion_spread": "spread", "voice_left_out": "voice out",
+              "framing_agree": "framed"}
     table = Table(title=title, caption="Acc-2: non-0 · val-2, val-3: valence balanced accuracy · val-3 seen: counting "
                   "photos with no face found as misses · no face: % of photos with none found · hap/neg: sign of "
                   "happy vs sad/angry/fearful/disgust, balanced · |neutral|: median |score| of neutral examples · "

@@ -98,11 +98,9 @@ def speech_seconds(wave: np.ndarray, sample_rate: int = 16000) -> float | None:
     ~20-50 ms for a 10 s clip on one core), or None where faster-whisper is not installed. 0 for noise,
     tones and music: the score of such audio reads no voice, and the record says so."""
     try:
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+        stretches = short_form.speech_stretches(wave, sample_rate)
     except ImportError:
         return None
-    stretches = get_speech_timestamps(np.ascontiguousarray(wave, dtype=np.float32), VadOptions(),
-                                      sampling_rate=sample_rate)
     return sum(s["end"] - s["start"] for s in stretches) / sample_rate
 
 
@@ -148,7 +146,7 @@ class SpeechRecognizer:
         start = time.perf_counter()
         model = self.model  # first: a missing faster-whisper is named before anything else runs
         wave = np.ascontiguousarray(wave, dtype=np.float32)
-        speech, stretches = short_form.speech_only(wave) if self.vad else (wave, None)
+        speech, wave_time = short_form.speech_only(wave) if self.vad else (wave, lambda seconds, is_end: seconds)
         words: list[Word] = []
         dropped: dict[str, int] = {}
         segments, weight, probability, language = 0, 0.0, 0.0, None
@@ -170,13 +168,7 @@ class SpeechRecognizer:
                 weight += length
                 probability += length * float(np.exp(reading.signals.avg_logprob))
             position += advance
-        if stretches:  # times in the joined speech back to the wave's own
-            from faster_whisper.vad import SpeechTimestampsMap
-
-            back = SpeechTimestampsMap(stretches, short_form.SAMPLE_RATE)
-            words = [Word(w.text, back.get_original_time(w.start_s), back.get_original_time(w.end_s, is_end=True))
-                     for w in words]
-        words = [Word(w.text, round(w.start_s, 3), round(w.end_s, 3)) for w in words]
+        words = [Word(w.text, round(wave_time(w.start_s, False), 3), round(wave_time(w.end_s, True), 3)) for w in words]
         return Recognised(" ".join(w.text for w in words), words, time.perf_counter() - start, segments, dropped,
                           probability / weight if weight else None, language)
 

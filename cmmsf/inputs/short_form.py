@@ -15,6 +15,7 @@ alignment) and CTranslate2's Whisper generate; the rules that decide which words
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +58,24 @@ class Reading:
     language: tuple[str, float] | None
 
 
-def speech_only(wave: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """The stretches of speech in `wave` joined (faster-whisper's Silero VAD), and the stretches in samples."""
+def speech_stretches(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[dict]:
+    """Where `wave` holds speech, by faster-whisper's Silero VAD: [{"start", "end"}] in samples."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    stretches = get_speech_timestamps(wave, VadOptions(), sampling_rate=SAMPLE_RATE)
-    joined = np.concatenate([wave[s["start"]:s["end"]] for s in stretches]) if stretches else wave[:0]
-    return joined, stretches
+    return get_speech_timestamps(np.ascontiguousarray(wave, dtype=np.float32), VadOptions(), sampling_rate=sample_rate)
+
+
+def speech_only(wave: np.ndarray) -> tuple[np.ndarray, Callable[[float, bool], float]]:
+    """The stretches of speech in `wave` joined, and how a time in the joined speech maps back to the
+    wave's own: (seconds, is the end of a word) → seconds."""
+    from faster_whisper.vad import SpeechTimestampsMap
+
+    stretches = speech_stretches(wave)
+    if not stretches:
+        return wave[:0], lambda seconds, is_end: seconds
+    back = SpeechTimestampsMap(stretches, SAMPLE_RATE)
+    return (np.concatenate([wave[s["start"]:s["end"]] for s in stretches]),
+            lambda seconds, is_end: back.get_original_time(seconds, is_end=is_end))
 
 
 def read_speech(model, speech: np.ndarray, english_only: bool, beam_size: int) -> Reading:
